@@ -1,0 +1,1 @@
+"""PHIseal's four gRPC services and the plumbing they share."""

@@ -1,0 +1,1 @@
+"""auditsvc: the append-only, hash-chained HIPAA audit log."""

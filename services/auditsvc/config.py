@@ -1,0 +1,22 @@
+"""auditsvc settings, parsed once from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.common.config import Env, ServerSettings
+
+DEFAULT_PORT = 50054
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = Env(environ)
+        return cls(
+            server=ServerSettings.from_env("auditsvc", DEFAULT_PORT, env),
+        )

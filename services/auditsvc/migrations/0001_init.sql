@@ -1,0 +1,2 @@
+-- auditsvc's tables arrive with the auditsvc issue.
+SELECT 1;

@@ -1,0 +1,1 @@
+"""Server plumbing shared by all four services; never imports a service."""

@@ -1,0 +1,138 @@
+"""A LISTEN/NOTIFY change feed fanned out to in-process watchers (WatchKeys, WatchPolicies).
+
+NOTIFY loses whatever is sent while nobody listens, so every (re)connection starts with a
+RESYNC that tells watchers to reload in full. While the connection is healthy the feed emits
+HEARTBEATs: a heartbeat stamped T means every change committed before T has been delivered,
+which is what lets a cache bound its staleness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger("changefeed")
+
+
+class FeedKind(Enum):
+    CHANGED = "changed"
+    RESYNC = "resync"
+    HEARTBEAT = "heartbeat"
+
+
+@dataclass(frozen=True)
+class FeedMessage:
+    kind: FeedKind
+    payload: str  # the NOTIFY payload for CHANGED, empty otherwise
+    observed_at: datetime
+
+
+class Subscription:
+    """One watcher's queue. A watcher that falls too far behind gets a RESYNC instead."""
+
+    def __init__(self, feed: ChangeFeed, max_backlog: int) -> None:
+        self._feed = feed
+        self._queue: asyncio.Queue[FeedMessage] = asyncio.Queue()
+        self._max_backlog = max_backlog
+
+    def put(self, message: FeedMessage) -> None:
+        if self._queue.qsize() >= self._max_backlog:
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            message = FeedMessage(FeedKind.RESYNC, "", message.observed_at)
+        self._queue.put_nowait(message)
+
+    def close(self) -> None:
+        self._feed._subscribers.discard(self)
+
+    async def __aiter__(self) -> AsyncIterator[FeedMessage]:
+        try:
+            while True:
+                yield await self._queue.get()
+        finally:
+            self.close()
+
+
+class ChangeFeed:
+    """Keeps one dedicated connection LISTENing on ``channel``; reconnects with backoff."""
+
+    def __init__(
+        self, url: str, channel: str, *, heartbeat_interval: float = 1.0, max_backlog: int = 10_000
+    ) -> None:
+        self._url = url
+        self._channel = channel
+        self._interval = heartbeat_interval
+        self._max_backlog = max_backlog
+        self._subscribers: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._live = False
+
+    @property
+    def live(self) -> bool:
+        """True while the LISTEN connection is up and answering."""
+        return self._live
+
+    def subscribe(self) -> Subscription:
+        """A new watcher; its first message is a RESYNC once the feed is live."""
+        sub = Subscription(self, self._max_backlog)
+        self._subscribers.add(sub)
+        if self._live:
+            sub.put(FeedMessage(FeedKind.RESYNC, "", datetime.now(UTC)))
+        return sub
+
+    def _broadcast(self, message: FeedMessage) -> None:
+        for sub in list(self._subscribers):
+            sub.put(message)
+
+    def _on_notify(self, _con: object, _pid: int, _channel: str, payload: object) -> None:
+        self._broadcast(FeedMessage(FeedKind.CHANGED, str(payload), datetime.now(UTC)))
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"changefeed-{self._channel}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            con: asyncpg.Connection | None = None
+            try:
+                con = await asyncpg.connect(self._url, timeout=5)
+                await con.add_listener(self._channel, self._on_notify)
+                self._live = True
+                delay = 0.1
+                log.info("changefeed_listening", channel=self._channel)
+                # Anything committed before LISTEN took effect is covered by the reload.
+                self._broadcast(FeedMessage(FeedKind.RESYNC, "", datetime.now(UTC)))
+                while True:
+                    await asyncio.sleep(self._interval)
+                    sent_at = datetime.now(UTC)
+                    # Notifications precede a query's answer on the connection, so once this
+                    # returns, every change committed before sent_at has been dispatched.
+                    await con.fetchval("SELECT 1", timeout=max(self._interval, 1.0))
+                    self._broadcast(FeedMessage(FeedKind.HEARTBEAT, "", sent_at))
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                if self._live:
+                    log.warning(
+                        "changefeed_lost", channel=self._channel, error_type=type(exc).__name__
+                    )
+                self._live = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                self._live = False
+                if con is not None:
+                    con.terminate()

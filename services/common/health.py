@@ -1,0 +1,92 @@
+"""Health that follows the service's dependencies: NOT_SERVING while any check fails."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+
+import asyncpg
+import structlog
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+log = structlog.get_logger("health")
+
+# A check answers None when healthy, or a short reason (no secrets) when not.
+HealthCheck = Callable[[], Awaitable[str | None]]
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def database_check(pool: asyncpg.Pool, timeout: float = 2.0) -> HealthCheck:
+    """Healthy while ``SELECT 1`` answers within ``timeout``."""
+
+    async def check() -> str | None:
+        try:
+            async with asyncio.timeout(timeout):
+                async with pool.acquire() as con:
+                    await con.fetchval("SELECT 1")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            return f"database unreachable ({type(exc).__name__})"
+        return None
+
+    return check
+
+
+class HealthMonitor:
+    """Runs the checks every ``interval`` seconds and sets every service name's status."""
+
+    def __init__(
+        self,
+        servicer: HealthServicer,
+        service_names: Sequence[str],
+        checks: Sequence[HealthCheck],
+        interval: float,
+    ) -> None:
+        self._servicer = servicer
+        self._names = ["", *service_names]
+        self._checks = list(checks)
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self._serving: bool | None = None
+        self._stopping = False
+
+    def add_check(self, check: HealthCheck) -> None:
+        self._checks.append(check)
+
+    async def check_once(self) -> bool:
+        reasons = [r for r in await asyncio.gather(*(c() for c in self._checks)) if r]
+        serving = not reasons
+        if self._stopping:
+            return False
+        if serving != self._serving:
+            for name in self._names:
+                await self._servicer.set(name, SERVING if serving else NOT_SERVING)
+            if serving:
+                log.info("health_serving")
+            else:
+                log.warning("health_not_serving", reasons=reasons)
+            self._serving = serving
+        return serving
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.check_once()
+            except Exception as exc:  # a broken check must not end health reporting
+                log.error("health_check_crashed", error_type=type(exc).__name__)
+            await asyncio.sleep(self._interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="health-monitor")
+
+    async def stop(self) -> None:
+        """Stops checking and reports NOT_SERVING for good (shutdown has begun)."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._servicer.enter_graceful_shutdown()

@@ -1,0 +1,192 @@
+"""The one server interceptor: request id, authentication, error mapping, one log line per RPC."""
+
+from __future__ import annotations
+
+import inspect
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeAlias
+
+import grpc
+import structlog
+
+from services.common import errors
+from services.common.auth import Authenticator, bind_call
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+# One table from domain error to status code; the most specific class wins (MRO order).
+STATUS_FOR_ERROR: Mapping[type[errors.DomainError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Aborted: grpc.StatusCode.ABORTED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+}
+
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID = 128
+
+log = structlog.get_logger("rpc")
+
+
+def status_for(error: errors.DomainError) -> grpc.StatusCode:
+    """The status code for a domain error (INTERNAL for an unmapped subclass)."""
+    for cls in type(error).__mro__:
+        code = STATUS_FOR_ERROR.get(cls)
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _request_id(metadata: Mapping[str, str]) -> str:
+    given = metadata.get(REQUEST_ID_HEADER, "").strip()
+    # A caller's id is echoed into logs: keep it short and printable.
+    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+def _where(exc: BaseException) -> str:
+    """file:line of the innermost frame: enough to find the bug, with no exception text."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
+
+
+class _Call:
+    """Bookkeeping for one RPC: the parts shared by unary and streaming handlers."""
+
+    def __init__(self, method: str, context: Context) -> None:
+        self.method = method
+        self.context = context
+        self.metadata = {
+            k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)
+        }
+        self.request_id = _request_id(self.metadata)
+        self.code = grpc.StatusCode.OK
+        self.started = time.perf_counter()
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(rpc=method, request_id=self.request_id)
+
+    async def begin(self, authenticator: Authenticator) -> None:
+        await self.context.send_initial_metadata(((REQUEST_ID_HEADER, self.request_id),))
+        auth_context = {k: list(v) for k, v in (self.context.auth_context() or {}).items()}
+        principal = await authenticator.authenticate(self.method, self.metadata, auth_context)
+        bind_call(principal, self.request_id)
+        structlog.contextvars.bind_contextvars(actor=principal.actor_id)
+
+    async def fail(self, exc: BaseException) -> None:
+        """Turns ``exc`` into a status; always raises."""
+        if isinstance(exc, errors.DomainError):
+            self.code = status_for(exc)
+            await self.context.abort(self.code, exc.message)
+        if isinstance(exc, grpc.aio.AbortError):
+            # The handler aborted by itself: keep its code and message.
+            code: Any = self.context.code()
+            self.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+            raise exc
+        if isinstance(exc, BaseException) and not isinstance(exc, Exception):
+            self.code = grpc.StatusCode.CANCELLED
+            raise exc
+        self.code = grpc.StatusCode.INTERNAL
+        log.error("rpc_crashed", error_type=type(exc).__name__, where=_where(exc))
+        await self.context.abort(
+            grpc.StatusCode.INTERNAL,
+            f"internal error; quote request id {self.request_id} to the operators",
+        )
+
+    def finish(self) -> None:
+        ms = round((time.perf_counter() - self.started) * 1000, 3)
+        code = self.code.name if isinstance(self.code, grpc.StatusCode) else str(self.code)
+        log.info("rpc_finished", code=code, ms=ms)
+        structlog.contextvars.clear_contextvars()
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps every handler so the cross-cutting behaviour lives in exactly one place."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        # Handlers are typed for the sync API in the stubs; under grpc.aio they are coroutines.
+        handler: Any = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap_stream(method, handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap_unary(
+        self, method: str, behavior: Callable[[Any, Context], Any]
+    ) -> Callable[[Any, Context], Awaitable[Any]]:
+        authenticator = self._authenticator
+
+        async def wrapper(request: Any, context: Context) -> Any:
+            call = _Call(method, context)
+            try:
+                await call.begin(authenticator)
+                result = behavior(request, context)
+                if inspect.isawaitable(result):
+                    result = await result
+                return result
+            except BaseException as exc:
+                await call.fail(exc)
+            finally:
+                call.finish()
+
+        return wrapper
+
+    def _wrap_stream(
+        self, method: str, behavior: Callable[[Any, Context], AsyncIterator[Any]]
+    ) -> Callable[[Any, Context], AsyncIterator[Any]]:
+        authenticator = self._authenticator
+
+        async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
+            call = _Call(method, context)
+            try:
+                await call.begin(authenticator)
+                async for item in behavior(request, context):
+                    yield item
+            except BaseException as exc:
+                await call.fail(exc)
+            finally:
+                call.finish()
+
+        return wrapper

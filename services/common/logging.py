@@ -1,0 +1,86 @@
+"""structlog set-up: JSON off a TTY, console on one, with one redaction choke point."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+
+# Keys whose values are never logged, whatever they hold. Matched after lower-casing, as a
+# substring, so "private_key_pem" and "passphrase_confirm" are caught too.
+SECRET_KEY_PARTS = (
+    "private",
+    "passphrase",
+    "password",
+    "secret",
+    "token",
+    "authorization",
+    "challenge",
+    "plaintext",
+    "event_body",
+    "events",
+    "value",
+)
+REDACTED = "[REDACTED]"
+
+# Values that look like key material are dropped even under an innocent key.
+_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+_JWT = re.compile(r"\beyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}")
+
+
+def _is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(part in lowered for part in SECRET_KEY_PARTS)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        if _PEM.search(value):
+            return REDACTED
+        return _JWT.sub(REDACTED, value)
+    if isinstance(value, Mapping):
+        return {k: REDACTED if _is_secret_key(str(k)) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        # Raw bytes in a log line are event bodies or key material far more often than not.
+        return f"<{len(value)} bytes>"
+    return value
+
+
+def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: removes secrets and PHI before anything is rendered."""
+    for key in list(event_dict):
+        if key == "event":
+            event_dict[key] = _scrub(event_dict[key])
+        elif _is_secret_key(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _scrub(event_dict[key])
+    return event_dict
+
+
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
+    """Production chain; console rendering only when asked or attached to a terminal."""
+    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

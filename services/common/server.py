@@ -1,0 +1,132 @@
+"""serve(): a grpc.aio server with health, reflection, the interceptor and ordered shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.common.auth import Authenticator
+from services.common.health import HealthCheck, HealthMonitor
+from services.common.interceptor import ServerInterceptor
+
+log = structlog.get_logger("server")
+
+Closer = Callable[[], Awaitable[None]]
+
+# Explicit so that a hostile client meets a clear RESOURCE_EXHAUSTED, not a silent default.
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class ServerParts:
+    """What a service's composition root hands to ``GrpcServer``."""
+
+    name: str  # short name, e.g. "keysvc"
+    service_names: Sequence[str]  # full names, e.g. "phiseal.keys.v1.KeyService"
+    register: Callable[[grpc.aio.Server], None]
+    authenticator: Authenticator
+    checks: Sequence[HealthCheck] = ()
+    # Background tasks started after the port is bound (relays, listeners, ...).
+    starters: Sequence[Callable[[], Awaitable[None]]] = ()
+    # Called after the server stopped: clients first, then the pool (order of this list).
+    closers: Sequence[Closer] = field(default_factory=list)
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+
+class GrpcServer:
+    """One running service: start() binds and serves, stop() shuts down in a fixed order."""
+
+    def __init__(
+        self,
+        parts: ServerParts,
+        *,
+        host: str,
+        port: int,
+        grace: float,
+        check_interval: float,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
+        self.parts = parts
+        self._host = host
+        self._port = port
+        self._grace = grace
+        self._credentials = credentials
+        self.health = HealthServicer()
+        self.monitor = HealthMonitor(self.health, parts.service_names, parts.checks, check_interval)
+        self.server = grpc.aio.server(
+            interceptors=[ServerInterceptor(parts.authenticator)],
+            options=[
+                ("grpc.max_receive_message_length", parts.max_message_bytes),
+                ("grpc.max_send_message_length", parts.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.port = 0
+        self._stopped = asyncio.Event()
+        self._stop_lock = asyncio.Lock()
+
+    async def start(self) -> int:
+        """Binds, serves, and returns the bound port (useful with port 0)."""
+        self.parts.register(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [
+                *self.parts.service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self.server,
+        )
+        address = f"{self._host}:{self._port}"
+        if self._credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, self._credentials)
+        await self.server.start()
+        # Serving only once the first check passed; until then callers see NOT_SERVING.
+        for name in ["", *self.parts.service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.monitor.check_once()
+        self.monitor.start()
+        for starter in self.parts.starters:
+            await starter()
+        log.info("server_started", service=self.parts.name, address=f"{self._host}:{self.port}")
+        return self.port
+
+    async def stop(self) -> None:
+        """health NOT_SERVING → server.stop(grace) → closers (clients, then the pool)."""
+        async with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            log.info("server_stopping", service=self.parts.name, grace=self._grace)
+            await self.monitor.stop()
+            await self.server.stop(self._grace)
+            for closer in self.parts.closers:
+                try:
+                    await closer()
+                except Exception as exc:  # keep closing the rest
+                    log.error("close_failed", error_type=type(exc).__name__)
+            self._stopped.set()
+            log.info("server_stopped", service=self.parts.name)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+async def run_until_signal(server: GrpcServer) -> None:
+    """Serves until SIGTERM or SIGINT, then stops in order."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    await stop.wait()
+    await server.stop()

@@ -1,0 +1,1 @@
+"""encryptsvc: the EncryptEvents hot path over cached policies and public keys."""

@@ -1,0 +1,26 @@
+"""encryptsvc settings, parsed once from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.common.config import Env, ServerSettings
+
+DEFAULT_PORT = 50053
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings
+    policysvc_addr: str
+    keysvc_addr: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = Env(environ)
+        return cls(
+            server=ServerSettings.from_env("encryptsvc", DEFAULT_PORT, env),
+            policysvc_addr=env.address("POLICYSVC_ADDR", "localhost:50052"),
+            keysvc_addr=env.address("KEYSVC_ADDR", "localhost:50051"),
+        )

@@ -1,0 +1,1 @@
+"""keysvc: destination key pairs, one-time private-key delivery, rotation, imported keys."""

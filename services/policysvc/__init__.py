@@ -1,0 +1,1 @@
+"""policysvc: workspaces, destinations, PII classification and versioned encryption policies."""

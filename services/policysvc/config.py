@@ -1,0 +1,24 @@
+"""policysvc settings, parsed once from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.common.config import Env, ServerSettings
+
+DEFAULT_PORT = 50052
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings
+    auditsvc_addr: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = Env(environ)
+        return cls(
+            server=ServerSettings.from_env("policysvc", DEFAULT_PORT, env),
+            auditsvc_addr=env.address("AUDITSVC_ADDR", "localhost:50054"),
+        )

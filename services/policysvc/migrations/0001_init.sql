@@ -1,0 +1,2 @@
+-- policysvc's own tables arrive with the keysvc issue.
+SELECT 1;
