@@ -23,7 +23,6 @@ from services.common.config import ConfigError, Env
 from services.common.localpg import LocalPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_DIR = ROOT / ".run"
 
 
 @dataclass(frozen=True)
@@ -78,9 +77,11 @@ async def wait_serving(port: int, within: float) -> bool:
 async def run(environ: Mapping[str, str]) -> int:
     env = Env(environ)
     database_url = env.optional_text("DATABASE_URL")
+    run_dir = Path(env.text("PHISEAL_RUN_DIR", str(ROOT / ".run")))
+    ports = {s.name: env.integer(f"{s.name.upper()}_PORT", s.port, maximum=65535) for s in SERVICES}
     local_pg: LocalPostgres | None = None
     if database_url is None:
-        local_pg = LocalPostgres(RUN_DIR / "pgdata", port=env.integer("PHISEAL_PG_PORT", 54329))
+        local_pg = LocalPostgres(run_dir / "pgdata", port=env.integer("PHISEAL_PG_PORT", 54329))
         say(f"starting the private PostgreSQL in {local_pg.data_dir}")
         admin_url = await asyncio.to_thread(local_pg.start)
         await ensure_database(admin_url, "phiseal")
@@ -94,17 +95,14 @@ async def run(environ: Mapping[str, str]) -> int:
     child_env = {
         **environ,
         "DATABASE_URL": database_url,
-        "KEYSVC_ADDR": "localhost:50051",
-        "POLICYSVC_ADDR": "localhost:50052",
-        "ENCRYPTSVC_ADDR": "localhost:50053",
-        "AUDITSVC_ADDR": "localhost:50054",
+        **{f"{name.upper()}_ADDR": f"localhost:{port}" for name, port in ports.items()},
         "LOG_FORMAT": environ.get("LOG_FORMAT", "json"),
         "PYTHONUNBUFFERED": "1",
     }
     exit_code = 0
     try:
         for service in SERVICES:
-            port = env.integer(f"{service.name.upper()}_PORT", service.port)
+            port = ports[service.name]
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -156,13 +154,14 @@ def print_banner(services: list[Service]) -> None:
     lines = ["", "PHIseal is up:"]
     lines += [f"  {s.name:<11} localhost:{s.port}" for s in services]
     grpcurl = Path(sys.executable).parent / "grpcurl"
+    port = {s.name: s.port for s in services}
     lines += [
         "",
         "Try it (grpcurl ships in the virtualenv):",
-        f"  {grpcurl} -plaintext localhost:50052 list",
-        f"  {grpcurl} -plaintext localhost:50051 grpc.health.v1.Health/Check",
+        f"  {grpcurl} -plaintext localhost:{port['policysvc']} list",
+        f"  {grpcurl} -plaintext localhost:{port['keysvc']} grpc.health.v1.Health/Check",
         f'  {grpcurl} -plaintext -d \'{{"name": "Acme Health"}}\' '
-        "localhost:50052 phiseal.policy.v1.PolicyService/CreateWorkspace",
+        f"localhost:{port['policysvc']} phiseal.policy.v1.PolicyService/CreateWorkspace",
         "",
         "Ctrl-C stops everything.",
         "",

@@ -1,0 +1,83 @@
+"""A tiny service for exercising the shared plumbing without any domain code."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from services.common import errors
+from services.common.auth import DevelopmentAuthenticator, current_principal, current_request_id
+from services.common.server import GrpcServer, ServerParts
+
+SERVICE = "phiseal.test.Fake"
+# grpc_health ships no type information.
+Req: Any = health_pb2.HealthCheckRequest
+Resp: Any = health_pb2.HealthCheckResponse
+
+SECRET_IN_EXCEPTION = "diagnosis=E11.9 for jane.doe@example.com"
+
+
+async def echo(request: Any, context: Any) -> Any:
+    """Answers the request id and the actor in the response's service-less fields."""
+    await asyncio.sleep(0)
+    assert current_request_id()
+    assert current_principal().subject
+    return Resp(status=Resp.SERVING)
+
+
+async def raise_domain(request: Any, context: Any) -> Any:
+    kind = getattr(errors, request.service)
+    raise kind(f"{request.service} happened: fix it like this")
+
+
+async def crash(request: Any, context: Any) -> Any:
+    raise RuntimeError(SECRET_IN_EXCEPTION)
+
+
+async def slow(request: Any, context: Any) -> Any:
+    await asyncio.sleep(float(request.service or "0.5"))
+    return Resp(status=Resp.SERVING)
+
+
+def _handler(fn: Any) -> Any:
+    return grpc.unary_unary_rpc_method_handler(
+        fn, request_deserializer=Req.FromString, response_serializer=Resp.SerializeToString
+    )
+
+
+def register(server: grpc.aio.Server) -> None:
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                SERVICE,
+                {
+                    "Echo": _handler(echo),
+                    "Raise": _handler(raise_domain),
+                    "Crash": _handler(crash),
+                    "Slow": _handler(slow),
+                },
+            ),
+        )
+    )
+
+
+def build(grace: float = 2.0, checks: Any = ()) -> GrpcServer:
+    parts = ServerParts(
+        name="fake",
+        service_names=[SERVICE],
+        register=register,
+        authenticator=DevelopmentAuthenticator(),
+        checks=checks,
+    )
+    return GrpcServer(parts, host="127.0.0.1", port=0, grace=grace, check_interval=0.1)
+
+
+def call(channel: grpc.aio.Channel, method: str) -> Any:
+    return channel.unary_unary(
+        f"/{SERVICE}/{method}",
+        request_serializer=Req.SerializeToString,
+        response_deserializer=Resp.FromString,
+    )

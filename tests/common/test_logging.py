@@ -1,0 +1,39 @@
+"""The redaction processor is the choke point for secrets and PHI in logs."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import structlog
+
+from services.common.logging import REDACTED, configure_logging, redact
+
+PEM = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VuBCIEIExample\n-----END PRIVATE KEY-----"
+
+
+def test_secret_keys_are_redacted() -> None:
+    """Keys that name secrets lose their values, nested too."""
+    event = redact(None, "info", {"event": "x", "passphrase": "hunter2", "nested": {"token": "t"}})
+    assert event == {"event": "x", "passphrase": REDACTED, "nested": {"token": REDACTED}}
+
+
+def test_private_key_material_is_redacted_under_any_key() -> None:
+    """A PEM private key is dropped even under an innocent-looking key."""
+    event = redact(None, "info", {"event": "x", "detail": PEM})
+    assert event["detail"] == REDACTED
+
+
+def test_bytes_are_summarised_not_logged() -> None:
+    """Raw bytes (event bodies, key material) become their length."""
+    event = redact(None, "info", {"event": "x", "body": b'{"email":"a@b.c"}'})
+    assert event["body"] == "<17 bytes>"
+
+
+def test_configured_chain_applies_redaction() -> None:
+    """The production chain renders JSON with secrets removed."""
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    structlog.get_logger().info("key_generated", private_key_pem=PEM, destination_id="d1")
+    line = json.loads(stream.getvalue())
+    assert (line["private_key_pem"], line["destination_id"]) == (REDACTED, "d1")
