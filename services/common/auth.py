@@ -73,14 +73,22 @@ class Authenticator(Protocol):
     ) -> Principal: ...
 
 
-class DevelopmentAuthenticator:
-    """No authentication: every caller is a development superuser named by ``x-actor-id``.
+SERVICE_HEADER = "x-phiseal-service"
 
-    Only for a developer's loopback until the security issue lands; it never checks anything.
+
+class DevelopmentAuthenticator:
+    """No authentication: every caller is a development superuser.
+
+    A person is named by ``x-actor-id``; a peer service by ``x-phiseal-service`` (which
+    ``services.common.clients`` sends). Only for a developer's loopback until mTLS and tokens
+    replace it; it checks nothing.
     """
 
     async def authenticate(
         self, method: str, metadata: Mapping[str, str], auth_context: Mapping[str, list[bytes]]
     ) -> Principal:
+        service = metadata.get(SERVICE_HEADER, "").strip()[:64]
+        if service:
+            return Principal(subject=service, kind="service", superuser=True)
         actor = metadata.get("x-actor-id", "").strip()[:200] or "anonymous"
         return Principal(subject=actor, superuser=True)

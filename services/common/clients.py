@@ -1,13 +1,17 @@
-"""Channels to peer services: one place to decide transport security and call options."""
+"""Channels to peer services: one place to decide transport security and call identity."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import grpc
 
+from services.common.auth import SERVICE_HEADER
 from services.common.server import DEFAULT_MAX_MESSAGE_BYTES
 
-# Calls between services are retried by the caller's own logic; keepalive finds dead peers
-# (a watch stream on a half-open TCP connection would otherwise look healthy forever).
+# Keepalive finds dead peers: a watch stream on a half-open TCP connection would otherwise look
+# healthy forever.
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
@@ -17,6 +21,38 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-def open_channel(address: str) -> grpc.aio.Channel:
-    """A channel to a peer at ``host:port``. Plaintext until the security issue adds mTLS."""
-    return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+class _IdentifyAs(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Adds the calling service's name to every call (development identity until mTLS)."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    def _details(self, details: Any) -> Any:
+        metadata = list(details.metadata or ())
+        metadata.append((SERVICE_HEADER, self._service))
+        return details._replace(metadata=metadata)
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return await continuation(self._details(details), request)
+
+
+def open_channel(address: str, caller: str) -> grpc.aio.Channel:
+    """A channel from service ``caller`` to a peer at ``host:port``.
+
+    Plaintext until the security issue adds mutual TLS.
+    """
+    return grpc.aio.insecure_channel(
+        address,
+        options=_CHANNEL_OPTIONS,
+        interceptors=[_IdentifyAs(caller)],  # type: ignore[list-item]
+    )

@@ -67,6 +67,9 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", parts.max_message_bytes),
                 ("grpc.max_send_message_length", parts.max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                # Peers send keepalive pings every 10 s (services.common.clients); allow them.
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
         self.port = 0
