@@ -2,26 +2,105 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
 import grpc
+import structlog
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
+from services.auditsvc import signing
+from services.auditsvc.audit_log import AuditLog
 from services.auditsvc.config import Settings
 from services.auditsvc.servicer import AuditServicer
-from services.auditsvc.store import MIGRATIONS, SCHEMA
-from services.common.app import open_database
+from services.auditsvc.store import MIGRATIONS, SCHEMA, AuditStore, open_pool
 from services.common.auth import DevelopmentAuthenticator
-from services.common.health import database_check
+from services.common.db import connect_with_retry, migrate
+from services.common.health import HealthCheck, database_check
 from services.common.server import GrpcServer, ServerParts
 
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
+log = structlog.get_logger("auditsvc")
 
-async def build(settings: Settings) -> GrpcServer:
+
+def durability_check(store: AuditStore) -> HealthCheck:
+    """NOT_SERVING while PostgreSQL could lose an acknowledged commit."""
+
+    async def check() -> str | None:
+        try:
+            fsync, synchronous_commit = await store.durability()
+        except Exception as exc:  # database_check reports the outage itself
+            return f"cannot read durability settings ({type(exc).__name__})"
+        if fsync != "on":
+            return "PostgreSQL runs with fsync off: acknowledged audit records could be lost"
+        if synchronous_commit == "off":
+            return (
+                "PostgreSQL runs with synchronous_commit off: acknowledged audit records "
+                "could be lost"
+            )
+        return None
+
+    return check
+
+
+class Periodic:
+    """Runs ``job`` every ``interval`` seconds until stopped; a failure is logged, not fatal."""
+
+    def __init__(self, name: str, interval: float, job: Callable[[], Awaitable[object]]) -> None:
+        self._name = name
+        self._interval = interval
+        self._job = job
+        self._task: asyncio.Task[None] | None = None
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self._job()
+            except Exception as exc:
+                log.error("periodic_job_failed", job=self._name, error_type=type(exc).__name__)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=self._name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class AuditServer(GrpcServer):
+    """The server, holding its AuditLog so tests and tools can checkpoint on demand."""
+
+    audit_log: AuditLog
+
+
+async def build(settings: Settings) -> AuditServer:
     """Wires auditsvc; the returned server is not started yet."""
-    pool = await open_database(settings.server, SCHEMA, MIGRATIONS)
-    checks = [database_check(pool)]
-    closers = [pool.close]
-    servicer = AuditServicer()
+    key = signing.load_or_create(settings.signing_key_file)
+    url = settings.server.require_database()
+    con = await connect_with_retry(url, settings.server.db_connect_timeout)
+    try:
+        await migrate(con, SCHEMA, MIGRATIONS)
+    finally:
+        await con.close()
+    pool = await open_pool(
+        url, min_size=settings.server.db_pool_min, max_size=settings.server.db_pool_max
+    )
+    store = AuditStore(pool)
+    audit_log = AuditLog(store, key)
+    await store.register_key(audit_log.key_id, audit_log.public_key_pem)
+    await store.ensure_partitions(settings.partitions_ahead)
+    servicer = AuditServicer(audit_log)
+    checkpoints = Periodic("audit-checkpoints", settings.checkpoint_interval, audit_log.checkpoint)
+    partitions = Periodic(
+        "audit-partitions",
+        settings.partition_interval,
+        lambda: store.ensure_partitions(settings.partitions_ahead),
+    )
 
     def register(server: grpc.aio.Server) -> None:
         audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
@@ -31,13 +110,16 @@ async def build(settings: Settings) -> GrpcServer:
         service_names=[SERVICE_NAME],
         register=register,
         authenticator=DevelopmentAuthenticator(),
-        checks=checks,
-        closers=closers,
+        checks=[database_check(pool), durability_check(store)],
+        starters=[checkpoints.start, partitions.start],
+        closers=[checkpoints.stop, partitions.stop, pool.close],
     )
-    return GrpcServer(
+    server = AuditServer(
         parts,
         host=settings.server.host,
         port=settings.server.port,
         grace=settings.server.grace_seconds,
         check_interval=settings.server.db_check_interval,
     )
+    server.audit_log = audit_log
+    return server

@@ -1,0 +1,103 @@
+"""RecordEvents: validation, idempotency, the chain it builds, who may call it."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
+
+from tests.auditsvc.helpers import PERSON_MD, event, record
+
+
+async def test_records_a_batch(audit: audit_pb2_grpc.AuditServiceStub) -> None:
+    """A batch of new events is recorded in full."""
+    response = await record(audit, [event(n=i) for i in range(3)])
+    assert (response.recorded, response.duplicates) == (3, 0)
+
+
+async def test_duplicate_event_ids_are_counted_not_appended(
+    audit: audit_pb2_grpc.AuditServiceStub,
+) -> None:
+    """Re-sending an event (and repeating one inside a batch) records it once."""
+    first = event(n=1)
+    await record(audit, [first])
+    response = await record(audit, [first, event(n=2), first])
+    page = await audit.QueryEvents(
+        audit_pb2.QueryEventsRequest(
+            filter=audit_pb2.AuditFilter(
+                workspace_id="ws_1", event_type="Destination Encryption Enabled"
+            )
+        )
+    )
+    assert (response.recorded, response.duplicates) == (1, 2)
+    assert len(page.records) == 2
+
+
+async def test_people_may_not_record(audit: audit_pb2_grpc.AuditServiceStub) -> None:
+    """A person calling RecordEvents gets PERMISSION_DENIED."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await audit.RecordEvents(
+            audit_pb2.RecordEventsRequest(events=[event()]), metadata=PERSON_MD
+        )
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"event_id": "not-a-uuid"}, "is not a UUID"),
+        ({"workspace_id": ""}, "workspace_id is required"),
+        ({"actor_user_id": ""}, "actor_user_id is required"),
+        ({"event_type": "destination created"}, "Title Case"),
+        ({"event_type": "Destination Create"}, "past-tense"),
+        ({"event_type": "Created"}, "past-tense"),
+        ({"outcome": audit_pb2.OUTCOME_UNSPECIFIED}, "outcome is required"),
+    ],
+)
+async def test_invalid_events_are_refused(
+    audit: audit_pb2_grpc.AuditServiceStub, change: dict[str, object], fragment: str
+) -> None:
+    """Each malformed event gets INVALID_ARGUMENT naming the problem."""
+    bad = event()
+    for name, value in change.items():
+        setattr(bad, name, value)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await record(audit, [bad])
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fragment in (info.value.details() or "")
+
+
+async def test_missing_timestamp_is_refused(audit: audit_pb2_grpc.AuditServiceStub) -> None:
+    """An event without a timestamp gets INVALID_ARGUMENT."""
+    bad = event()
+    bad.ClearField("timestamp")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await record(audit, [bad])
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_irregular_past_participles_are_accepted(
+    audit: audit_pb2_grpc.AuditServiceStub,
+) -> None:
+    """'Private Key Sent' and 'Key Pair Made' are past tense too."""
+    response = await record(
+        audit, [event(event_type="Private Key Sent"), event(event_type="Key Pair Made")]
+    )
+    assert response.recorded == 2
+
+
+async def test_chain_links_each_record_to_the_previous(
+    audit: audit_pb2_grpc.AuditServiceStub,
+) -> None:
+    """Sequences count from 1 per workspace and each prev_hash is the previous hash."""
+    await record(audit, [event(n=i) for i in range(3)] + [event("ws_2")])
+    page = await audit.QueryEvents(
+        audit_pb2.QueryEventsRequest(
+            filter=audit_pb2.AuditFilter(
+                workspace_id="ws_1", event_type="Destination Encryption Enabled"
+            )
+        )
+    )
+    assert [r.sequence for r in page.records] == [1, 2, 3]
+    assert page.records[0].prev_hash == "0" * 64
+    assert [r.hash for r in page.records[:2]] == [r.prev_hash for r in page.records[1:]]
