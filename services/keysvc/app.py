@@ -8,6 +8,7 @@ from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from services.common.app import open_database
 from services.common.auth import DevelopmentAuthenticator
 from services.common.health import database_check
+from services.common.outbox_relay import OutboxRelay
 from services.common.server import GrpcServer, ServerParts
 from services.keysvc.config import Settings
 from services.keysvc.servicer import KeyServicer
@@ -19,8 +20,9 @@ SERVICE_NAME = keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name
 async def build(settings: Settings) -> GrpcServer:
     """Wires keysvc; the returned server is not started yet."""
     pool = await open_database(settings.server, SCHEMA, MIGRATIONS)
-    checks = [database_check(pool)]
-    closers = [pool.close]
+    relay = OutboxRelay(pool, settings.server, SCHEMA, settings.auditsvc_addr, settings.outbox)
+    checks = [database_check(pool), relay.health_check]
+    closers = [relay.stop, pool.close]
     servicer = KeyServicer()
 
     def register(server: grpc.aio.Server) -> None:
@@ -32,6 +34,7 @@ async def build(settings: Settings) -> GrpcServer:
         register=register,
         authenticator=DevelopmentAuthenticator(),
         checks=checks,
+        starters=[relay.start],
         closers=closers,
     )
     return GrpcServer(

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.config import Env, ServerSettings
+from services.common.outbox_relay import RelaySettings
 
 DEFAULT_PORT = 50051
 
@@ -15,6 +16,7 @@ class Settings:
     server: ServerSettings
     policysvc_addr: str
     auditsvc_addr: str
+    outbox: RelaySettings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -23,4 +25,5 @@ class Settings:
             server=ServerSettings.from_env("keysvc", DEFAULT_PORT, env),
             policysvc_addr=env.address("POLICYSVC_ADDR", "localhost:50052"),
             auditsvc_addr=env.address("AUDITSVC_ADDR", "localhost:50054"),
+            outbox=RelaySettings.from_env(env),
         )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.config import Env, ServerSettings
+from services.common.outbox_relay import RelaySettings
 
 DEFAULT_PORT = 50052
 
@@ -14,6 +15,7 @@ DEFAULT_PORT = 50052
 class Settings:
     server: ServerSettings
     auditsvc_addr: str
+    outbox: RelaySettings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -21,4 +23,5 @@ class Settings:
         return cls(
             server=ServerSettings.from_env("policysvc", DEFAULT_PORT, env),
             auditsvc_addr=env.address("AUDITSVC_ADDR", "localhost:50054"),
+            outbox=RelaySettings.from_env(env),
         )

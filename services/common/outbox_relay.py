@@ -1,0 +1,225 @@
+"""Delivers a service's audit_outbox rows to auditsvc: in order, in batches, at least once.
+
+A batch is read ``FOR UPDATE SKIP LOCKED`` (replicas share the work instead of sending the same
+rows), sent with RecordEvents, and marked delivered in the same transaction only after auditsvc
+acknowledged it. A crash between the ack and the commit resends the batch; auditsvc
+deduplicates by event id. While auditsvc is unreachable the relay backs off exponentially up to
+a cap; once the oldest undelivered row is older than ``OUTBOX_MAX_AGE_SECONDS`` the service's
+health check reports NOT_SERVING. ``append_to_outbox`` NOTIFYs ``<schema>_audit_outbox`` at
+commit, which wakes the relay at once; it also polls, because NOTIFY is lost while nobody
+listens.
+
+The backlog gauges are registered with prometheus-client's default registry; no service
+exposes an HTTP /metrics port yet, so scrape them by adding one (``start_http_server``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import grpc
+import orjson
+import structlog
+from google.protobuf import json_format
+from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
+from prometheus_client import Gauge
+
+from services.common.changefeed import ChangeFeed, FeedKind
+from services.common.clients import open_channel
+from services.common.config import Env, ServerSettings
+
+log = structlog.get_logger("outbox_relay")
+
+BACKLOG = Gauge(
+    "phiseal_audit_outbox_backlog", "Audit outbox rows not yet delivered to auditsvc", ["service"]
+)
+OLDEST_AGE = Gauge(
+    "phiseal_audit_outbox_oldest_age_seconds",
+    "Age of the oldest audit outbox row not yet delivered to auditsvc",
+    ["service"],
+)
+
+_CLAIM_BATCH = """
+SELECT seq, event::text AS event FROM audit_outbox
+WHERE delivered_at IS NULL
+ORDER BY seq
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+
+_MARK_DELIVERED = """
+UPDATE audit_outbox SET delivered_at = clock_timestamp() WHERE seq = ANY($1::bigint[])
+"""
+
+_BACKLOG = """
+SELECT count(*) AS rows,
+       coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 AS age
+FROM audit_outbox WHERE delivered_at IS NULL
+"""
+
+_RETRYABLE = (grpc.aio.AioRpcError, OSError, TimeoutError, asyncpg.PostgresError)
+
+
+def notify_channel(schema: str) -> str:
+    """The NOTIFY channel ``append_to_outbox`` signals (``current_schema() || '_audit_outbox'``)."""
+    return f"{schema}_audit_outbox"
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """OUTBOX_* settings shared by every service with an outbox."""
+
+    max_age: float
+    batch_size: int
+    poll_interval: float
+    max_backoff: float
+    rpc_timeout: float
+    start_delay: float
+
+    @classmethod
+    def from_env(cls, env: Env) -> RelaySettings:
+        return cls(
+            max_age=env.number("OUTBOX_MAX_AGE_SECONDS", 300.0, minimum=0.1),
+            batch_size=env.integer("OUTBOX_BATCH_SIZE", 100, minimum=1, maximum=1000),
+            poll_interval=env.number("OUTBOX_POLL_SECONDS", 2.0, minimum=0.01),
+            max_backoff=env.number("OUTBOX_MAX_BACKOFF_SECONDS", 30.0, minimum=0.01),
+            rpc_timeout=env.number("OUTBOX_RPC_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            # Only for tests that must act before the relay's first run.
+            start_delay=env.number("OUTBOX_START_DELAY_SECONDS", 0.0),
+        )
+
+
+def to_proto(event: dict[str, Any]) -> audit_pb2.AuditEvent:
+    """An outbox row (``AuditEntry.to_json``) as the wire message."""
+    data = dict(event)
+    data["outcome"] = f"OUTCOME_{str(data.get('outcome', '')).upper()}"
+    return json_format.ParseDict(data, audit_pb2.AuditEvent())
+
+
+class OutboxRelay:
+    """One per process: ``start`` after the server is up, ``stop`` before the pool closes."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        server: ServerSettings,
+        schema: str,
+        auditsvc_addr: str,
+        settings: RelaySettings,
+    ) -> None:
+        self._pool = pool
+        self._service = server.service
+        self._database_url = server.require_database()
+        self._schema = schema
+        self._addr = auditsvc_addr
+        self._settings = settings
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._channel: grpc.aio.Channel | None = None
+        self._feed: ChangeFeed | None = None
+
+    async def start(self) -> None:
+        self._feed = ChangeFeed(
+            self._database_url, notify_channel(self._schema), heartbeat_interval=5.0
+        )
+        await self._feed.start()
+        self._tasks = [
+            asyncio.create_task(self._listen(self._feed), name="outbox-listen"),
+            asyncio.create_task(self._run(), name="outbox-relay"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._feed is not None:
+            await self._feed.stop()
+        await self._close_channel()
+
+    def _stub(self) -> audit_pb2_grpc.AuditServiceStub:
+        if self._channel is None:
+            self._channel = open_channel(self._addr, caller=self._service)
+        return audit_pb2_grpc.AuditServiceStub(self._channel)
+
+    async def _close_channel(self) -> None:
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close(None)
+
+    async def _listen(self, feed: ChangeFeed) -> None:
+        with feed.subscribe() as sub:
+            async for message in sub:
+                if message.kind is not FeedKind.HEARTBEAT:
+                    self._wake.set()
+
+    async def _run(self) -> None:
+        await asyncio.sleep(self._settings.start_delay)
+        backoff = 0.0
+        while True:
+            self._wake.clear()
+            try:
+                while await self.deliver_batch(self._stub()):
+                    pass
+                backoff = 0.0
+            except _RETRYABLE as exc:
+                backoff = min(self._settings.max_backoff, max(0.05, backoff * 2))
+                code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else ""
+                log.warning(
+                    "outbox_delivery_failed",
+                    error_type=type(exc).__name__,
+                    code=code,
+                    retry_in=round(backoff, 2),
+                )
+                # A fresh channel next time: grpc's own reconnect backoff grows to minutes,
+                # which would hide a recovered auditsvc far longer than our capped backoff.
+                await self._close_channel()
+                # Jitter keeps replicas from retrying in lock-step.
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))  # noqa: S311
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.poll_interval):
+                    await self._wake.wait()
+
+    async def deliver_batch(self, stub: audit_pb2_grpc.AuditServiceStub) -> int:
+        """Sends one batch and marks it delivered; returns its size (0 when none is waiting)."""
+        async with self._pool.acquire() as con, con.transaction():
+            rows = await con.fetch(_CLAIM_BATCH, self._settings.batch_size)
+            if not rows:
+                return 0
+            request = audit_pb2.RecordEventsRequest(
+                events=[to_proto(orjson.loads(r["event"])) for r in rows]
+            )
+            response = await stub.RecordEvents(request, timeout=self._settings.rpc_timeout)
+            await con.execute(_MARK_DELIVERED, [r["seq"] for r in rows])
+        log.info(
+            "outbox_delivered",
+            rows=len(rows),
+            recorded=response.recorded,
+            duplicates=response.duplicates,
+        )
+        return len(rows)
+
+    async def health_check(self) -> str | None:
+        """NOT_SERVING when the oldest undelivered row is older than OUTBOX_MAX_AGE_SECONDS."""
+        try:
+            async with asyncio.timeout(2.0):
+                async with self._pool.acquire() as con:
+                    row = await con.fetchrow(_BACKLOG)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            return None  # the database check reports an unreachable database
+        assert row is not None
+        BACKLOG.labels(self._service).set(row["rows"])
+        OLDEST_AGE.labels(self._service).set(row["age"])
+        if row["age"] > self._settings.max_age:
+            return (
+                f"audit outbox: {row['rows']} records undelivered, the oldest for "
+                f"{row['age']:.0f}s (limit {self._settings.max_age:.0f}s); is auditsvc reachable "
+                "at AUDITSVC_ADDR?"
+            )
+        return None
