@@ -40,7 +40,9 @@ async def _verify_offline(
 ) -> tuple[str, int, str]:
     """Exports, verifies the file against the pinned public key: (kind, sequence, event_id)."""
     path = tmp_path / "export.jsonl"
-    chunks = audit.ExportEvents(audit_pb2.ExportEventsRequest(filter={"workspace_id": WS}))
+    chunks = audit.ExportEvents(
+        audit_pb2.ExportEventsRequest(filter=audit_pb2.AuditFilter(workspace_id=WS))
+    )
     path.write_bytes(b"".join([c.chunk async for c in chunks]))
     key = Path(str(auditsvc.settings.signing_key_file) + ".pub")
     verdict, _ = cli.verify_file(path, key)
