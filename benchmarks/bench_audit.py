@@ -19,6 +19,7 @@ from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 from services.auditsvc import chain
 from services.auditsvc.audit_log import Event
 from services.common.auth import SERVICE_HEADER
+from services.common.logging import configure_logging
 from services.common.testing import PgCluster, start_service
 
 ROUNDS = 3
@@ -82,6 +83,7 @@ def _verify_rate(n: int) -> float:
 
 
 async def main() -> None:
+    configure_logging("warning", "console")
     cluster = PgCluster.start()
     try:
         await cluster.build_template()
