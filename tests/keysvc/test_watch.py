@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterable
 
 from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
@@ -13,21 +12,22 @@ from tests.conftest import StartService
 from tests.keysvc.conftest import Keys, serve_keys
 
 CHANGED = common_pb2.CHANGE_KIND_CHANGED
+Stream = AsyncIterable[keys_pb2.WatchKeysResponse]
 
 
-async def next_changed(stream: AsyncIterator[Any]) -> keys_pb2.WatchKeysResponse:
+async def next_changed(stream: Stream) -> keys_pb2.WatchKeysResponse:
     """The next CHANGED message, skipping heartbeats and resyncs."""
     async with asyncio.timeout(20):
         async for message in stream:
             if message.kind == CHANGED:
-                return message  # type: ignore[no-any-return]
+                return message
     raise AssertionError("the stream ended")
 
 
-async def first_message(stream: AsyncIterator[Any]) -> keys_pb2.WatchKeysResponse:
+async def first_message(stream: Stream) -> keys_pb2.WatchKeysResponse:
     async with asyncio.timeout(20):
         async for message in stream:
-            return message  # type: ignore[no-any-return]
+            return message
     raise AssertionError("the stream ended")
 
 
