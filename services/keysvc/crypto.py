@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,6 +46,8 @@ class Kdf(StrEnum):
 
 MAX_PUBLIC_KEY_TEXT = 64 * 1024
 RSA_EXPONENT = 65537
+# The decoder silently skips characters outside the alphabet; a key must not be that forgiving.
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _b64url(data: bytes) -> str:
@@ -52,7 +55,7 @@ def _b64url(data: bytes) -> str:
 
 
 def _b64url_decode(text: Any, member: str) -> bytes:
-    if not isinstance(text, str) or not text:
+    if not isinstance(text, str) or not _BASE64URL.fullmatch(text):
         raise InvalidArgument(f'JWK member "{member}" must be a non-empty base64url string')
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
