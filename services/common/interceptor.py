@@ -56,6 +56,38 @@ def _request_id(metadata: Mapping[str, str]) -> str:
     return uuid.uuid4().hex
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse, so the handler can refuse it."""
+
+    __slots__ = ()
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A deserializer that turns malformed bytes (bad wire format, invalid UTF-8 in a string
+    field) into a marker: grpc would otherwise answer UNKNOWN with the parser's text."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:
+            return _UNDECODABLE
+
+    return parse
+
+
+def _refuse_undecodable(request: Any) -> None:
+    if request is _UNDECODABLE:
+        raise errors.InvalidArgument(
+            "the request is not a valid protobuf message for this method "
+            "(malformed bytes, or invalid UTF-8 in a string field)"
+        )
+
+
 def _where(exc: BaseException) -> str:
     """file:line of the innermost frame: enough to find the bug, with no exception text."""
     frames = traceback.extract_tb(exc.__traceback__)
@@ -145,13 +177,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
@@ -175,6 +207,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             call = _Call(method, context, request)
             try:
                 await call.begin(authenticator, access)
+                _refuse_undecodable(request)
                 result = behavior(request, context)
                 if inspect.isawaitable(result):
                     result = await result
@@ -195,6 +228,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             call = _Call(method, context, request)
             try:
                 await call.begin(authenticator, access)
+                _refuse_undecodable(request)
                 async for item in behavior(request, context):
                     yield item
             except BaseException as exc:
