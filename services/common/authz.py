@@ -165,6 +165,25 @@ def rule_for(method: str, rules: Mapping[str, Rule] = RULES) -> Rule | None:
     return rules.get(method)
 
 
+def rules_markdown(rules: Mapping[str, Rule] = RULES) -> str:
+    """The rules as the Markdown table in docs/security.md (a test keeps them equal)."""
+    lines = [
+        "| RPC | people need | services allowed | denials audited |",
+        "| --- | --- | --- | --- |",
+    ]
+    for method, rule in rules.items():
+        if rule.person is None:
+            person = "—"
+        elif rule.person is Role.AUDITOR:
+            person = "auditor (or admin)"
+        else:
+            person = f"{rule.person.value}{' in every workspace (*)' if rule.platform else ''}"
+        services = ", ".join(sorted(rule.services)) or "—"
+        name = method.lstrip("/").replace("phiseal.", "", 1)
+        lines.append(f"| `{name}` | {person} | {services} | {'yes' if rule.phi else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 class DenialAuditor(Protocol):
     """Makes a denied PHI-related attempt durable in the audit log (the service's outbox)."""
 

@@ -24,6 +24,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SPIFFE_PREFIX = "spiffe://phiseal/"
 SERVICE_IDENTITIES = ("keysvc", "policysvc", "encryptsvc", "auditsvc")
+# Client-only identities: the event pipeline that calls EncryptEvents (ghz uses it too).
+CLIENT_IDENTITIES = ("producer",)
 DEFAULT_SECRETS_DIR = Path(".run/dev-secrets")
 CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
@@ -265,7 +267,9 @@ class DevPki:
     def files(self, identity: str) -> TlsFiles:
         return TlsFiles.in_dir(self.folder, identity)
 
-    def ensure(self, identities: Sequence[str] = SERVICE_IDENTITIES) -> dict[str, TlsFiles]:
+    def ensure(
+        self, identities: Sequence[str] = SERVICE_IDENTITIES + CLIENT_IDENTITIES
+    ) -> dict[str, TlsFiles]:
         """Creates what is missing (CA, one certificate per identity); keeps what exists."""
         ca = self.ca()
         result: dict[str, TlsFiles] = {}
