@@ -15,7 +15,8 @@ from typing import Protocol, TypeVar
 import structlog
 
 from services.common.audit import AuditEntry, JSONValue, Outcome
-from services.common.auth import current_principal
+from services.common.auth import Role, current_principal
+from services.common.authz import require
 from services.common.errors import (
     AlreadyExists,
     DomainError,
@@ -259,6 +260,7 @@ class KeyManager:
         kdf = _check_passphrase(passphrase, kdf)
         request_hash = _request_hash(request_id)
         destination = await self._directory.get(dest_id)
+        require(current_principal(), destination.workspace_id, Role.ADMIN)
 
         async def precheck(tx: KeyTransaction) -> None:
             self._may_generate(await tx.versions(), destination, request_hash, algorithm)
@@ -300,6 +302,7 @@ class KeyManager:
         kdf = _check_passphrase(passphrase, kdf)
         request_hash = _request_hash(request_id)
         destination = await self._directory.get(dest_id)
+        require(current_principal(), destination.workspace_id, Role.ADMIN)
         event = "Destination Encryption Keys Regenerated"
 
         async def precheck(tx: KeyTransaction) -> Algorithm:
@@ -356,6 +359,7 @@ class KeyManager:
         dest_id = check_destination_id(destination_id)
         request_hash = _request_hash(request_id)
         destination = await self._directory.get(dest_id)
+        require(current_principal(), destination.workspace_id, Role.ADMIN)
         event = "Destination Public Key Imported"
 
         async def add(tx: KeyTransaction) -> Created:
@@ -404,6 +408,7 @@ class KeyManager:
             stored = next((s for s in versions if s.key.version == version), None)
             if stored is None:
                 raise NotFound(f"destination {dest_id} has no key version {version}")
+            require(current_principal(), stored.key.workspace_id, Role.ADMIN)
             now = self._clock()
             key = stored.key.as_of(now)
             if key.state is not KeyState.PENDING:
@@ -459,6 +464,7 @@ class KeyManager:
                         else "GenerateKeyPair or ImportPublicKey creates one"
                     )
                     raise NotFound(f"destination {dest_id} has no active key: {hint}")
+            require(current_principal(), key.workspace_id, Role.VIEWER)
             if _is_person():
                 await tx.audit(_entry("Destination Public Key Viewed", key))
             return key
@@ -469,6 +475,8 @@ class KeyManager:
         async with self._store.reading(dest_id) as tx:
             now = self._clock()
             keys = [s.key.as_of(now) for s in await tx.versions()]
+            if keys:
+                require(current_principal(), keys[0].workspace_id, Role.VIEWER)
             if keys and _is_person():
                 await tx.audit(
                     AuditEntry(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.common.audit import AuditEntry
+from services.common.auth import ANONYMOUS, Principal, Role, bind_call
 from services.common.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
 from services.keysvc import crypto
 from services.keysvc.crypto import Algorithm
@@ -224,3 +225,32 @@ def test_key_change_payload_round_trips() -> None:
         change,
         None,
     )
+
+
+@pytest.fixture
+def as_person() -> Iterator[Callable[[Principal], None]]:
+    """Binds a caller for the domain to see, and restores the default afterwards."""
+    yield lambda principal: bind_call(principal, "req-test")
+    bind_call(ANONYMOUS, "")
+
+
+async def test_changing_keys_needs_admin_in_the_workspace(
+    manager: KeyManager, store: FakeStore, as_person: Callable[[Principal], None]
+) -> None:
+    """An editor of the workspace may not generate keys; nothing is written."""
+    as_person(Principal("user-9", memberships={"ws_1": frozenset({Role.EDITOR})}))
+    with pytest.raises(PermissionDenied, match="admin"):
+        await manager.generate("d1", Algorithm.X25519)
+    assert store.rows == {}
+
+
+async def test_reading_keys_needs_a_role_in_that_workspace(
+    manager: KeyManager, as_person: Callable[[Principal], None]
+) -> None:
+    """A viewer of another workspace cannot read this destination's key; one of this can."""
+    await manager.generate("d1", Algorithm.X25519)
+    as_person(Principal("user-9", memberships={"ws_2": frozenset({Role.VIEWER})}))
+    with pytest.raises(PermissionDenied):
+        await manager.get("d1")
+    as_person(Principal("user-8", memberships={"ws_1": frozenset({Role.VIEWER})}))
+    assert (await manager.get("d1")).version == 1
