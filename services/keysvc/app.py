@@ -2,28 +2,78 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from datetime import timedelta
+
 import grpc
+import structlog
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 
 from services.common.app import open_database
 from services.common.auth import DevelopmentAuthenticator
+from services.common.changefeed import ChangeFeed
+from services.common.clients import open_channel
 from services.common.health import database_check
 from services.common.outbox_relay import OutboxRelay
 from services.common.server import GrpcServer, ServerParts
 from services.keysvc.config import Settings
+from services.keysvc.directory import PolicyDirectory
+from services.keysvc.keys import KeyManager
 from services.keysvc.servicer import KeyServicer
-from services.keysvc.store import MIGRATIONS, SCHEMA
+from services.keysvc.store import CHANGES_CHANNEL, MIGRATIONS, SCHEMA, PgKeyStore
 
 SERVICE_NAME = keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name
+
+log = structlog.get_logger("keysvc")
+
+
+class ExpirySweeper:
+    """Marks overdue pending versions expired every ``interval`` seconds (all replicas may run)."""
+
+    def __init__(self, keys: KeyManager, interval: float) -> None:
+        self._keys = keys
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="keysvc-expiry-sweep")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self._keys.expire_due()
+            except Exception as exc:  # a failed sweep is retried next interval
+                log.warning("expiry_sweep_failed", error_type=type(exc).__name__)
 
 
 async def build(settings: Settings) -> GrpcServer:
     """Wires keysvc; the returned server is not started yet."""
     pool = await open_database(settings.server, SCHEMA, MIGRATIONS)
     relay = OutboxRelay(pool, settings.server, SCHEMA, settings.auditsvc_addr, settings.outbox)
-    checks = [database_check(pool), relay.health_check]
-    closers = [relay.stop, pool.close]
-    servicer = KeyServicer()
+    policysvc = open_channel(settings.policysvc_addr, caller="keysvc")
+    keys = KeyManager(
+        PgKeyStore(pool),
+        PolicyDirectory(policysvc, timeout=settings.policysvc_timeout),
+        pending_ttl=timedelta(seconds=settings.pending_key_ttl),
+    )
+    feed = ChangeFeed(
+        settings.server.require_database(),
+        CHANGES_CHANNEL,
+        heartbeat_interval=settings.watch_heartbeat_interval,
+    )
+    sweeper = ExpirySweeper(keys, settings.expiry_sweep_interval)
+    servicer = KeyServicer(keys, feed)
+
+    async def close_policysvc() -> None:
+        await policysvc.close(None)
 
     def register(server: grpc.aio.Server) -> None:
         keys_pb2_grpc.add_KeyServiceServicer_to_server(servicer, server)
@@ -33,9 +83,9 @@ async def build(settings: Settings) -> GrpcServer:
         service_names=[SERVICE_NAME],
         register=register,
         authenticator=DevelopmentAuthenticator(),
-        checks=checks,
-        starters=[relay.start],
-        closers=closers,
+        checks=[database_check(pool), relay.health_check],
+        starters=[feed.start, sweeper.start, relay.start],
+        closers=[sweeper.stop, feed.stop, relay.stop, close_policysvc, pool.close],
     )
     return GrpcServer(
         parts,

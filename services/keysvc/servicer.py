@@ -3,61 +3,228 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 
+from google.protobuf.timestamp_pb2 import Timestamp
+from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from typing_extensions import override
 
-from services.common.errors import Unimplemented
+from services.common.auth import current_request_id
+from services.common.changefeed import ChangeFeed, FeedKind
+from services.common.errors import InvalidArgument
 from services.common.interceptor import Context
+from services.keysvc import crypto
+from services.keysvc.crypto import Algorithm, Kdf, PrivateKeyDelivery
+from services.keysvc.keys import Activation, KeyChange, KeyManager, KeyOrigin, KeyState, KeyVersion
+
+_ALGORITHM = {
+    common_pb2.KEY_ALGORITHM_X25519: Algorithm.X25519,
+    common_pb2.KEY_ALGORITHM_RSA_2048: Algorithm.RSA_2048,
+    common_pb2.KEY_ALGORITHM_RSA_3072: Algorithm.RSA_3072,
+    common_pb2.KEY_ALGORITHM_RSA_4096: Algorithm.RSA_4096,
+}
+_ALGORITHM_PROTO = {v: k for k, v in _ALGORITHM.items()}
+_STATE_PROTO = {
+    KeyState.PENDING: keys_pb2.KEY_STATE_PENDING,
+    KeyState.ACTIVE: keys_pb2.KEY_STATE_ACTIVE,
+    KeyState.RETIRED: keys_pb2.KEY_STATE_RETIRED,
+    KeyState.EXPIRED: keys_pb2.KEY_STATE_EXPIRED,
+}
+_ORIGIN_PROTO = {
+    KeyOrigin.GENERATED: keys_pb2.KEY_ORIGIN_GENERATED,
+    KeyOrigin.IMPORTED: keys_pb2.KEY_ORIGIN_IMPORTED,
+}
+_KDF = {
+    keys_pb2.PASSPHRASE_KDF_UNSPECIFIED: None,
+    keys_pb2.PASSPHRASE_KDF_SCRYPT: Kdf.SCRYPT,
+    keys_pb2.PASSPHRASE_KDF_PBKDF2_SHA256: Kdf.PBKDF2_SHA256,
+}
+_KDF_PROTO = {
+    Kdf.NONE: keys_pb2.PASSPHRASE_KDF_UNSPECIFIED,
+    Kdf.SCRYPT: keys_pb2.PASSPHRASE_KDF_SCRYPT,
+    Kdf.PBKDF2_SHA256: keys_pb2.PASSPHRASE_KDF_PBKDF2_SHA256,
+}
+_ACTIVATION = {
+    keys_pb2.ACTIVATION_UNSPECIFIED: Activation.IMMEDIATE,
+    keys_pb2.ACTIVATION_IMMEDIATE: Activation.IMMEDIATE,
+    keys_pb2.ACTIVATION_AFTER_CONFIRMATION: Activation.AFTER_CONFIRMATION,
+}
 
 
-def _missing(rpc: str) -> str:
-    return f"{rpc} is not implemented yet: key management lands with the keysvc issue"
+def _algorithm(value: int, default: Algorithm | None) -> Algorithm | None:
+    if value == common_pb2.KEY_ALGORITHM_UNSPECIFIED:
+        return default
+    if value not in _ALGORITHM:
+        raise InvalidArgument(f"algorithm {value} is unknown: use X25519 or RSA_2048/3072/4096")
+    return _ALGORITHM[value]  # type: ignore[index]
+
+
+def _kdf(value: int) -> Kdf | None:
+    if value not in _KDF:
+        raise InvalidArgument(f"passphrase_kdf {value} is unknown: use SCRYPT or PBKDF2_SHA256")
+    return _KDF[value]  # type: ignore[index]
+
+
+def _activation(value: int) -> Activation:
+    if value not in _ACTIVATION:
+        raise InvalidArgument(f"activation {value} is unknown: use IMMEDIATE or AFTER_CONFIRMATION")
+    return _ACTIVATION[value]  # type: ignore[index]
+
+
+def _request_id(given: str) -> str:
+    # The field wins; otherwise the x-request-id the interceptor bound (random when absent).
+    return given or current_request_id()
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _key(key: KeyVersion) -> keys_pb2.KeyVersion:
+    return keys_pb2.KeyVersion(
+        destination_id=key.destination_id,
+        workspace_id=key.workspace_id,
+        kid=key.kid,
+        version=key.version,
+        algorithm=_ALGORITHM_PROTO[key.algorithm],
+        state=_STATE_PROTO[key.state],
+        origin=_ORIGIN_PROTO[key.origin],
+        public_key_pem=key.public_key_pem,
+        public_key_jwk=key.public_key_jwk,
+        fingerprint_sha256=key.fingerprint_sha256,
+        created_at=_timestamp(key.created_at),
+        created_by=key.created_by,
+        activated_at=_timestamp(key.activated_at),
+        retired_at=_timestamp(key.retired_at),
+        confirm_by=_timestamp(key.confirm_by),
+    )
+
+
+def _delivery(delivery: PrivateKeyDelivery | None) -> keys_pb2.PrivateKeyDelivery | None:
+    if delivery is None:
+        return None
+    return keys_pb2.PrivateKeyDelivery(
+        private_key_pem=delivery.pem,
+        passphrase_protected=delivery.passphrase_protected,
+        kdf=_KDF_PROTO[delivery.kdf],
+        kdf_cost=delivery.kdf_cost,
+    )
 
 
 class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
     """phiseal.keys.v1.KeyService."""
 
+    def __init__(self, keys: KeyManager, feed: ChangeFeed) -> None:
+        self._keys = keys
+        self._feed = feed
+
     @override
     async def GenerateKeyPair(
         self, request: keys_pb2.GenerateKeyPairRequest, context: Context
     ) -> keys_pb2.GenerateKeyPairResponse:
-        raise Unimplemented(_missing("GenerateKeyPair"))
+        created = await self._keys.generate(
+            request.destination_id,
+            _algorithm(request.algorithm, Algorithm.X25519) or Algorithm.X25519,
+            passphrase=request.passphrase,
+            kdf=_kdf(request.passphrase_kdf),
+            request_id=_request_id(request.request_id),
+        )
+        return keys_pb2.GenerateKeyPairResponse(
+            key=_key(created.key), private_key=_delivery(created.private_key)
+        )
 
     @override
     async def RegenerateKeyPair(
         self, request: keys_pb2.RegenerateKeyPairRequest, context: Context
     ) -> keys_pb2.RegenerateKeyPairResponse:
-        raise Unimplemented(_missing("RegenerateKeyPair"))
+        created = await self._keys.regenerate(
+            request.destination_id,
+            _algorithm(request.algorithm, None),
+            _activation(request.activation),
+            passphrase=request.passphrase,
+            kdf=_kdf(request.passphrase_kdf),
+            request_id=_request_id(request.request_id),
+        )
+        return keys_pb2.RegenerateKeyPairResponse(
+            key=_key(created.key),
+            private_key=_delivery(created.private_key),
+            challenge=created.challenge,
+            previous_version=created.previous_version,
+        )
 
     @override
     async def ConfirmKey(
         self, request: keys_pb2.ConfirmKeyRequest, context: Context
     ) -> keys_pb2.ConfirmKeyResponse:
-        raise Unimplemented(_missing("ConfirmKey"))
+        key = await self._keys.confirm(
+            request.destination_id, request.version, request.challenge_plaintext
+        )
+        return keys_pb2.ConfirmKeyResponse(key=_key(key))
 
     @override
     async def ImportPublicKey(
         self, request: keys_pb2.ImportPublicKeyRequest, context: Context
     ) -> keys_pb2.ImportPublicKeyResponse:
-        raise Unimplemented(_missing("ImportPublicKey"))
+        which = request.WhichOneof("public_key")
+        if which == "public_key_pem":
+            public = crypto.parse_public_pem(request.public_key_pem)
+        elif which == "public_key_jwk":
+            public = crypto.parse_public_jwk(request.public_key_jwk)
+        else:
+            raise InvalidArgument("give the public key as public_key_pem or public_key_jwk")
+        created = await self._keys.import_key(
+            request.destination_id,
+            public,
+            _activation(request.activation),
+            request_id=_request_id(request.request_id),
+        )
+        return keys_pb2.ImportPublicKeyResponse(key=_key(created.key), challenge=created.challenge)
 
     @override
     async def GetPublicKey(
         self, request: keys_pb2.GetPublicKeyRequest, context: Context
     ) -> keys_pb2.GetPublicKeyResponse:
-        raise Unimplemented(_missing("GetPublicKey"))
+        key = await self._keys.get(request.destination_id, request.version)
+        return keys_pb2.GetPublicKeyResponse(key=_key(key))
 
     @override
     async def ListKeyVersions(
         self, request: keys_pb2.ListKeyVersionsRequest, context: Context
     ) -> keys_pb2.ListKeyVersionsResponse:
-        raise Unimplemented(_missing("ListKeyVersions"))
+        keys = await self._keys.list_versions(request.destination_id)
+        return keys_pb2.ListKeyVersionsResponse(versions=[_key(k) for k in keys])
 
     @override
     async def WatchKeys(
         self, request: keys_pb2.WatchKeysRequest, context: Context
     ) -> AsyncIterator[keys_pb2.WatchKeysResponse]:
-        for _ in ():  # an async generator, like the real stream will be
-            yield keys_pb2.WatchKeysResponse()
-        raise Unimplemented(_missing("WatchKeys"))
+        wanted = frozenset(request.destination_ids)
+        with self._feed.subscribe() as subscription:
+            async for message in subscription:
+                observed_at = _timestamp(message.observed_at)
+                if message.kind is FeedKind.HEARTBEAT:
+                    yield keys_pb2.WatchKeysResponse(
+                        kind=common_pb2.CHANGE_KIND_HEARTBEAT, observed_at=observed_at
+                    )
+                    continue
+                change = KeyChange.from_payload(message.payload)
+                if message.kind is FeedKind.RESYNC or change is None:
+                    # Something may have been missed (or is unreadable): the cache reloads.
+                    yield keys_pb2.WatchKeysResponse(
+                        kind=common_pb2.CHANGE_KIND_RESYNC, observed_at=observed_at
+                    )
+                    continue
+                if wanted and change.destination_id not in wanted:
+                    continue
+                yield keys_pb2.WatchKeysResponse(
+                    kind=common_pb2.CHANGE_KIND_CHANGED,
+                    destination_id=change.destination_id,
+                    version=change.version,
+                    state=_STATE_PROTO[change.state],
+                    observed_at=observed_at,
+                )

@@ -1,0 +1,364 @@
+"""Key material: generation, public-key forms (PEM, JWK, fingerprint), import checks, challenges."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
+from jwcrypto import jwe, jwk  # type: ignore[import-untyped]
+
+from services.common.errors import InvalidArgument
+from services.keysvc import pkcs8
+
+
+class Algorithm(StrEnum):
+    X25519 = "x25519"
+    RSA_2048 = "rsa-2048"
+    RSA_3072 = "rsa-3072"
+    RSA_4096 = "rsa-4096"
+
+    @property
+    def rsa_bits(self) -> int:
+        """The modulus size; 0 for X25519."""
+        return 0 if self is Algorithm.X25519 else int(self.value.split("-")[1])
+
+    @property
+    def jwe_alg(self) -> str:
+        """The JWE key-management algorithm fields are encrypted with."""
+        return "ECDH-ES+A256KW" if self is Algorithm.X25519 else "RSA-OAEP-256"
+
+
+class Kdf(StrEnum):
+    NONE = "none"
+    SCRYPT = "scrypt"
+    PBKDF2_SHA256 = "pbkdf2-sha256"
+
+
+MAX_PUBLIC_KEY_TEXT = 64 * 1024
+RSA_EXPONENT = 65537
+# The decoder silently skips characters outside the alphabet; a key must not be that forgiving.
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64url_decode(text: Any, member: str) -> bytes:
+    if not isinstance(text, str) or not _BASE64URL.fullmatch(text):
+        raise InvalidArgument(f'JWK member "{member}" must be a non-empty base64url string')
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidArgument(f'JWK member "{member}" is not valid base64url') from None
+
+
+def _int_bytes(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A validated public key, kept as its DER SubjectPublicKeyInfo."""
+
+    algorithm: Algorithm
+    der: bytes
+
+    @property
+    def pem(self) -> str:
+        return (
+            self._key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """Lower-case hex SHA-256 of the DER SubjectPublicKeyInfo."""
+        return hashlib.sha256(self.der).hexdigest()
+
+    def jwk(self, kid: str) -> str:
+        """RFC 7517 JSON text with kid, use "enc" and the JWE algorithm to encrypt with."""
+        key = self._key()
+        members: dict[str, str]
+        if isinstance(key, x25519.X25519PublicKey):
+            raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            members = {"kty": "OKP", "crv": "X25519", "x": _b64url(raw)}
+        else:
+            assert isinstance(key, rsa.RSAPublicKey)
+            numbers = key.public_numbers()
+            members = {
+                "kty": "RSA",
+                "n": _b64url(_int_bytes(numbers.n)),
+                "e": _b64url(_int_bytes(numbers.e)),
+            }
+        members |= {"use": "enc", "alg": self.algorithm.jwe_alg, "kid": kid}
+        return json.dumps(members, separators=(",", ":"))
+
+    def _key(self) -> x25519.X25519PublicKey | rsa.RSAPublicKey:
+        key = serialization.load_der_public_key(self.der)
+        assert isinstance(key, x25519.X25519PublicKey | rsa.RSAPublicKey)
+        return key
+
+
+class KeyPair:
+    """A freshly generated pair. The private half lives only in memory, for one response."""
+
+    def __init__(self, private: x25519.X25519PrivateKey | rsa.RSAPrivateKey, algorithm: Algorithm):
+        self._private = private
+        self.algorithm = algorithm
+        spki = private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.public = PublicKey(algorithm, spki)
+
+    def __repr__(self) -> str:  # never let a debugger or log line print the private key
+        return f"KeyPair({self.algorithm}, fingerprint={self.public.fingerprint})"
+
+    def deliver(self, passphrase: str, kdf: Kdf) -> PrivateKeyDelivery:
+        """The PKCS#8 PEM the caller receives; encrypted when a passphrase is given."""
+        if not passphrase:
+            pem = self._private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            return PrivateKeyDelivery(pem.decode(), Kdf.NONE, 0)
+        if kdf is Kdf.PBKDF2_SHA256:
+            encrypted = pkcs8.encrypt_pbkdf2(self._private, passphrase)
+        else:
+            encrypted = pkcs8.encrypt_scrypt(self._private, passphrase)
+        return PrivateKeyDelivery(encrypted.pem.decode(), Kdf(encrypted.kdf), encrypted.cost)
+
+
+@dataclass(frozen=True, repr=False)
+class PrivateKeyDelivery:
+    """The private key as delivered once; repr hides it."""
+
+    pem: str
+    kdf: Kdf
+    kdf_cost: int
+
+    @property
+    def passphrase_protected(self) -> bool:
+        return self.kdf is not Kdf.NONE
+
+    def __repr__(self) -> str:
+        return f"PrivateKeyDelivery(kdf={self.kdf}, kdf_cost={self.kdf_cost})"
+
+
+def generate(algorithm: Algorithm) -> KeyPair:
+    """A new key pair (CPU-bound for RSA: run it off the event loop)."""
+    if algorithm is Algorithm.X25519:
+        return KeyPair(x25519.X25519PrivateKey.generate(), algorithm)
+    return KeyPair(rsa.generate_private_key(RSA_EXPONENT, algorithm.rsa_bits), algorithm)
+
+
+_PRIVATE_KEY_SENT = (
+    "this is a PRIVATE key — send only the public key; PHIseal must never see it "
+    "(derive it with `openssl pkey -in key.pem -pubout`), and treat this private key as exposed"
+)
+
+_COMMON_PASSPHRASES = frozenset(
+    {
+        "password1234",
+        "password12345",
+        "password123456",
+        "passw0rd1234",
+        "123456789012",
+        "qwertyuiop12",
+        "qwerty123456",
+        "iloveyou1234",
+        "letmein12345",
+        "welcome12345",
+        "changeme1234",
+        "administrator1",
+        "correcthorsebatterystaple",
+        "correct horse battery staple",
+        "trustno1trustno1",
+        "abcdefghijkl1",
+        "abc123abc123",
+        "1q2w3e4r5t6y",
+        "1qaz2wsx3edc",
+        "p@ssw0rd1234",
+        "phiseal12345",
+    }
+)
+MIN_PASSPHRASE = 12
+MAX_PASSPHRASE = 1024
+
+
+def check_passphrase(passphrase: str) -> None:
+    """Refuses weak passphrases, saying why but never echoing the passphrase."""
+    if len(passphrase) < MIN_PASSPHRASE:
+        raise InvalidArgument(
+            f"passphrase is too short: use at least {MIN_PASSPHRASE} characters "
+            "(a few random words work well)"
+        )
+    if len(passphrase) > MAX_PASSPHRASE:
+        raise InvalidArgument(f"passphrase is too long: use at most {MAX_PASSPHRASE} characters")
+    classes = {
+        "lower" if c.islower() else "upper" if c.isupper() else "digit" if c.isdigit() else "other"
+        for c in passphrase
+    }
+    if len(classes) < 2:
+        raise InvalidArgument(
+            "passphrase uses only one kind of character: mix letters with digits, "
+            "capitals, spaces or symbols"
+        )
+    if passphrase.lower() in _COMMON_PASSPHRASES or len(set(passphrase)) < 4:
+        raise InvalidArgument("passphrase is too common or repetitive: choose a less guessable one")
+
+
+def _from_loaded(key: object) -> PublicKey:
+    if isinstance(key, x25519.X25519PublicKey):
+        der = key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return PublicKey(Algorithm.X25519, der)
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size not in (2048, 3072, 4096):
+            raise InvalidArgument(
+                f"RSA key is {key.key_size} bits: use 2048, 3072 or 4096 bits "
+                "(RSA keys below 2048 bits are too weak)"
+            )
+        if key.public_numbers().e != RSA_EXPONENT:
+            raise InvalidArgument(
+                f"RSA public exponent must be {RSA_EXPONENT}, the standard value "
+                "every key generator uses"
+            )
+        der = key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return PublicKey(Algorithm(f"rsa-{key.key_size}"), der)
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        raise InvalidArgument(
+            "this is an Ed25519/Ed448 signing key; encryption needs an X25519 key "
+            "(`openssl genpkey -algorithm X25519`) or RSA"
+        )
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        raise InvalidArgument(
+            f"elliptic-curve keys on {key.curve.name} are not supported: use X25519 or RSA"
+        )
+    if isinstance(key, x448.X448PublicKey | dsa.DSAPublicKey):
+        raise InvalidArgument("this key type is not supported: use X25519 or RSA")
+    raise InvalidArgument("this key type is not supported: use X25519 or RSA")
+
+
+def parse_public_pem(text: str) -> PublicKey:
+    """A public key from SubjectPublicKeyInfo (or PKCS#1 RSA) PEM, strictly validated."""
+    if len(text) > MAX_PUBLIC_KEY_TEXT:
+        raise InvalidArgument(f"public key text is over {MAX_PUBLIC_KEY_TEXT} characters")
+    if "PRIVATE KEY" in text:
+        raise InvalidArgument(_PRIVATE_KEY_SENT)
+    if "BEGIN CERTIFICATE" in text:
+        raise InvalidArgument(
+            "this is a certificate: send its public key "
+            "(`openssl x509 -in cert.pem -pubkey -noout`)"
+        )
+    if "-----BEGIN " not in text:
+        raise InvalidArgument(
+            'public_key_pem is not PEM: expected "-----BEGIN PUBLIC KEY-----"; '
+            "for a JWK use public_key_jwk"
+        )
+    try:
+        key = serialization.load_pem_public_key(text.strip().encode())
+    except UnsupportedAlgorithm:
+        raise InvalidArgument("this key type is not supported: use X25519 or RSA") from None
+    except ValueError:
+        raise InvalidArgument(
+            "public_key_pem could not be read as a public key: expected a PEM "
+            '"-----BEGIN PUBLIC KEY-----" block (SubjectPublicKeyInfo)'
+        ) from None
+    return _from_loaded(key)
+
+
+_JWK_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+
+
+def parse_public_jwk(text: str) -> PublicKey:
+    """A public key from RFC 7517 JSON (kty RSA, or OKP with crv X25519)."""
+    if len(text) > MAX_PUBLIC_KEY_TEXT:
+        raise InvalidArgument(f"public key text is over {MAX_PUBLIC_KEY_TEXT} characters")
+    try:
+        members = json.loads(text)
+    except ValueError:
+        raise InvalidArgument("public_key_jwk is not valid JSON") from None
+    if not isinstance(members, dict):
+        raise InvalidArgument("public_key_jwk must be a JSON object (one JWK, not a JWK set)")
+    if members.get("kty") == "oct":
+        raise InvalidArgument("this is a symmetric (kty oct) key: send an RSA or X25519 public key")
+    if any(m in members for m in _JWK_PRIVATE_MEMBERS):
+        raise InvalidArgument(_PRIVATE_KEY_SENT)
+    use = members.get("use")
+    if use is not None and use != "enc":
+        raise InvalidArgument(f'JWK "use" is {use!r}: an encryption key must have "use": "enc"')
+    kty = members.get("kty")
+    key: object
+    if kty == "RSA":
+        n = int.from_bytes(_b64url_decode(members.get("n"), "n"), "big")
+        e = int.from_bytes(_b64url_decode(members.get("e"), "e"), "big")
+        try:
+            key = rsa.RSAPublicNumbers(e, n).public_key()
+        except ValueError:
+            raise InvalidArgument("JWK n/e do not form a valid RSA public key") from None
+    elif kty == "OKP":
+        crv = members.get("crv")
+        if crv != "X25519":
+            raise InvalidArgument(
+                f"OKP curve {crv!r} is not supported: only X25519 can encrypt "
+                "(Ed25519 is a signing key)"
+            )
+        raw = _b64url_decode(members.get("x"), "x")
+        if len(raw) != 32:
+            raise InvalidArgument('JWK "x" must be 32 bytes for X25519')
+        key = x25519.X25519PublicKey.from_public_bytes(raw)
+    elif kty == "EC":
+        raise InvalidArgument(
+            f"elliptic-curve keys (crv {members.get('crv')!r}) are not supported: use X25519 or RSA"
+        )
+    else:
+        raise InvalidArgument(f'JWK "kty" {kty!r} is not supported: use "RSA" or "OKP" (X25519)')
+    public = _from_loaded(key)
+    alg = members.get("alg")
+    if alg is not None and alg != public.algorithm.jwe_alg:
+        raise InvalidArgument(
+            f'JWK "alg" is {alg!r}; PHIseal encrypts to this key with {public.algorithm.jwe_alg}'
+        )
+    return public
+
+
+@dataclass(frozen=True, repr=False)
+class Challenge:
+    """A proof-of-possession challenge: the JWE goes to the caller, only the hash is kept."""
+
+    jwe: str
+    answer_hash: bytes
+
+
+def make_challenge(public: PublicKey, kid: str) -> Challenge:
+    """A random secret, encrypted to ``public`` as a compact JWE (enc A256GCM)."""
+    answer = secrets.token_urlsafe(32)
+    token = jwe.JWE(
+        answer.encode(),
+        protected=json.dumps({"alg": public.algorithm.jwe_alg, "enc": "A256GCM", "kid": kid}),
+    )
+    token.add_recipient(jwk.JWK.from_pem(public.pem.encode()))
+    return Challenge(token.serialize(compact=True), hash_secret(answer))
+
+
+def hash_secret(text: str) -> bytes:
+    """SHA-256 of a high-entropy secret (request id, challenge answer): what the database keeps."""
+    return hashlib.sha256(text.encode()).digest()

@@ -1,0 +1,144 @@
+"""The private key is stored nowhere: not in the database, its files, the WAL, or any log."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import grpc
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa, x25519
+from phiseal.common.v1 import common_pb2
+from phiseal.keys.v1 import keys_pb2
+
+from services.common.logging import configure_logging
+from services.common.testing import PgCluster
+from tests.keysvc.conftest import PASSPHRASE, PERSON, Keys, error_of
+
+
+def _pem_body_lines(pem: str) -> list[str]:
+    return [line for line in pem.splitlines() if line and not line.startswith("-----")]
+
+
+def needles(private_key_pem: str, passphrase: bytes | None = None) -> list[bytes]:
+    """What would give the key away: its DER, the PEM body lines, the raw secret, hex forms."""
+    key = serialization.load_pem_private_key(private_key_pem.encode(), passphrase)
+    der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    plain_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    if isinstance(key, x25519.X25519PrivateKey):
+        secret = key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+    else:
+        assert isinstance(key, rsa.RSAPrivateKey)
+        p = key.private_numbers().p
+        secret = p.to_bytes((p.bit_length() + 7) // 8, "big")
+    found = [der, secret, der.hex().encode(), secret.hex().encode()]
+    found += [base64.b64encode(secret)]
+    lines = _pem_body_lines(plain_pem) + _pem_body_lines(private_key_pem)
+    found += [line.encode() for line in lines if len(line) >= 40]
+    return found
+
+
+def search(blobs: Iterable[tuple[str, bytes]], wanted: list[bytes]) -> list[str]:
+    """Names of the blobs that contain any of ``wanted``."""
+    pattern = re.compile(b"|".join(re.escape(w) for w in wanted))
+    return [name for name, blob in blobs if pattern.search(blob)]
+
+
+def data_files(data_dir: Path) -> Iterable[tuple[str, bytes]]:
+    """Every file of the cluster's data directory, pg_wal included (the tests run as root)."""
+    for path in sorted(data_dir.rglob("*")):
+        if path.is_file():
+            try:
+                yield str(path.relative_to(data_dir)), path.read_bytes()
+            except (FileNotFoundError, PermissionError):  # removed while we walk: temp files
+                continue
+
+
+async def test_private_keys_appear_in_no_dump_file_wal_or_log(
+    keys: Keys, pg_cluster: PgCluster
+) -> None:
+    """After generations (plain and passphrase-protected), a duplicate generate, a bad passphrase
+    and a rotation, no private key shows up in pg_dump, the data directory (with WAL), the
+    PostgreSQL log or the application log; the public keys are found (the search works)."""
+    if pg_cluster.local is None:
+        pytest.skip("needs the private PostgreSQL (DATABASE_URL points at an external server)")
+    app_log = io.StringIO()
+    configure_logging("debug", "json", stream=app_log)
+
+    x = await keys.stub.GenerateKeyPair(
+        keys_pb2.GenerateKeyPairRequest(destination_id=keys.destination_id), metadata=PERSON
+    )
+    duplicate = await error_of(
+        keys.stub.GenerateKeyPair(
+            keys_pb2.GenerateKeyPairRequest(destination_id=keys.destination_id), metadata=PERSON
+        )
+    )
+    other = await keys.new_destination()
+    weak = await error_of(
+        keys.stub.GenerateKeyPair(
+            keys_pb2.GenerateKeyPairRequest(destination_id=other, passphrase="weak-pass")
+        )
+    )
+    rsa_reply = await keys.stub.GenerateKeyPair(
+        keys_pb2.GenerateKeyPairRequest(
+            destination_id=other, algorithm=common_pb2.KEY_ALGORITHM_RSA_2048, passphrase=PASSPHRASE
+        ),
+        metadata=PERSON,
+    )
+    rotated = await keys.stub.RegenerateKeyPair(
+        keys_pb2.RegenerateKeyPairRequest(
+            destination_id=keys.destination_id, activation=keys_pb2.ACTIVATION_AFTER_CONFIRMATION
+        )
+    )
+    assert (duplicate[0], weak[0]) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+    secrets = (
+        needles(x.private_key.private_key_pem)
+        + needles(rsa_reply.private_key.private_key_pem, PASSPHRASE.encode())
+        + needles(rotated.private_key.private_key_pem)
+        + [PASSPHRASE.encode(), b"weak-pass"]
+    )
+    public = [line.encode() for line in _pem_body_lines(x.key.public_key_pem)]
+
+    admin = await asyncpg.connect(pg_cluster.admin_url)
+    try:
+        await admin.execute("CHECKPOINT")
+        await admin.execute("SELECT pg_switch_wal()")
+    finally:
+        await admin.close()
+    local = pg_cluster.local
+    database = urlsplit(keys.database_url).path.lstrip("/")
+    dump = local.tool(
+        "pg_dump", "-h", "127.0.0.1", "-p", str(local.port), "-U", "postgres", database
+    )
+    data = list(data_files(local.data_dir))
+    logs = [
+        ("postgresql.log", local.log_file.read_bytes()),
+        ("application log", app_log.getvalue().encode()),
+    ]
+
+    assert search([("pg_dump", dump.encode())], secrets) == []
+    assert search(data, secrets) == []
+    assert search(logs, secrets) == []
+    # Positive controls: the same search finds what *is* stored, and the log was captured.
+    assert search([("pg_dump", dump.encode())], public) == ["pg_dump"]
+    assert search(data, public) != []
+    assert "rpc_finished" in app_log.getvalue()
+    assert any(name.startswith("pg_wal/") for name, _ in data)
