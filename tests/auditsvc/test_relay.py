@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -15,12 +16,14 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 from phiseal.common.v1 import common_pb2
+from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
+from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
 from services.common.audit import AuditEntry, append_to_outbox
 from services.common.localpg import free_port
 from services.common.outbox_relay import to_proto
 from services.common.testing import RunningService
-from tests.auditsvc.helpers import stub
+from tests.auditsvc.helpers import PERSON_MD, stub
 from tests.conftest import StartService
 
 WS = "ws_relay"
@@ -115,39 +118,6 @@ async def test_relay_delivers_on_commit(
     assert (await recorded_ids(audit), pending) == (ids, 0)
 
 
-async def test_auditsvc_outage_loses_nothing_and_duplicates_nothing(
-    start: StartService, database_url: str, tmp_path: object
-) -> None:
-    """While auditsvc is down the backlog makes the sender NOT_SERVING; then all arrive once."""
-    port = free_port()
-    policysvc = await start(
-        "policysvc",
-        AUDITSVC_ADDR=f"127.0.0.1:{port}",
-        OUTBOX_MAX_AGE_SECONDS="0.5",
-        OUTBOX_MAX_BACKOFF_SECONDS="0.3",
-    )
-    ids = await write_outbox(database_url, "policysvc", 4)
-    ids += await write_outbox(database_url, "policysvc", 3)
-
-    async def not_serving() -> bool:
-        return bool(await health(policysvc.address) == health_pb2.HealthCheckResponse.NOT_SERVING)
-
-    await eventually(not_serving)
-    auditsvc = await start(
-        "auditsvc",
-        AUDITSVC_PORT=str(port),
-        AUDITSVC_SIGNING_KEY_FILE=f"{tmp_path}/key.pem",
-    )
-    audit = stub(auditsvc.channel())
-    await arrived(audit, ids)
-
-    async def serving() -> bool:
-        return bool(await health(policysvc.address) == health_pb2.HealthCheckResponse.SERVING)
-
-    await eventually(serving)
-    assert sorted(await recorded_ids(audit)) == sorted(ids)
-
-
 async def test_redelivery_is_deduplicated(
     start: StartService, auditsvc: RunningService, database_url: str
 ) -> None:
@@ -173,15 +143,110 @@ async def test_redelivery_is_deduplicated(
     assert await recorded_ids(audit) == ids
 
 
-async def test_sigkill_before_the_relay_ran_loses_nothing(
-    auditsvc: RunningService, database_url: str
+async def outbox_ids(database_url: str, schema: str) -> dict[str, str]:
+    """event_id -> workspace_id of every row in ``schema``'s outbox."""
+    con = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+    try:
+        rows = await con.fetch("SELECT event_id, event->>'workspace_id' AS ws FROM audit_outbox")
+    finally:
+        await con.close()
+    return {str(r["event_id"]): r["ws"] for r in rows}
+
+
+async def audited_ids(audit: audit_pb2_grpc.AuditServiceStub, workspaces: set[str]) -> list[str]:
+    """Every event id auditsvc holds for ``workspaces`` (duplicates would show twice)."""
+    found: list[str] = []
+    for workspace in sorted(workspaces):
+        page = await audit.QueryEvents(
+            audit_pb2.QueryEventsRequest(
+                filter=audit_pb2.AuditFilter(workspace_id=workspace),
+                page=common_pb2.PageRequest(page_size=500),
+            )
+        )
+        found += [r.event.event_id for r in page.records if r.event.service != "auditsvc"]
+    return found
+
+
+async def make_destination(policy: policy_pb2_grpc.PolicyServiceStub, name: str) -> str:
+    """Three audited policysvc changes: a workspace, its HIPAA eligibility, a destination."""
+    workspace = await policy.CreateWorkspace(
+        policy_pb2.CreateWorkspaceRequest(name=name), metadata=PERSON_MD
+    )
+    workspace_id = workspace.workspace.workspace_id
+    await policy.SetHipaaEligibility(
+        policy_pb2.SetHipaaEligibilityRequest(
+            workspace_id=workspace_id, eligible=True, baa_reference="BAA-1"
+        ),
+        metadata=PERSON_MD,
+    )
+    destination = await policy.CreateDestination(
+        policy_pb2.CreateDestinationRequest(
+            workspace_id=workspace_id,
+            name="Webhook",
+            type=policy_pb2.DESTINATION_TYPE_EVENT_STREAM_CLOUD_MODE,
+        ),
+        metadata=PERSON_MD,
+    )
+    return str(destination.destination.destination_id)
+
+
+async def test_auditsvc_outage_loses_nothing_and_duplicates_nothing(
+    start: StartService, database_url: str, tmp_path: Path
 ) -> None:
-    """A policysvc process killed right after a commit delivers it once after restart."""
+    """Policies and keys change while auditsvc is down: the senders turn NOT_SERVING, then
+    every record arrives exactly once."""
+    port = free_port()
+    relay_env = {
+        "AUDITSVC_ADDR": f"127.0.0.1:{port}",
+        "OUTBOX_MAX_AGE_SECONDS": "0.5",
+        "OUTBOX_MAX_BACKOFF_SECONDS": "0.3",
+    }
+    policysvc = await start("policysvc", **relay_env)
+    keysvc = await start("keysvc", POLICYSVC_ADDR=policysvc.address, **relay_env)
+    policy = policy_pb2_grpc.PolicyServiceStub(policysvc.channel())
+    destinations = [await make_destination(policy, f"Clinic {i}") for i in range(2)]
+    keys = keys_pb2_grpc.KeyServiceStub(keysvc.channel())
+    for destination_id in destinations:
+        await keys.GenerateKeyPair(
+            keys_pb2.GenerateKeyPairRequest(destination_id=destination_id), metadata=PERSON_MD
+        )
+
+    async def both_not_serving() -> bool:
+        statuses = {await health(policysvc.address), await health(keysvc.address)}
+        return statuses == {health_pb2.HealthCheckResponse.NOT_SERVING}
+
+    await eventually(both_not_serving)
+    auditsvc = await start(
+        "auditsvc", AUDITSVC_PORT=str(port), AUDITSVC_SIGNING_KEY_FILE=f"{tmp_path}/key.pem"
+    )
+    audit = stub(auditsvc.channel())
+    expected = await outbox_ids(database_url, "policysvc") | await outbox_ids(
+        database_url, "keysvc"
+    )
+
+    async def all_arrived() -> bool:
+        return len(await audited_ids(audit, set(expected.values()))) >= len(expected)
+
+    await eventually(all_arrived)
+    assert sorted(await audited_ids(audit, set(expected.values()))) == sorted(expected)
+    assert len(expected) >= 8  # 3 policy changes and at least 1 key change per destination
+
+
+async def test_sigkill_before_the_relay_ran_loses_nothing(
+    start: StartService, auditsvc: RunningService, database_url: str
+) -> None:
+    """A keysvc process killed by SIGKILL right after committing a key generation, before its
+    relay ran, delivers that record exactly once after restart."""
+    policysvc = await start("policysvc", AUDITSVC_ADDR=auditsvc.address)
+    destination_id = await make_destination(
+        policy_pb2_grpc.PolicyServiceStub(policysvc.channel()), "Clinic"
+    )
     port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
-        "POLICYSVC_PORT": str(port),
+        "KEYSVC_PORT": str(port),
+        "POLICYSVC_ADDR": policysvc.address,
         "AUDITSVC_ADDR": auditsvc.address,
         "LOG_FORMAT": "json",
     }
@@ -190,7 +255,7 @@ async def test_sigkill_before_the_relay_ran_loses_nothing(
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "services.policysvc",
+            "services.keysvc",
             env={**env, "OUTBOX_START_DELAY_SECONDS": delay},
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
@@ -208,16 +273,24 @@ async def test_sigkill_before_the_relay_ran_loses_nothing(
         return process
 
     first = await spawn("3600")
-    # policysvc's RPCs are not on main yet: commit the change's outbox row as it would.
-    ids = await write_outbox(database_url, "policysvc", 1)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await keys_pb2_grpc.KeyServiceStub(channel).GenerateKeyPair(
+            keys_pb2.GenerateKeyPairRequest(destination_id=destination_id), metadata=PERSON_MD
+        )
     first.send_signal(signal.SIGKILL)
     await first.wait()
+    key_events = await outbox_ids(database_url, "keysvc")
     audit = stub(auditsvc.channel())
-    assert await recorded_ids(audit) == []
+    before = [i for i in await audited_ids(audit, set(key_events.values())) if i in key_events]
     second = await spawn("0")
     try:
-        await arrived(audit, ids)
+
+        async def delivered() -> bool:
+            return set(await audited_ids(audit, set(key_events.values()))) >= set(key_events)
+
+        await eventually(delivered)
     finally:
         second.send_signal(signal.SIGTERM)
         await second.wait()
-    assert await recorded_ids(audit) == ids
+    after = [i for i in await audited_ids(audit, set(key_events.values())) if i in key_events]
+    assert (before, sorted(after), len(key_events)) == ([], sorted(key_events), 1)
