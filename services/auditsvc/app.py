@@ -110,6 +110,7 @@ async def build(settings: Settings) -> AuditServer:
         service_names=[SERVICE_NAME],
         register=register,
         authenticator=DevelopmentAuthenticator(),
+        denial_auditor=audit_log,
         checks=[database_check(pool), durability_check(store)],
         starters=[checkpoints.start, partitions.start],
         closers=[checkpoints.stop, partitions.stop, pool.close],

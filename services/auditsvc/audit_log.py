@@ -18,7 +18,8 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from services.auditsvc import chain
-from services.common.auth import Principal
+from services.common.auth import Principal, Role
+from services.common.authz import require
 from services.common.errors import InvalidArgument, PermissionDenied, ResourceExhausted
 
 SERVICE = "auditsvc"
@@ -373,6 +374,7 @@ class AuditLog:
     ) -> tuple[list[chain.ChainRecord], str]:
         """One page, and the token for the next ("" at the end). Audited before answering."""
         flt.check()
+        require(principal, flt.workspace_id, Role.AUDITOR)
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument(f"page_size must be 0..{MAX_PAGE} (0 means {DEFAULT_PAGE})")
         limit = page_size or DEFAULT_PAGE
@@ -396,6 +398,7 @@ class AuditLog:
     ) -> AsyncIterator[bytes]:
         """The export file in chunks. The 'Exported' record is committed before the first."""
         flt.check()
+        require(principal, flt.workspace_id, Role.AUDITOR)
         exported = self._self_audit(
             principal,
             "Audit Log Exported",
@@ -448,9 +451,12 @@ class AuditLog:
         if buf.tell():
             yield buf.getvalue().encode()
 
-    async def verify(self, workspace_id: str, first: int, last: int) -> chain.Verdict:
+    async def verify(
+        self, principal: Principal, workspace_id: str, first: int, last: int
+    ) -> chain.Verdict:
         if not workspace_id.strip():
             raise InvalidArgument("workspace_id is required")
+        require(principal, workspace_id, Role.AUDITOR)
         if last and first > last:
             raise InvalidArgument("from_sequence must not be after to_sequence")
         records, checkpoints, pems, anchor = await self._store.verify_inputs(
@@ -458,6 +464,25 @@ class AuditLog:
         )
         keys = {kid: chain.load_public_key_pem(pem) for kid, pem in pems.items()}
         return chain.verify(records, checkpoints, keys, anchor=anchor, to_head=last == 0)
+
+    async def record_denial(
+        self, principal: Principal, method: str, workspace_id: str, reason: str
+    ) -> None:
+        """A refused read of the log, appended to the log itself (auditsvc has no outbox)."""
+        if not workspace_id.strip():
+            return  # nothing to chain it to; the interceptor's access_denied log line remains
+        denied = Event(
+            event_id=str(uuid.uuid4()),
+            workspace_id=workspace_id,
+            actor_user_id=principal.actor_id,
+            event_type="Access Denied",
+            timestamp=self._clock(),
+            outcome="denied",
+            target=method.lstrip("/"),
+            service=SERVICE,
+            details={"method": method.rsplit("/", 1)[-1], "reason": reason},
+        ).validated()
+        await self._store.append([denied], self._clock())
 
     async def checkpoint(self, workspace_id: str | None = None) -> int:
         """Signs the head of every chain that grew since its last checkpoint."""

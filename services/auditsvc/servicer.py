@@ -178,7 +178,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: audit_pb2.VerifyChainRequest, context: Context
     ) -> audit_pb2.VerifyChainResponse:
         verdict = await self._log.verify(
-            request.workspace_id, request.from_sequence, request.to_sequence
+            current_principal(), request.workspace_id, request.from_sequence, request.to_sequence
         )
         response = audit_pb2.VerifyChainResponse(
             ok=verdict.ok,

@@ -11,12 +11,17 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import json_format
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 from phiseal.common.v1 import common_pb2
 
 from services.auditsvc import cli
-from services.auditsvc.audit_log import CSV_COLUMNS
+from services.auditsvc.app import AuditServer
+from services.auditsvc.audit_log import CSV_COLUMNS, AuditLog, ExportFormat, Filter
+from services.common.auth import Principal, Role
+from services.common.errors import PermissionDenied
+from services.common.testing import RunningService
 from tests.auditsvc.helpers import BASE_TIME, PERSON_MD, event, record, ts
 
 WS = "ws_q"
@@ -228,4 +233,34 @@ async def test_exports_are_audited(audit: audit_pb2_grpc.AuditServiceStub) -> No
         1,
         "subpoena 42",
         "csv",
+    )
+
+
+async def test_reading_needs_auditor_or_admin_in_the_workspace() -> None:
+    """A person who is only a viewer of the workspace may not query, export or verify."""
+    viewer = Principal(subject="vic", memberships={WS: frozenset({Role.VIEWER})})
+    log = AuditLog(store=None, signing_key=Ed25519PrivateKey.generate())  # type: ignore[arg-type]
+    with pytest.raises(PermissionDenied, match="auditor or admin"):
+        await log.query(viewer, Filter(WS), 0, "", "")
+    with pytest.raises(PermissionDenied, match="auditor or admin"):
+        await log.export(viewer, Filter(WS), ExportFormat.JSONL, "")
+    with pytest.raises(PermissionDenied, match="auditor or admin"):
+        await log.verify(viewer, WS, 0, 0)
+
+
+async def test_denied_reads_are_recorded_in_the_log(
+    audit: audit_pb2_grpc.AuditServiceStub, auditsvc: RunningService
+) -> None:
+    """auditsvc's denial auditor appends 'Access Denied' (outcome denied) to the log itself."""
+    assert isinstance(auditsvc.server, AuditServer)
+    viewer = Principal(subject="vic", memberships={WS: frozenset({Role.VIEWER})})
+    await auditsvc.server.audit_log.record_denial(
+        viewer, "/phiseal.audit.v1.AuditService/QueryEvents", WS, "needs auditor"
+    )
+    page = await _query(audit, event_type="Access Denied")
+    r = page.records[0].event
+    assert (len(page.records), r.actor_user_id, r.outcome) == (
+        1,
+        "vic",
+        audit_pb2.OUTCOME_DENIED,
     )
