@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -35,7 +34,10 @@ class FeedMessage:
 
 
 class Subscription:
-    """One watcher's queue. A watcher that falls too far behind gets a RESYNC instead."""
+    """One watcher's queue. A watcher that falls too far behind gets a RESYNC instead.
+
+    Iterate it with ``async for``; ``close()`` (or leaving ``with``) unsubscribes.
+    """
 
     def __init__(self, feed: ChangeFeed, max_backlog: int) -> None:
         self._feed = feed
@@ -52,12 +54,17 @@ class Subscription:
     def close(self) -> None:
         self._feed._subscribers.discard(self)
 
-    async def __aiter__(self) -> AsyncIterator[FeedMessage]:
-        try:
-            while True:
-                yield await self._queue.get()
-        finally:
-            self.close()
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> FeedMessage:
+        return await self._queue.get()
 
 
 class ChangeFeed:
