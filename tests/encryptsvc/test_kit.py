@@ -147,7 +147,7 @@ async def test_cli_decrypts_segment_values(
     (tmp_path / "k.pem").write_bytes(key.private_pem)
     event = _event(3)
     (tmp_path / "e.json").write_bytes((await _sealed(key, [event], FORMAT_SEGMENT))[0])
-    assert run(
-        ["--key", str(tmp_path / "k.pem"), "--segment", "event", str(tmp_path / "e.json")]
-    ) == 0
+    assert (
+        run(["--key", str(tmp_path / "k.pem"), "--segment", "event", str(tmp_path / "e.json")]) == 0
+    )
     assert event == orjson.loads(capsys.readouterr().out)
