@@ -130,6 +130,8 @@ class Cache(Generic[V]):
         """None while the watch stream is live or was live within the staleness bound."""
         if self.connected:
             return None
+        if not self.confirmed_at:
+            return f"{self.name} watch stream not connected yet"
         if self._clock() - self.confirmed_at <= self._max_staleness:
             return None
         return f"{self.name} watch stream down for longer than {self._max_staleness:g}s"
