@@ -78,6 +78,7 @@ class Cache(Generic[V]):
         self._inflight: dict[str, asyncio.Future[V]] = {}
         self._epoch = 0  # bumped by every invalidation: a load begun before it is not kept
         self.confirmed_at = 0.0  # the stream's last confirmation of freshness
+        self._started_at = clock()
         self.connected = False
         self.loads = 0
         self._task: asyncio.Task[None] | None = None
@@ -127,13 +128,17 @@ class Cache(Generic[V]):
         self.confirmed_at = max(self.confirmed_at, min(change.observed_at, self._clock()))
 
     def health(self) -> str | None:
-        """None while the watch stream is live or was live within the staleness bound."""
+        """None while the watch stream is live or was live within the staleness bound.
+
+        Start-up counts as a confirmation: with nothing cached yet, nothing can be stale.
+        """
         if self.connected:
             return None
-        if not self.confirmed_at:
-            return f"{self.name} watch stream not connected yet"
-        if self._clock() - self.confirmed_at <= self._max_staleness:
+        since = max(self.confirmed_at, self._started_at)
+        if self._clock() - since <= self._max_staleness:
             return None
+        if not self.confirmed_at:
+            return f"{self.name} watch stream has not connected since start-up"
         return f"{self.name} watch stream down for longer than {self._max_staleness:g}s"
 
     async def follow(self) -> None:

@@ -48,6 +48,11 @@ class StandInPeers(policy_pb2_grpc.PolicyServiceServicer, keys_pb2_grpc.KeyServi
         self.port = 0
 
     @property
+    def watchers(self) -> int:
+        """Open watch streams (policy and key streams counted together)."""
+        return len(self._policy_feed.queues) + len(self._key_feed.queues)
+
+    @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 

@@ -77,8 +77,9 @@ async def encryptsvc(peers: StandInPeers) -> AsyncIterator[RunningService]:
             "ENCRYPTSVC_MAX_BATCH_EVENTS": "50",
         },
     )
-    # Serving means both watch streams are live, so loaded entries stay cached.
-    await _wait_for(lambda: _serving(service), within=5)
+    # Both watch streams open and past their first RESYNC, so loaded entries stay cached.
+    await _wait_for(lambda: _watched(peers), within=5)
+    await asyncio.sleep(0.2)
     yield service
     await service.stop()
 
@@ -268,8 +269,8 @@ async def _health(service: RunningService) -> int:
     return int(response.status)
 
 
-async def _serving(service: RunningService) -> bool:
-    return bool(await _health(service) == health_pb2.HealthCheckResponse.SERVING)
+async def _watched(peers: StandInPeers) -> bool:
+    return peers.watchers >= 2
 
 
 async def test_peer_outage_past_the_bound_is_unavailable(

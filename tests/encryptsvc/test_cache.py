@@ -173,7 +173,9 @@ async def test_stream_reconnects_and_health_follows_it() -> None:
     """A broken stream is reopened; health fails only once it was down past the bound."""
     loader, clock, stream = Loader(), FakeClock(), Stream()
     cache = _cache(loader, clock, stream)
-    assert cache.health() is not None  # never confirmed yet
+    assert cache.health() is None  # just started: nothing cached, nothing stale
+    clock.now += 6
+    assert "not connected since start-up" in (cache.health() or "")
     await cache.start()
     try:
         stream.queue.put_nowait(Change(ChangeKind.RESYNC, "", clock.now))
