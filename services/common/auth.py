@@ -27,7 +27,8 @@ class Principal:
     """An authenticated caller: a person (token subject) or a service (mTLS identity)."""
 
     subject: str
-    kind: str = "person"  # "person" or "service"
+    # "person" (token), "service" (mTLS), or "anonymous" (no credentials; open methods only).
+    kind: str = "person"
     memberships: Mapping[str, frozenset[Role]] = field(default_factory=dict)
     # Development principal with every right; only produced when auth is explicitly disabled.
     superuser: bool = False
@@ -35,7 +36,7 @@ class Principal:
     @property
     def actor_id(self) -> str:
         """The value written to audit records' actor_user_id."""
-        return self.subject if self.kind == "person" else f"service:{self.subject}"
+        return f"service:{self.subject}" if self.kind == "service" else self.subject
 
 
 ANONYMOUS = Principal(subject="anonymous", superuser=True)

@@ -8,7 +8,9 @@ from typing import Any
 import grpc
 
 from services.common.auth import SERVICE_HEADER
+from services.common.config import ConfigError, SecuritySettings
 from services.common.server import DEFAULT_MAX_MESSAGE_BYTES
+from services.common.tls import TlsFiles, channel_credentials
 
 # Keepalive finds dead peers: a watch stream on a half-open TCP connection would otherwise look
 # healthy forever.
@@ -46,13 +48,28 @@ class _IdentifyAs(
         return await continuation(self._details(details), request)
 
 
-def open_channel(address: str, caller: str) -> grpc.aio.Channel:
-    """A channel from service ``caller`` to a peer at ``host:port``.
+def open_channel(address: str, caller: str, tls: TlsFiles | None = None) -> grpc.aio.Channel:
+    """A channel from service ``caller`` to a peer's ``host:port``.
 
-    Plaintext until the security issue adds mutual TLS.
+    With ``tls``: mutual TLS presenting ``caller``'s certificate (the peer port). Without:
+    plaintext, naming the caller in metadata, which only the development authenticator
+    believes.
     """
+    if tls is not None:
+        return grpc.aio.secure_channel(address, channel_credentials(tls), options=_CHANNEL_OPTIONS)
     return grpc.aio.insecure_channel(
         address,
         options=_CHANNEL_OPTIONS,
         interceptors=[_IdentifyAs(caller)],  # type: ignore[list-item]
     )
+
+
+def open_peer_channel(address: str, caller: str, security: SecuritySettings) -> grpc.aio.Channel:
+    """A channel to a peer's peer port as the settings ask (mutual TLS unless insecure)."""
+    if security.insecure:
+        return open_channel(address, caller)
+    files = TlsFiles.in_dir(security.secrets_dir, caller)
+    try:
+        return open_channel(address, caller, files)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class ConfigError(Exception):
@@ -77,6 +78,38 @@ class Env:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    """Transport and caller authentication (docs/security.md)."""
+
+    # Plaintext service port and no authentication: only when explicitly asked for.
+    insecure: bool = False
+    # ca.pem, <service>.pem, <service>-key.pem and the token public key live here.
+    secrets_dir: Path = Path(".run/dev-secrets")
+    token_public_key: Path | None = None  # default: <secrets_dir>/token-signing.pub.pem
+    token_issuer: str = "phiseal-dev"
+    token_audience: str = "phiseal"
+    clock_skew_seconds: float = 60.0
+    allow_wildcard_tokens: bool = True
+
+    @classmethod
+    def from_env(cls, env: Env) -> SecuritySettings:
+        public_key = env.optional_text("PHISEAL_TOKEN_PUBLIC_KEY")
+        return cls(
+            insecure=env.flag("PHISEAL_INSECURE", False),
+            secrets_dir=Path(env.text("PHISEAL_TLS_DIR", ".run/dev-secrets")),
+            token_public_key=Path(public_key) if public_key else None,
+            token_issuer=env.text("PHISEAL_TOKEN_ISSUER", "phiseal-dev"),
+            token_audience=env.text("PHISEAL_TOKEN_AUDIENCE", "phiseal"),
+            clock_skew_seconds=env.number("PHISEAL_TOKEN_CLOCK_SKEW_SECONDS", 60.0),
+            allow_wildcard_tokens=env.flag("PHISEAL_TOKEN_ALLOW_WILDCARD", True),
+        )
+
+    @property
+    def token_public_key_path(self) -> Path:
+        return self.token_public_key or self.secrets_dir / "token-signing.pub.pem"
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """What every service needs to serve: where to listen, the database, logging, shutdown."""
 
@@ -91,14 +124,29 @@ class ServerSettings:
     db_pool_min: int
     db_pool_max: int
     db_connect_timeout: float
+    # Mutual-TLS port for peer services (with security on); 0 picks a free one.
+    peer_port: int = 0
+    # Plaintext port serving only grpc.health.v1.Health; None: no such port.
+    health_port: int | None = None
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     @classmethod
     def from_env(cls, service: str, default_port: int, env: Env) -> ServerSettings:
         prefix = service.upper()
+        port = env.integer(f"{prefix}_PORT", default_port, minimum=0, maximum=65535)
+        # Beside the service port by default (50052 → 50152, 50252); ephemeral alongside 0.
+        peer_default = port + 100 if 0 < port <= 65335 else 0
+        health_default = port + 200 if 0 < port <= 65335 else 0
+        health_port = env.integer(
+            f"{prefix}_HEALTH_PORT", health_default, minimum=-1, maximum=65535
+        )
         return cls(
             service=service,
             host=env.text(f"{prefix}_HOST", env.text("PHISEAL_HOST", "127.0.0.1")),
-            port=env.integer(f"{prefix}_PORT", default_port, minimum=0, maximum=65535),
+            port=port,
+            peer_port=env.integer(f"{prefix}_PEER_PORT", peer_default, minimum=0, maximum=65535),
+            health_port=None if health_port == -1 else health_port,
+            security=SecuritySettings.from_env(env),
             database_url=env.optional_text("DATABASE_URL"),
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=env.choice("LOG_FORMAT", "auto", ("auto", "json", "console")),

@@ -13,7 +13,8 @@ import grpc
 import structlog
 
 from services.common import errors
-from services.common.auth import Authenticator, bind_call
+from services.common.auth import ANONYMOUS, Authenticator, Principal, bind_call
+from services.common.authz import Access
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -55,6 +56,38 @@ def _request_id(metadata: Mapping[str, str]) -> str:
     return uuid.uuid4().hex
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse, so the handler can refuse it."""
+
+    __slots__ = ()
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A deserializer that turns malformed bytes (bad wire format, invalid UTF-8 in a string
+    field) into a marker: grpc would otherwise answer UNKNOWN with the parser's text."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:
+            return _UNDECODABLE
+
+    return parse
+
+
+def _refuse_undecodable(request: Any) -> None:
+    if request is _UNDECODABLE:
+        raise errors.InvalidArgument(
+            "the request is not a valid protobuf message for this method "
+            "(malformed bytes, or invalid UTF-8 in a string field)"
+        )
+
+
 def _where(exc: BaseException) -> str:
     """file:line of the innermost frame: enough to find the bug, with no exception text."""
     frames = traceback.extract_tb(exc.__traceback__)
@@ -67,9 +100,11 @@ def _where(exc: BaseException) -> str:
 class _Call:
     """Bookkeeping for one RPC: the parts shared by unary and streaming handlers."""
 
-    def __init__(self, method: str, context: Context) -> None:
+    def __init__(self, method: str, context: Context, request: Any = None) -> None:
         self.method = method
         self.context = context
+        self.request = request
+        self.principal: Principal = ANONYMOUS
         self.metadata = {
             k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)
         }
@@ -79,15 +114,23 @@ class _Call:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(rpc=method, request_id=self.request_id)
 
-    async def begin(self, authenticator: Authenticator) -> None:
+    async def begin(self, authenticator: Authenticator, access: Access | None) -> None:
         await self.context.send_initial_metadata(((REQUEST_ID_HEADER, self.request_id),))
         auth_context = {k: list(v) for k, v in (self.context.auth_context() or {}).items()}
         principal = await authenticator.authenticate(self.method, self.metadata, auth_context)
+        self.principal = principal
         bind_call(principal, self.request_id)
         structlog.contextvars.bind_contextvars(actor=principal.actor_id)
+        if access is not None:
+            access.check_method(principal, self.method)
 
-    async def fail(self, exc: BaseException) -> None:
+    async def fail(self, exc: BaseException, access: Access | None = None) -> None:
         """Turns ``exc`` into a status; always raises."""
+        if isinstance(exc, errors.PermissionDenied) and access is not None:
+            try:
+                await access.denied(self.principal, self.method, exc, self.request)
+            except Exception as audit_exc:  # the call stays denied either way
+                log.error("denial_audit_failed", error_type=type(audit_exc).__name__)
         if isinstance(exc, errors.DomainError):
             self.code = status_for(exc)
             await self.context.abort(self.code, exc.message)
@@ -116,8 +159,10 @@ class _Call:
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps every handler so the cross-cutting behaviour lives in exactly one place."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, access: Access | None = None) -> None:
         self._authenticator = authenticator
+        # Per-method authorization (services.common.authz); None: the authenticator decides.
+        self._access = access
 
     async def intercept_service(
         self,
@@ -132,13 +177,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
@@ -156,18 +201,19 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def _wrap_unary(
         self, method: str, behavior: Callable[[Any, Context], Any]
     ) -> Callable[[Any, Context], Awaitable[Any]]:
-        authenticator = self._authenticator
+        authenticator, access = self._authenticator, self._access
 
         async def wrapper(request: Any, context: Context) -> Any:
-            call = _Call(method, context)
+            call = _Call(method, context, request)
             try:
-                await call.begin(authenticator)
+                await call.begin(authenticator, access)
+                _refuse_undecodable(request)
                 result = behavior(request, context)
                 if inspect.isawaitable(result):
                     result = await result
                 return result
             except BaseException as exc:
-                await call.fail(exc)
+                await call.fail(exc, access)
             finally:
                 call.finish()
 
@@ -176,16 +222,17 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def _wrap_stream(
         self, method: str, behavior: Callable[[Any, Context], AsyncIterator[Any]]
     ) -> Callable[[Any, Context], AsyncIterator[Any]]:
-        authenticator = self._authenticator
+        authenticator, access = self._authenticator, self._access
 
         async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
-            call = _Call(method, context)
+            call = _Call(method, context, request)
             try:
-                await call.begin(authenticator)
+                await call.begin(authenticator, access)
+                _refuse_undecodable(request)
                 async for item in behavior(request, context):
                     yield item
             except BaseException as exc:
-                await call.fail(exc)
+                await call.fail(exc, access)
             finally:
                 call.finish()
 

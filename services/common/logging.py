@@ -19,6 +19,9 @@ SECRET_KEY_PARTS = (
     "secret",
     "token",
     "authorization",
+    "bearer",
+    "credential",
+    "cookie",
     "challenge",
     "plaintext",
     "event_body",
@@ -30,6 +33,7 @@ REDACTED = "[REDACTED]"
 # Values that look like key material are dropped even under an innocent key.
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 _JWT = re.compile(r"\beyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}")
+_BEARER = re.compile(r"(?i)\bbearer\s+\S+")
 
 
 def _is_secret_key(key: str) -> bool:
@@ -41,7 +45,10 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, str):
         if _PEM.search(value):
             return REDACTED
-        return _JWT.sub(REDACTED, value)
+        return _BEARER.sub(REDACTED, _JWT.sub(REDACTED, value))
+    if isinstance(value, BaseException):
+        # Exception text can quote row values or request fields; only the type is safe.
+        return type(value).__name__
     if isinstance(value, Mapping):
         return {k: REDACTED if _is_secret_key(str(k)) else _scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -62,6 +69,19 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
         else:
             event_dict[key] = _scrub(event_dict[key])
     return event_dict
+
+
+def safe_db_error(exc: BaseException) -> str:
+    """A PostgreSQL/asyncpg error reduced to what is safe to log or return: SQLSTATE and
+    constraint name. Message, DETAIL, WHERE and hint are dropped: they can echo row values
+    (``Key (email)=(jane@example.com) already exists``)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if not isinstance(sqlstate, str):
+        return f"database error ({type(exc).__name__})"
+    constraint = getattr(exc, "constraint_name", None)
+    if isinstance(constraint, str) and constraint:
+        return f"database error SQLSTATE {sqlstate} (constraint {constraint})"
+    return f"database error SQLSTATE {sqlstate}"
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import grpc
 import structlog
@@ -13,9 +13,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from services.common.auth import Authenticator
+from services.common.auth import Authenticator, DevelopmentAuthenticator
+from services.common.authn import CredentialAuthenticator
+from services.common.authz import Access, DenialAuditor
+from services.common.config import ConfigError, ServerSettings
 from services.common.health import HealthCheck, HealthMonitor
 from services.common.interceptor import ServerInterceptor
+from services.common.tls import TlsFiles, mtls_server_credentials, server_credentials
+from services.common.tokens import TokenVerifier
 
 log = structlog.get_logger("server")
 
@@ -32,13 +37,18 @@ class ServerParts:
     name: str  # short name, e.g. "keysvc"
     service_names: Sequence[str]  # full names, e.g. "phiseal.keys.v1.KeyService"
     register: Callable[[grpc.aio.Server], None]
-    authenticator: Authenticator
+    # None with GrpcServer.from_settings, which picks it from the security settings.
+    authenticator: Authenticator | None = None
     checks: Sequence[HealthCheck] = ()
     # Background tasks started after the port is bound (relays, listeners, ...).
     starters: Sequence[Callable[[], Awaitable[None]]] = ()
     # Called after the server stopped: clients first, then the pool (order of this list).
     closers: Sequence[Closer] = field(default_factory=list)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # Where denied PHI-related attempts are audited (services.common.authz).
+    denial_auditor: DenialAuditor | None = None
+    # Per-method authorization; from_settings defaults it to authz.RULES.
+    access: Access | None = None
 
 
 class GrpcServer:
@@ -53,16 +63,26 @@ class GrpcServer:
         grace: float,
         check_interval: float,
         credentials: grpc.ServerCredentials | None = None,
+        peer_port: int | None = None,
+        peer_credentials: grpc.ServerCredentials | None = None,
+        health_port: int | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.parts = parts
         self._host = host
         self._port = port
         self._grace = grace
         self._credentials = credentials
+        self._peer_port = peer_port
+        self._peer_credentials = peer_credentials
+        self._health_port = health_port
+        authenticator = authenticator or parts.authenticator
+        if authenticator is None:
+            raise ValueError("no authenticator: use GrpcServer.from_settings or pass one")
         self.health = HealthServicer()
         self.monitor = HealthMonitor(self.health, parts.service_names, parts.checks, check_interval)
         self.server = grpc.aio.server(
-            interceptors=[ServerInterceptor(parts.authenticator)],
+            interceptors=[ServerInterceptor(authenticator, parts.access)],
             options=[
                 ("grpc.max_receive_message_length", parts.max_message_bytes),
                 ("grpc.max_send_message_length", parts.max_message_bytes),
@@ -72,9 +92,66 @@ class GrpcServer:
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
+        # Orchestrators probe health here without certificates; nothing else is served on it.
+        self.health_server: grpc.aio.Server | None = None
+        if health_port is not None:
+            self.health_server = grpc.aio.server(
+                options=[("grpc.max_receive_message_length", 4096), ("grpc.so_reuseport", 0)]
+            )
         self.port = 0
+        self.peer_port = 0
+        self.health_port = 0
         self._stopped = asyncio.Event()
         self._stop_lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, parts: ServerParts, settings: ServerSettings, *, check_interval: float | None = None
+    ) -> GrpcServer:
+        """The server as the settings ask: TLS + tokens, mTLS peer port, health-only port.
+
+        PHISEAL_INSECURE=true serves both ports in plaintext with the development
+        authenticator (every caller a superuser): a developer's loopback only.
+        """
+        security = settings.security
+        access = parts.access or Access(auditor=parts.denial_auditor)
+        parts = replace(parts, access=access)
+        interval = settings.db_check_interval if check_interval is None else check_interval
+
+        def server(authenticator: Authenticator, **tls: grpc.ServerCredentials) -> GrpcServer:
+            return cls(
+                parts,
+                host=settings.host,
+                port=settings.port,
+                grace=settings.grace_seconds,
+                check_interval=interval,
+                peer_port=settings.peer_port,
+                health_port=settings.health_port,
+                authenticator=authenticator,
+                **tls,
+            )
+
+        if security.insecure:
+            log.warning("insecure_transport", service=settings.service, setting="PHISEAL_INSECURE")
+            return server(DevelopmentAuthenticator())
+        files = TlsFiles.in_dir(security.secrets_dir, settings.service)
+        try:
+            verifier = TokenVerifier.from_file(
+                security.token_public_key_path,
+                issuer=security.token_issuer,
+                audience=security.token_audience,
+                leeway_seconds=security.clock_skew_seconds,
+                allow_wildcard=security.allow_wildcard_tokens,
+            )
+            credentials = server_credentials(files)
+            peer_credentials = mtls_server_credentials(files)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+        return server(
+            CredentialAuthenticator(verifier, access),
+            credentials=credentials,
+            peer_credentials=peer_credentials,
+        )
 
     async def start(self) -> int:
         """Binds, serves, and returns the bound port (useful with port 0)."""
@@ -93,6 +170,18 @@ class GrpcServer:
             self.port = self.server.add_insecure_port(address)
         else:
             self.port = self.server.add_secure_port(address, self._credentials)
+        if self._peer_port is not None:
+            peer_address = f"{self._host}:{self._peer_port}"
+            if self._peer_credentials is None:
+                self.peer_port = self.server.add_insecure_port(peer_address)
+            else:
+                self.peer_port = self.server.add_secure_port(peer_address, self._peer_credentials)
+        if self.health_server is not None:
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            self.health_port = self.health_server.add_insecure_port(
+                f"{self._host}:{self._health_port}"
+            )
+            await self.health_server.start()
         await self.server.start()
         # Serving only once the first check passed; until then callers see NOT_SERVING.
         for name in ["", *self.parts.service_names]:
@@ -101,7 +190,14 @@ class GrpcServer:
         self.monitor.start()
         for starter in self.parts.starters:
             await starter()
-        log.info("server_started", service=self.parts.name, address=f"{self._host}:{self.port}")
+        log.info(
+            "server_started",
+            service=self.parts.name,
+            address=f"{self._host}:{self.port}",
+            tls=self._credentials is not None,
+            peer_port=self.peer_port or None,
+            health_port=self.health_port or None,
+        )
         return self.port
 
     async def stop(self) -> None:
@@ -112,6 +208,8 @@ class GrpcServer:
             log.info("server_stopping", service=self.parts.name, grace=self._grace)
             await self.monitor.stop()
             await self.server.stop(self._grace)
+            if self.health_server is not None:
+                await self.health_server.stop(0)
             for closer in self.parts.closers:
                 try:
                     await closer()

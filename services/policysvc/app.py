@@ -9,9 +9,10 @@ from services.common.app import open_database
 from services.common.auth import DevelopmentAuthenticator
 from services.common.health import database_check
 from services.common.server import GrpcServer, ServerParts
+from services.policysvc.catalog import Catalog
 from services.policysvc.config import Settings
 from services.policysvc.servicer import PolicyServicer
-from services.policysvc.store import MIGRATIONS, SCHEMA
+from services.policysvc.store import MIGRATIONS, SCHEMA, CatalogStore
 
 SERVICE_NAME = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
@@ -21,7 +22,7 @@ async def build(settings: Settings) -> GrpcServer:
     pool = await open_database(settings.server, SCHEMA, MIGRATIONS)
     checks = [database_check(pool)]
     closers = [pool.close]
-    servicer = PolicyServicer()
+    servicer = PolicyServicer(Catalog(CatalogStore(pool)))
 
     def register(server: grpc.aio.Server) -> None:
         policy_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)

@@ -9,6 +9,12 @@ from typing_extensions import override
 
 from services.common.errors import Unimplemented
 from services.common.interceptor import Context
+from services.policysvc.catalog import Catalog
+from services.policysvc.messages import (
+    destination_message,
+    destination_type,
+    workspace_message,
+)
 
 
 def _missing(rpc: str) -> str:
@@ -18,41 +24,59 @@ def _missing(rpc: str) -> str:
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     """phiseal.policy.v1.PolicyService."""
 
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
     @override
     async def CreateWorkspace(
         self, request: policy_pb2.CreateWorkspaceRequest, context: Context
     ) -> policy_pb2.CreateWorkspaceResponse:
-        raise Unimplemented(_missing("CreateWorkspace"))
+        workspace = await self._catalog.create_workspace(request.name)
+        return policy_pb2.CreateWorkspaceResponse(workspace=workspace_message(workspace))
 
     @override
     async def GetWorkspace(
         self, request: policy_pb2.GetWorkspaceRequest, context: Context
     ) -> policy_pb2.GetWorkspaceResponse:
-        raise Unimplemented(_missing("GetWorkspace"))
+        workspace = await self._catalog.get_workspace(request.workspace_id)
+        return policy_pb2.GetWorkspaceResponse(workspace=workspace_message(workspace))
 
     @override
     async def SetHipaaEligibility(
         self, request: policy_pb2.SetHipaaEligibilityRequest, context: Context
     ) -> policy_pb2.SetHipaaEligibilityResponse:
-        raise Unimplemented(_missing("SetHipaaEligibility"))
+        workspace = await self._catalog.set_hipaa_eligibility(
+            request.workspace_id, request.eligible, request.baa_reference
+        )
+        return policy_pb2.SetHipaaEligibilityResponse(workspace=workspace_message(workspace))
 
     @override
     async def CreateDestination(
         self, request: policy_pb2.CreateDestinationRequest, context: Context
     ) -> policy_pb2.CreateDestinationResponse:
-        raise Unimplemented(_missing("CreateDestination"))
+        destination = await self._catalog.create_destination(
+            request.workspace_id, request.name, destination_type(request.type)
+        )
+        return policy_pb2.CreateDestinationResponse(destination=destination_message(destination))
 
     @override
     async def GetDestination(
         self, request: policy_pb2.GetDestinationRequest, context: Context
     ) -> policy_pb2.GetDestinationResponse:
-        raise Unimplemented(_missing("GetDestination"))
+        destination = await self._catalog.get_destination(request.destination_id)
+        return policy_pb2.GetDestinationResponse(destination=destination_message(destination))
 
     @override
     async def ListDestinations(
         self, request: policy_pb2.ListDestinationsRequest, context: Context
     ) -> policy_pb2.ListDestinationsResponse:
-        raise Unimplemented(_missing("ListDestinations"))
+        page = await self._catalog.list_destinations(
+            request.workspace_id, request.page.page_size, request.page.page_token
+        )
+        return policy_pb2.ListDestinationsResponse(
+            destinations=[destination_message(d) for d in page.destinations],
+            next_page_token=page.next_page_token,
+        )
 
     @override
     async def ListClassifications(

@@ -9,7 +9,15 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from services.common import errors
-from services.common.auth import DevelopmentAuthenticator, current_principal, current_request_id
+from services.common.auth import (
+    DevelopmentAuthenticator,
+    Principal,
+    Role,
+    current_principal,
+    current_request_id,
+)
+from services.common.authz import Access, Rule, require
+from services.common.config import ServerSettings
 from services.common.server import GrpcServer, ServerParts
 
 SERVICE = "phiseal.test.Fake"
@@ -37,6 +45,12 @@ async def crash(request: Any, context: Any) -> Any:
     raise RuntimeError(SECRET_IN_EXCEPTION)
 
 
+async def edit_workspace(request: Any, context: Any) -> Any:
+    """Stands for a workspace action: the domain learns the workspace, then calls require()."""
+    require(current_principal(), request.service, Role.EDITOR)
+    return Resp(status=Resp.SERVING)
+
+
 async def slow(request: Any, context: Any) -> Any:
     await asyncio.sleep(float(request.service or "0.5"))
     return Resp(status=Resp.SERVING)
@@ -58,10 +72,43 @@ def register(server: grpc.aio.Server) -> None:
                     "Raise": _handler(raise_domain),
                     "Crash": _handler(crash),
                     "Slow": _handler(slow),
+                    "EditWorkspace": _handler(edit_workspace),
+                    "ServiceOnly": _handler(echo),
                 },
             ),
         )
     )
+
+
+# The fake service's authorization table, shaped like services.common.authz.RULES.
+RULES = {
+    f"/{SERVICE}/Echo": Rule(Role.VIEWER, services=frozenset({"encryptsvc"})),
+    f"/{SERVICE}/EditWorkspace": Rule(Role.EDITOR, phi=True),
+    f"/{SERVICE}/ServiceOnly": Rule(None, services=frozenset({"keysvc"}), phi=True),
+}
+
+
+class RecordingAuditor:
+    """A DenialAuditor that remembers what it was asked to audit."""
+
+    def __init__(self) -> None:
+        self.denials: list[tuple[str, str, str]] = []
+
+    async def record_denial(
+        self, principal: Principal, method: str, workspace_id: str, reason: str
+    ) -> None:
+        self.denials.append((principal.actor_id, method.rsplit("/", 1)[-1], workspace_id))
+
+
+def build_from_settings(settings: ServerSettings, auditor: Any = None) -> GrpcServer:
+    """The fake service as a real service would be wired: security from the settings."""
+    parts = ServerParts(
+        name="fake",
+        service_names=[SERVICE],
+        register=register,
+        access=Access(rules=RULES, auditor=auditor),
+    )
+    return GrpcServer.from_settings(parts, settings, check_interval=0.1)
 
 
 def build(grace: float = 2.0, checks: Any = ()) -> GrpcServer:

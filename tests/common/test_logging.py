@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 
+import asyncpg
+import pytest
 import structlog
 
-from services.common.logging import REDACTED, configure_logging, redact
+from services.common.logging import REDACTED, configure_logging, redact, safe_db_error
 
 PEM = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VuBCIEIExample\n-----END PRIVATE KEY-----"
 
@@ -37,3 +39,31 @@ def test_configured_chain_applies_redaction() -> None:
     structlog.get_logger().info("key_generated", private_key_pem=PEM, destination_id="d1")
     line = json.loads(stream.getvalue())
     assert (line["private_key_pem"], line["destination_id"]) == (REDACTED, "d1")
+
+
+def test_exceptions_are_logged_as_their_type() -> None:
+    """Exception text can quote row values: only the type survives."""
+    event = redact(None, "error", {"event": "x", "error": ValueError("jane@example.com")})
+    assert event["error"] == "ValueError"
+
+
+def test_bearer_text_is_redacted_under_any_key() -> None:
+    event = redact(None, "info", {"event": "x", "header": "Bearer abc.def.ghi"})
+    assert event["header"] == REDACTED
+
+
+async def test_safe_db_error_keeps_only_sqlstate_and_constraint(database_url: str) -> None:
+    """A unique violation's DETAIL echoes the value; safe_db_error drops it."""
+    con = await asyncpg.connect(database_url)
+    try:
+        await con.execute("CREATE TEMP TABLE people (email text CONSTRAINT people_email UNIQUE)")
+        await con.execute("INSERT INTO people VALUES ('jane@example.com')")
+        with pytest.raises(asyncpg.UniqueViolationError) as caught:
+            await con.execute("INSERT INTO people VALUES ('jane@example.com')")
+    finally:
+        await con.close()
+    assert safe_db_error(caught.value) == "database error SQLSTATE 23505 (constraint people_email)"
+
+
+def test_safe_db_error_for_other_exceptions_names_the_type() -> None:
+    assert safe_db_error(OSError("host db.internal refused")) == "database error (OSError)"

@@ -1,0 +1,305 @@
+"""Bearer tokens for people: EdDSA (Ed25519) JWTs naming a subject and workspace memberships.
+
+Claims: ``iss``, ``aud``, ``sub`` (the ``actor_user_id``), ``iat``, ``nbf``, ``exp`` and
+``memberships`` ({workspace_id: [role, ...]}). A membership under ``"*"`` applies to every
+workspace: that is how a development admin is represented, and it is only as available as
+the signing key (``phiseal-token`` refuses to mint without it; verifiers can refuse it
+altogether with ``PHISEAL_TOKEN_ALLOW_WILDCARD=false``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from services.common.auth import Principal, Role
+from services.common.errors import Unauthenticated
+from services.common.tls import DEFAULT_SECRETS_DIR, write_private
+
+ALGORITHM = "EdDSA"
+WILDCARD = "*"
+DEFAULT_ISSUER = "phiseal-dev"
+DEFAULT_AUDIENCE = "phiseal"
+SIGNING_KEY = "token-signing-key.pem"
+PUBLIC_KEY = "token-signing.pub.pem"
+DEFAULT_LEEWAY_SECONDS = 60.0
+MAX_LIFETIME_SECONDS = 24 * 3600
+# Far above any honest token; a bigger one is refused before it is parsed.
+MAX_TOKEN_BYTES = 8192
+_MAX_SUBJECT = 200
+_MAX_WORKSPACES = 1000
+_REQUIRED = ["iss", "aud", "sub", "iat", "nbf", "exp"]
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a verified token says."""
+
+    subject: str
+    memberships: Mapping[str, frozenset[Role]]
+    expires_at: int
+
+    def principal(self) -> Principal:
+        return Principal(subject=self.subject, kind="person", memberships=self.memberships)
+
+
+def _refuse(reason: str) -> Unauthenticated:
+    # Never echo the token: it is a credential, and a bad one may be a good one mistyped.
+    return Unauthenticated(f"bearer token refused: {reason}")
+
+
+def _memberships(raw: Any, allow_wildcard: bool) -> dict[str, frozenset[Role]]:
+    if not isinstance(raw, dict) or len(raw) > _MAX_WORKSPACES:
+        raise _refuse('claim "memberships" must be an object {workspace_id: [roles]}')
+    result: dict[str, frozenset[Role]] = {}
+    for workspace, roles in raw.items():
+        if not isinstance(workspace, str) or not workspace or len(workspace) > 200:
+            raise _refuse('claim "memberships" has a malformed workspace id')
+        if workspace == WILDCARD and not allow_wildcard:
+            raise _refuse('this server does not accept "*" (all workspaces) memberships')
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise _refuse('claim "memberships" must map each workspace to a list of roles')
+        try:
+            result[workspace] = frozenset(Role(r) for r in roles)
+        except ValueError:
+            known = ", ".join(r.value for r in Role)
+            raise _refuse(f'claim "memberships" names an unknown role (known: {known})') from None
+    return result
+
+
+class TokenVerifier:
+    """Checks signature (EdDSA only), issuer, audience, lifetime and claim shapes."""
+
+    def __init__(
+        self,
+        public_key: Ed25519PublicKey,
+        *,
+        issuer: str = DEFAULT_ISSUER,
+        audience: str = DEFAULT_AUDIENCE,
+        leeway_seconds: float = DEFAULT_LEEWAY_SECONDS,
+        max_lifetime_seconds: int = MAX_LIFETIME_SECONDS,
+        allow_wildcard: bool = True,
+    ) -> None:
+        self._key = public_key
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
+        self._max_lifetime = max_lifetime_seconds
+        self._allow_wildcard = allow_wildcard
+
+    @classmethod
+    def from_file(cls, path: Path, **options: Any) -> TokenVerifier:
+        try:
+            key = serialization.load_pem_public_key(path.read_bytes())
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"token public key {path} is missing: run `make run` (which creates the "
+                "development signing key) or set PHISEAL_TOKEN_PUBLIC_KEY"
+            ) from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError(f"{path} is not an Ed25519 public key")
+        return cls(key, **options)
+
+    def verify(self, token: str) -> TokenClaims:
+        """The token's claims, or ``Unauthenticated`` saying what is wrong with it."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise _refuse(f"longer than {MAX_TOKEN_BYTES} bytes")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise _refuse("malformed (expected a compact JWS: header.payload.signature)") from None
+        if header.get("alg") != ALGORITHM:
+            # Pinned: "none", HS256 (keyed with our public key) and friends never get a say.
+            raise _refuse(f"algorithm must be {ALGORITHM}")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": _REQUIRED, "verify_signature": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _refuse("expired; mint a new one (phiseal-token)") from None
+        except jwt.ImmatureSignatureError:
+            raise _refuse("not valid yet (nbf or iat in the future; check the clocks)") from None
+        except jwt.InvalidAudienceError:
+            raise _refuse(f"wrong audience; this server accepts {self._audience!r}") from None
+        except jwt.InvalidIssuerError:
+            raise _refuse(f"wrong issuer; this server accepts {self._issuer!r}") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise _refuse(f'missing claim "{exc.claim}"') from None
+        except jwt.InvalidSignatureError:
+            raise _refuse("bad signature (not signed by this deployment's key)") from None
+        except jwt.InvalidTokenError:
+            raise _refuse("malformed or invalid claims") from None
+        return self._claims(claims)
+
+    def _claims(self, claims: dict[str, Any]) -> TokenClaims:
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject.strip() or len(subject) > _MAX_SUBJECT:
+            raise _refuse('claim "sub" must be a non-empty user id')
+        if not subject.isprintable():
+            raise _refuse('claim "sub" must be printable')
+        iat, exp = claims["iat"], claims["exp"]
+        if not isinstance(iat, int | float) or not isinstance(exp, int | float):
+            raise _refuse('claims "iat" and "exp" must be numbers')
+        if exp - iat > self._max_lifetime:
+            raise _refuse(f"lives longer than {self._max_lifetime} s; mint a shorter one")
+        memberships = _memberships(claims.get("memberships", {}), self._allow_wildcard)
+        return TokenClaims(subject=subject, memberships=memberships, expires_at=int(exp))
+
+
+class TokenMinter:
+    """Signs tokens with the development key (tests, ``phiseal-token``, ``make run``)."""
+
+    def __init__(
+        self,
+        private_key: Ed25519PrivateKey,
+        *,
+        issuer: str = DEFAULT_ISSUER,
+        audience: str = DEFAULT_AUDIENCE,
+    ) -> None:
+        self._key = private_key
+        self._issuer = issuer
+        self._audience = audience
+
+    def mint(
+        self,
+        subject: str,
+        memberships: Mapping[str, Sequence[Role | str]],
+        *,
+        ttl_seconds: int = 3600,
+        now: float | None = None,
+        **extra: Any,
+    ) -> str:
+        issued = int(time.time() if now is None else now)
+        payload: dict[str, Any] = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": subject,
+            "iat": issued,
+            "nbf": issued,
+            "exp": issued + ttl_seconds,
+            "memberships": {ws: sorted(str(Role(r)) for r in rs) for ws, rs in memberships.items()},
+        }
+        payload.update(extra)
+        return jwt.encode(payload, self._key, algorithm=ALGORITHM)
+
+
+@dataclass(frozen=True)
+class DevSigningKey:
+    """The development token key pair under the secrets folder."""
+
+    folder: Path = DEFAULT_SECRETS_DIR
+
+    @property
+    def private_path(self) -> Path:
+        return self.folder / SIGNING_KEY
+
+    @property
+    def public_path(self) -> Path:
+        return self.folder / PUBLIC_KEY
+
+    def ensure(self) -> None:
+        """Creates the key pair once; an existing one is kept (tokens stay valid)."""
+        if self.private_path.exists() and self.public_path.exists():
+            return
+        key = Ed25519PrivateKey.generate()
+        write_private(
+            self.private_path,
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        write_private(
+            self.public_path,
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        )
+
+    def minter(self, **options: Any) -> TokenMinter:
+        try:
+            key = serialization.load_pem_private_key(self.private_path.read_bytes(), None)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"no development signing key at {self.private_path}: run `make run` first "
+                "(it creates one), or pass --secrets-dir"
+            ) from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{self.private_path} is not an Ed25519 private key")
+        return TokenMinter(key, **options)
+
+
+def parse_membership(text: str) -> tuple[str, Role]:
+    """``ws_1=admin`` → ("ws_1", Role.ADMIN)."""
+    workspace, sep, role = text.partition("=")
+    if not sep or not workspace.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: use WORKSPACE=ROLE, e.g. ws_1=admin")
+    try:
+        return workspace.strip(), Role(role.strip().lower())
+    except ValueError:
+        known = ", ".join(r.value for r in Role)
+        raise argparse.ArgumentTypeError(f"{text!r}: role must be one of {known}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``phiseal-token``: prints a development bearer token."""
+    parser = argparse.ArgumentParser(
+        prog="phiseal-token", description="Mint a development bearer token for PHIseal."
+    )
+    parser.add_argument("--sub", default="dev-admin", help="actor_user_id (default dev-admin)")
+    parser.add_argument(
+        "--workspace",
+        action="append",
+        type=parse_membership,
+        default=[],
+        metavar="WS=ROLE",
+        help="a membership, repeatable: --workspace ws_1=admin --workspace ws_2=viewer",
+    )
+    parser.add_argument(
+        "--admin", action="store_true", help='admin and auditor in every workspace ("*")'
+    )
+    parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    parser.add_argument("--issuer", default=DEFAULT_ISSUER)
+    parser.add_argument("--audience", default=DEFAULT_AUDIENCE)
+    parser.add_argument("--secrets-dir", type=Path, default=DEFAULT_SECRETS_DIR)
+    args = parser.parse_args(argv)
+    if not 0 < args.ttl <= MAX_LIFETIME_SECONDS:
+        parser.error(f"--ttl must be 1..{MAX_LIFETIME_SECONDS}")
+    memberships: dict[str, set[Role]] = {}
+    for workspace, role in args.workspace:
+        memberships.setdefault(workspace, set()).add(role)
+    if args.admin:
+        memberships.setdefault(WILDCARD, set()).update({Role.ADMIN, Role.AUDITOR})
+    if not memberships:
+        parser.error("name at least one --workspace WS=ROLE, or --admin")
+    try:
+        minter = DevSigningKey(args.secrets_dir).minter(issuer=args.issuer, audience=args.audience)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"phiseal-token: {exc}", file=sys.stderr)
+        return 2
+    print(
+        minter.mint(
+            args.sub, {ws: sorted(rs) for ws, rs in memberships.items()}, ttl_seconds=args.ttl
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""Workspaces and destinations: who may have encryption, and where events go."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Protocol
+
+from services.common.audit import AuditEntry
+from services.common.auth import current_principal
+from services.common.errors import InvalidArgument, NotFound
+from services.policysvc.paging import Page, encode_token
+
+MAX_NAME = 200
+MAX_ID = 64
+MAX_BAA_REFERENCE = 200
+
+
+class DestinationType(StrEnum):
+    EVENT_STREAM_CLOUD_MODE = "event_stream_cloud_mode"
+    EVENT_STREAM_DEVICE_MODE = "event_stream_device_mode"
+    WAREHOUSE = "warehouse"
+    STORAGE = "storage"
+    REVERSE_ETL = "reverse_etl"
+
+
+@dataclass(frozen=True)
+class HipaaEligibility:
+    eligible: bool = False
+    baa_reference: str = ""
+    set_by: str = ""
+    set_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Workspace:
+    workspace_id: str
+    name: str
+    created_at: datetime
+    created_by: str
+    hipaa: HipaaEligibility = HipaaEligibility()
+
+
+@dataclass(frozen=True)
+class Destination:
+    destination_id: str
+    workspace_id: str
+    name: str
+    type: DestinationType
+    created_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True)
+class DestinationPage:
+    destinations: list[Destination]
+    next_page_token: str
+
+
+def new_id(prefix: str) -> str:
+    """A short, URL-safe, dot-free id: prefix + 20 hex characters (80 random bits)."""
+    return prefix + secrets.token_hex(10)
+
+
+def require_name(value: str, what: str) -> str:
+    """A display name: required, printable, at most MAX_NAME characters."""
+    name = value.strip()
+    if not name:
+        raise InvalidArgument(f"{what} is required")
+    if len(name) > MAX_NAME or not name.isprintable():
+        raise InvalidArgument(f"{what} must be printable and at most {MAX_NAME} characters")
+    return name
+
+
+def require_id(value: str, what: str) -> str:
+    """An object id from a request: required and plausibly ours (never echoed if too long)."""
+    if not value:
+        raise InvalidArgument(f"{what} is required")
+    if len(value) > MAX_ID or not value.isprintable():
+        raise InvalidArgument(f"{what} is not a valid id")
+    return value
+
+
+class CatalogStore(Protocol):
+    async def insert_workspace(self, workspace: Workspace, audit: AuditEntry) -> None: ...
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None: ...
+
+    async def update_hipaa(
+        self,
+        workspace_id: str,
+        hipaa: HipaaEligibility,
+        audit: Callable[[Workspace], AuditEntry],
+    ) -> Workspace | None: ...
+
+    async def insert_destination(self, destination: Destination, audit: AuditEntry) -> None: ...
+
+    async def get_destination(self, destination_id: str) -> Destination | None: ...
+
+    async def list_destinations(
+        self, workspace_id: str, after: int, limit: int
+    ) -> Sequence[tuple[int, Destination]]: ...
+
+
+class Catalog:
+    """The workspace and destination rules; every change writes its audit entry with it."""
+
+    def __init__(self, store: CatalogStore, clock: Callable[[], datetime] | None = None) -> None:
+        self._store = store
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    async def create_workspace(self, name: str) -> Workspace:
+        workspace = Workspace(
+            workspace_id=new_id("ws_"),
+            name=require_name(name, "name"),
+            created_at=self._clock(),
+            created_by=current_principal().actor_id,
+        )
+        await self._store.insert_workspace(
+            workspace,
+            AuditEntry(
+                event_type="Workspace Created",
+                workspace_id=workspace.workspace_id,
+                target=workspace.workspace_id,
+                details={"name": workspace.name},
+            ),
+        )
+        return workspace
+
+    async def get_workspace(self, workspace_id: str) -> Workspace:
+        workspace = await self._store.get_workspace(require_id(workspace_id, "workspace_id"))
+        if workspace is None:
+            raise NotFound(f"workspace {workspace_id} does not exist; create it first")
+        return workspace
+
+    async def set_hipaa_eligibility(
+        self, workspace_id: str, eligible: bool, baa_reference: str
+    ) -> Workspace:
+        """Records who declared the workspace (in)eligible, when, and under which BAA."""
+        require_id(workspace_id, "workspace_id")
+        reference = baa_reference.strip()
+        if eligible and not reference:
+            raise InvalidArgument(
+                "baa_reference is required to mark a workspace HIPAA eligible: give the id of "
+                "the signed business associate agreement"
+            )
+        if len(reference) > MAX_BAA_REFERENCE or not reference.isprintable():
+            raise InvalidArgument(
+                f"baa_reference must be printable and at most {MAX_BAA_REFERENCE} characters"
+            )
+        hipaa = HipaaEligibility(
+            eligible=eligible,
+            baa_reference=reference,
+            set_by=current_principal().actor_id,
+            set_at=self._clock(),
+        )
+
+        def audit(before: Workspace) -> AuditEntry:
+            return AuditEntry(
+                event_type="Workspace HIPAA Eligibility Modified",
+                workspace_id=workspace_id,
+                target=workspace_id,
+                details={
+                    "eligible": eligible,
+                    "previously_eligible": before.hipaa.eligible,
+                    "baa_reference": reference,
+                },
+            )
+
+        workspace = await self._store.update_hipaa(workspace_id, hipaa, audit)
+        if workspace is None:
+            raise NotFound(f"workspace {workspace_id} does not exist; create it first")
+        return replace(workspace, hipaa=hipaa)
+
+    async def create_destination(
+        self, workspace_id: str, name: str, type_: DestinationType
+    ) -> Destination:
+        destination = Destination(
+            destination_id=new_id("dst_"),
+            workspace_id=require_id(workspace_id, "workspace_id"),
+            name=require_name(name, "name"),
+            type=type_,
+            created_at=self._clock(),
+            created_by=current_principal().actor_id,
+        )
+        await self._store.insert_destination(
+            destination,
+            AuditEntry(
+                event_type="Destination Created",
+                workspace_id=workspace_id,
+                target=destination.destination_id,
+                details={"name": destination.name, "type": destination.type.value},
+            ),
+        )
+        return destination
+
+    async def get_destination(self, destination_id: str) -> Destination:
+        found = await self._store.get_destination(require_id(destination_id, "destination_id"))
+        if found is None:
+            raise NotFound(f"destination {destination_id} does not exist")
+        return found
+
+    async def list_destinations(
+        self, workspace_id: str, page_size: int, page_token: str
+    ) -> DestinationPage:
+        """One page, oldest first; a full page carries a token for the next."""
+        await self.get_workspace(workspace_id)
+        page = Page.parse(page_size, page_token, f"destinations:{workspace_id}")
+        # One extra row tells whether another page exists without a second query.
+        rows = await self._store.list_destinations(workspace_id, page.after, page.size + 1)
+        more = len(rows) > page.size
+        rows = rows[: page.size]
+        token = encode_token(f"destinations:{workspace_id}", rows[-1][0]) if more else ""
+        return DestinationPage([d for _, d in rows], token)

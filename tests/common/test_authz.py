@@ -1,0 +1,256 @@
+"""Authorization: the rules table covers every RPC; require() and the per-method gate decide."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import time
+from pathlib import Path
+
+import grpc
+import phiseal
+import pytest
+
+from services.common.auth import Principal, Role
+from services.common.authz import (
+    RULES,
+    Access,
+    AccessDenied,
+    allowed,
+    require,
+    rules_markdown,
+    satisfies,
+    visible_workspaces,
+)
+from services.common.errors import PermissionDenied
+from tests.common.conftest import SecureFake
+from tests.common.secure import (
+    Secrets,
+    bearer,
+    call_code,
+    call_error,
+    memberships,
+    other_signing_key,
+    person_channel,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def every_rpc() -> list[str]:
+    """Full method names of every RPC in every generated *_pb2 module."""
+    methods = []
+    for info in pkgutil.walk_packages(phiseal.__path__, "phiseal."):
+        if not info.name.endswith("_pb2"):
+            continue
+        module = importlib.import_module(info.name)
+        for service in module.DESCRIPTOR.services_by_name.values():
+            methods += [f"/{service.full_name}/{m.name}" for m in service.methods]
+    return methods
+
+
+def test_every_rpc_has_exactly_one_rule() -> None:
+    """Nobody can add an RPC without deciding who may call it (and no rule is stale)."""
+    rpcs = every_rpc()
+    assert (sorted(set(rpcs)), len(rpcs)) == (sorted(RULES), len(set(rpcs)))
+
+
+def test_docs_roles_table_matches_the_rules() -> None:
+    """docs/security.md shows the table generated from RULES, verbatim."""
+    assert rules_markdown() in (ROOT / "docs" / "security.md").read_text()
+
+
+def test_role_ladder() -> None:
+    """viewer < editor < admin; auditor stands apart; admin may read the audit log."""
+    table = {(h.value, n.value): satisfies(h, n) for h in Role for n in Role}
+    assert [n for (h, n), ok in sorted(table.items()) if ok and h == "admin"] == [
+        "admin",
+        "auditor",
+        "editor",
+        "viewer",
+    ]
+    assert [h for (h, n), ok in sorted(table.items()) if ok and n == "auditor"] == [
+        "admin",
+        "auditor",
+    ]
+    assert [n for (h, n), ok in sorted(table.items()) if ok and h == "auditor"] == ["auditor"]
+    assert [n for (h, n), ok in sorted(table.items()) if ok and h == "viewer"] == ["viewer"]
+
+
+def test_require_passes_with_enough_role() -> None:
+    alice = Principal("alice", memberships=memberships(ws_1=Role.EDITOR))
+    require(alice, "ws_1", Role.VIEWER)
+    assert allowed(alice, "ws_1", Role.EDITOR)
+
+
+def test_require_denies_another_workspace() -> None:
+    """A member of ws_1 is not a member of ws_2."""
+    alice = Principal("alice", memberships=memberships(ws_1=Role.ADMIN))
+    with pytest.raises(AccessDenied) as caught:
+        require(alice, "ws_2", Role.VIEWER)
+    assert caught.value.message == (
+        "permission denied: this needs role viewer or higher in workspace ws_2; "
+        "you are not a member of it"
+    )
+
+
+def test_require_denies_too_small_a_role() -> None:
+    alice = Principal("alice", memberships=memberships(ws_1=Role.VIEWER))
+    with pytest.raises(AccessDenied) as caught:
+        require(alice, "ws_1", Role.EDITOR)
+    assert caught.value.message == (
+        "permission denied: this needs role editor or higher in workspace ws_1; "
+        "you hold viewer there"
+    )
+
+
+def test_wildcard_membership_counts_everywhere() -> None:
+    root = Principal("root", memberships=memberships(**{"*": Role.ADMIN}))
+    require(root, "ws_9", Role.ADMIN)
+    assert visible_workspaces(root, Role.VIEWER) is None
+
+
+def test_services_and_superusers_pass_require() -> None:
+    """A service's allow-list was checked per method; require() does not second-guess it."""
+    require(Principal("encryptsvc", kind="service"), "ws_1", Role.ADMIN)
+    require(Principal("dev", superuser=True), "ws_1", Role.ADMIN)
+
+
+def test_visible_workspaces_filters_by_role() -> None:
+    alice = Principal("alice", memberships=memberships(ws_1=Role.ADMIN, ws_2=Role.AUDITOR))
+    assert visible_workspaces(alice, Role.VIEWER) == frozenset({"ws_1"})
+
+
+def gate_error(principal: Principal, method: str) -> str:
+    with pytest.raises(PermissionDenied) as caught:
+        Access().check_method(principal, method)
+    return caught.value.message
+
+
+def test_only_keysvc_and_policysvc_record_audit_events() -> None:
+    """RecordEvents: keysvc and policysvc yes; encryptsvc and people no."""
+    method = "/phiseal.audit.v1.AuditService/RecordEvents"
+    Access().check_method(Principal("keysvc", kind="service"), method)
+    Access().check_method(Principal("policysvc", kind="service"), method)
+    root = Principal("root", memberships=memberships(**{"*": Role.ADMIN}))
+    assert [
+        gate_error(Principal("encryptsvc", kind="service"), method),
+        gate_error(root, method),
+    ] == [
+        "service encryptsvc is not allowed to call RecordEvents",
+        "RecordEvents is for services only; people may not call it",
+    ]
+
+
+def test_encryptsvc_may_read_policies_and_keys_only() -> None:
+    """encryptsvc's allow-list is exactly GetPolicy, WatchPolicies, GetPublicKey, WatchKeys."""
+    allowed_methods = sorted(
+        m.rsplit("/", 1)[-1] for m, rule in RULES.items() if "encryptsvc" in rule.services
+    )
+    assert allowed_methods == ["GetPolicy", "GetPublicKey", "WatchKeys", "WatchPolicies"]
+
+
+def test_method_without_rule_is_denied() -> None:
+    """Fail closed: an RPC nobody decided about is nobody's."""
+    root = Principal("root", memberships=memberships(**{"*": Role.ADMIN}))
+    assert "has no authorization rule" in gate_error(root, "/phiseal.new.v1.New/Thing")
+
+
+def test_person_without_the_role_anywhere_is_denied_at_the_gate() -> None:
+    """An auditor cannot even reach a key operation's domain code."""
+    audrey = Principal("audrey", memberships=memberships(ws_1=Role.AUDITOR))
+    message = gate_error(audrey, "/phiseal.keys.v1.KeyService/GenerateKeyPair")
+    assert message.startswith("permission denied: GenerateKeyPair needs role admin")
+
+
+def test_creating_a_workspace_needs_platform_admin() -> None:
+    """An admin of one workspace may not create workspaces."""
+    alice = Principal("alice", memberships=memberships(ws_1=Role.ADMIN))
+    message = gate_error(alice, "/phiseal.policy.v1.PolicyService/CreateWorkspace")
+    assert "in every workspace" in message
+
+
+def test_health_and_reflection_are_open() -> None:
+    nobody = Principal("anonymous", kind="anonymous")
+    Access().check_method(nobody, "/grpc.health.v1.Health/Check")
+    Access().check_method(nobody, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+
+
+# The same checks end to end, over TLS, against the fake service's EditWorkspace (editor, PHI).
+
+
+async def edit(secure_fake: SecureFake, secrets: Secrets, token: str, ws: str) -> grpc.StatusCode:
+    async with person_channel(secure_fake.server.port, secrets.ca_pem) as channel:
+        return await call_code(channel, "EditWorkspace", service=ws, metadata=bearer(token))
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("malformed", grpc.StatusCode.UNAUTHENTICATED),
+        ("bad_signature", grpc.StatusCode.UNAUTHENTICATED),
+        ("expired", grpc.StatusCode.UNAUTHENTICATED),
+        ("wrong_audience", grpc.StatusCode.UNAUTHENTICATED),
+        ("another_workspace", grpc.StatusCode.PERMISSION_DENIED),
+        ("too_small_a_role", grpc.StatusCode.PERMISSION_DENIED),
+        ("allowed", grpc.StatusCode.OK),
+    ],
+)
+async def test_token_matrix(
+    secure_fake: SecureFake, secrets: Secrets, case: str, expected: grpc.StatusCode
+) -> None:
+    """Each kind of token gets the status it deserves on a workspace action."""
+    minter = secrets.minter
+    tokens = {
+        "malformed": "abc.def",
+        "bad_signature": other_signing_key().mint("alice", {"ws_1": ["editor"]}),
+        "expired": minter.mint(
+            "alice", {"ws_1": ["editor"]}, ttl_seconds=60, now=time.time() - 3600
+        ),
+        "wrong_audience": minter.mint("alice", {"ws_1": ["editor"]}, aud="elsewhere"),
+        "another_workspace": minter.mint("alice", {"ws_2": ["editor"]}),
+        # Editor elsewhere passes the gate; the domain's require() then refuses ws_1.
+        "too_small_a_role": minter.mint("alice", {"ws_1": ["viewer"], "ws_2": ["editor"]}),
+        "allowed": minter.mint("alice", {"ws_1": ["editor"]}),
+    }
+    assert await edit(secure_fake, secrets, tokens[case], "ws_1") == expected
+
+
+async def test_denied_phi_attempt_is_audited(secure_fake: SecureFake, secrets: Secrets) -> None:
+    """A PERMISSION_DENIED on a PHI method reaches the DenialAuditor with actor and workspace."""
+    token = secrets.minter.mint("mallory", {"ws_1": ["viewer"], "ws_2": ["editor"]})
+    await edit(secure_fake, secrets, token, "ws_1")
+    assert secure_fake.auditor.denials == [("mallory", "EditWorkspace", "ws_1")]
+
+
+async def test_unauthenticated_attempt_is_not_attributed(
+    secure_fake: SecureFake, secrets: Secrets
+) -> None:
+    """Without a verified identity there is nobody to attribute: logged, not audited."""
+    await edit(secure_fake, secrets, "abc.def", "ws_1")
+    assert secure_fake.auditor.denials == []
+
+
+async def test_denial_message_says_what_is_needed(
+    secure_fake: SecureFake, secrets: Secrets
+) -> None:
+    token = secrets.minter.mint("alice", {"ws_1": ["viewer"], "ws_2": ["editor"]})
+    async with person_channel(secure_fake.server.port, secrets.ca_pem) as channel:
+        code, details = await call_error(
+            channel, "EditWorkspace", service="ws_1", metadata=bearer(token)
+        )
+    assert (code, details) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "permission denied: this needs role editor or higher in workspace ws_1; "
+        "you hold viewer there",
+    )
+
+
+async def test_token_is_not_echoed_in_refusal(secure_fake: SecureFake, secrets: Secrets) -> None:
+    """The refusal of a bad token never contains the token."""
+    token = other_signing_key().mint("alice", {"ws_1": ["editor"]})
+    async with person_channel(secure_fake.server.port, secrets.ca_pem) as channel:
+        _, details = await call_error(
+            channel, "EditWorkspace", service="ws_1", metadata=bearer(token)
+        )
+    assert (token in details, token.split(".")[2] in details) == (False, False)
