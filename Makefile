@@ -41,15 +41,15 @@ clean-proto:
 	rm -rf gen
 
 fmt: $(STAMP)
-	$(VENV)/bin/ruff format services tests benchmarks
-	$(VENV)/bin/ruff check --fix services tests benchmarks
+	$(VENV)/bin/ruff format services tests benchmarks phiseal_decrypt
+	$(VENV)/bin/ruff check --fix services tests benchmarks phiseal_decrypt
 
 buf-lint:
 	@command -v npx >/dev/null && npx --yes @bufbuild/buf@1.75.0 lint protos || echo "buf lint skipped: npx not found"
 
 lint: $(STAMP) buf-lint
-	$(VENV)/bin/ruff format --check services tests benchmarks
-	$(VENV)/bin/ruff check services tests benchmarks
+	$(VENV)/bin/ruff format --check services tests benchmarks phiseal_decrypt
+	$(VENV)/bin/ruff check services tests benchmarks phiseal_decrypt
 	$(VENV)/bin/mypy
 
 test: $(STAMP)

@@ -1,4 +1,4 @@
-"""encryptsvc composition root: settings → pool → store → domain → servicer → server."""
+"""encryptsvc composition root: settings → peer clients → caches → encryptor → servicer → server."""
 
 from __future__ import annotations
 
@@ -6,30 +6,52 @@ import grpc
 from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 
 from services.common.auth import DevelopmentAuthenticator
-from services.common.health import HealthCheck
-from services.common.server import Closer, GrpcServer, ServerParts
+from services.common.clients import open_channel
+from services.common.server import GrpcServer, ServerParts
+from services.encryptsvc.cache import Cache, DestinationCache
 from services.encryptsvc.config import Settings
+from services.encryptsvc.encryption import Encryptor, Policy
+from services.encryptsvc.envelope import RecipientKey
+from services.encryptsvc.peers import KeyClient, PolicyClient
 from services.encryptsvc.servicer import EncryptServicer
 
 SERVICE_NAME = encrypt_pb2.DESCRIPTOR.services_by_name["EncryptService"].full_name
 
 
 async def build(settings: Settings) -> GrpcServer:
-    """Wires encryptsvc; the returned server is not started yet."""
-    checks: list[HealthCheck] = []
-    closers: list[Closer] = []
-    servicer = EncryptServicer()
+    """Wires encryptsvc; the returned server is not started yet. It owns no database."""
+    policy_channel = open_channel(settings.policysvc_addr, caller="encryptsvc")
+    key_channel = open_channel(settings.keysvc_addr, caller="encryptsvc")
+    policy_client = PolicyClient(policy_channel, settings.peer_timeout)
+    key_client = KeyClient(key_channel, settings.peer_timeout)
+    policies: Cache[Policy] = Cache(
+        "policies", policy_client.load, policy_client.watch, max_staleness=settings.max_staleness
+    )
+    keys: Cache[RecipientKey | None] = Cache(
+        "keys", key_client.load, key_client.watch, max_staleness=settings.max_staleness
+    )
+    encryptor = Encryptor(DestinationCache(policies, keys), settings.limits)
+    servicer = EncryptServicer(encryptor)
 
     def register(server: grpc.aio.Server) -> None:
         encrypt_pb2_grpc.add_EncryptServiceServicer_to_server(servicer, server)
+
+    async def watches_live() -> str | None:
+        reasons = [r for r in (policies.health(), keys.health()) if r]
+        return "; ".join(reasons) or None
+
+    async def close_channels() -> None:
+        await policy_channel.close(None)
+        await key_channel.close(None)
 
     parts = ServerParts(
         name="encryptsvc",
         service_names=[SERVICE_NAME],
         register=register,
         authenticator=DevelopmentAuthenticator(),
-        checks=checks,
-        closers=closers,
+        checks=[watches_live],
+        starters=[policies.start, keys.start],
+        closers=[policies.stop, keys.stop, close_channels],
     )
     return GrpcServer(
         parts,

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.config import Env, ServerSettings
+from services.encryptsvc.encryption import Limits
+from services.encryptsvc.envelope import MAX_CEK_USES
 
 DEFAULT_PORT = 50053
 
@@ -15,6 +17,10 @@ class Settings:
     server: ServerSettings
     policysvc_addr: str
     keysvc_addr: str
+    limits: Limits
+    # Past this many seconds without confirmation of freshness, refuse (UNAVAILABLE).
+    max_staleness: float
+    peer_timeout: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -23,4 +29,19 @@ class Settings:
             server=ServerSettings.from_env("encryptsvc", DEFAULT_PORT, env),
             policysvc_addr=env.address("POLICYSVC_ADDR", "localhost:50052"),
             keysvc_addr=env.address("KEYSVC_ADDR", "localhost:50051"),
+            limits=Limits(
+                max_batch_events=env.integer(
+                    "ENCRYPTSVC_MAX_BATCH_EVENTS", 1000, minimum=1, maximum=100_000
+                ),
+                max_event_bytes=env.integer(
+                    "ENCRYPTSVC_MAX_EVENT_BYTES", 256 * 1024, minimum=64, maximum=16 * 1024 * 1024
+                ),
+                max_depth=env.integer("ENCRYPTSVC_MAX_DEPTH", 32, minimum=2, maximum=512),
+                # Lowered only by tests, to watch a content key roll over.
+                max_cek_uses=env.integer(
+                    "ENCRYPTSVC_MAX_CEK_USES", MAX_CEK_USES, minimum=1, maximum=MAX_CEK_USES
+                ),
+            ),
+            max_staleness=env.number("ENCRYPTSVC_MAX_STALENESS_SECONDS", 5.0, minimum=0.1),
+            peer_timeout=env.number("ENCRYPTSVC_PEER_TIMEOUT_SECONDS", 2.0, minimum=0.05),
         )

@@ -2,24 +2,50 @@
 
 from __future__ import annotations
 
+from phiseal.common.v1 import common_pb2
 from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 from typing_extensions import override
 
-from services.common.errors import Unimplemented
 from services.common.interceptor import Context
+from services.encryptsvc.encryption import BatchResult, Encryptor, EventOutcome
+from services.encryptsvc.envelope import FORMAT_SEGMENT
+
+_FORMATS = {
+    FORMAT_SEGMENT: common_pb2.ENCRYPTION_FORMAT_SEGMENT_RSA_OAEP,
+}
 
 
-def _missing(rpc: str) -> str:
-    return (
-        f"{rpc} is not implemented yet: the EncryptEvents hot path land with the encryptsvc issue"
+def _result(outcome: EventOutcome) -> encrypt_pb2.EventResult:
+    if outcome.error is not None:
+        error = outcome.error
+        return encrypt_pb2.EventResult(
+            error=encrypt_pb2.EventError(code=error.code, message=error.message, path=error.path)
+        )
+    return encrypt_pb2.EventResult(
+        event=outcome.event or b"", encrypted_fields=outcome.encrypted_fields
+    )
+
+
+def to_proto(result: BatchResult) -> encrypt_pb2.EncryptEventsResponse:
+    results = [_result(o) for o in result.outcomes]
+    return encrypt_pb2.EncryptEventsResponse(
+        results=results,
+        policy_version=result.policy_version,
+        kid=result.kid,
+        encryption_enabled=result.enabled,
+        format=_FORMATS.get(result.format, common_pb2.ENCRYPTION_FORMAT_JWE),
     )
 
 
 class EncryptServicer(encrypt_pb2_grpc.EncryptServiceServicer):
     """phiseal.encrypt.v1.EncryptService."""
 
+    def __init__(self, encryptor: Encryptor) -> None:
+        self._encryptor = encryptor
+
     @override
     async def EncryptEvents(
         self, request: encrypt_pb2.EncryptEventsRequest, context: Context
     ) -> encrypt_pb2.EncryptEventsResponse:
-        raise Unimplemented(_missing("EncryptEvents"))
+        result = await self._encryptor.encrypt(request.destination_id, request.events)
+        return to_proto(result)

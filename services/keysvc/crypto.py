@@ -15,7 +15,7 @@ from typing import Any
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
-from jwcrypto import jwe, jwk  # type: ignore[import-untyped]
+from jwcrypto import jwe, jwk
 
 from services.common.errors import InvalidArgument
 from services.keysvc import pkcs8

@@ -23,11 +23,13 @@ def test_stack_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "PGHOST"}}
     env.update({f"{n.upper()}_PORT": str(p) for n, p in ports.items()})
     env.update({"PHISEAL_RUN_DIR": str(tmp_path), "PHISEAL_PG_PORT": str(free_port())})
+    log_path = tmp_path / "devstack.log"
+    log_file = log_path.open("w")
     stack = subprocess.Popen(
         [sys.executable, "-m", "services.devstack"],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=log_file,
         text=True,
     )
     try:
@@ -74,4 +76,5 @@ def test_stack_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     ]
     assert all("grpc.health.v1.Health" in names for names in listed.values())
     assert '"status": "SERVING"' in health
-    assert code == 0
+    log_file.close()
+    assert code == 0, log_path.read_text()[-3000:]

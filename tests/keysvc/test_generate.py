@@ -9,7 +9,7 @@ import json
 import grpc
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, x25519
-from jwcrypto import jwe, jwk  # type: ignore[import-untyped]
+from jwcrypto import jwe, jwk
 from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2
 

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from jwcrypto import jwe, jwk  # type: ignore[import-untyped]
+from jwcrypto import jwe, jwk
 from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 

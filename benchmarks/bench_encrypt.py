@@ -1,0 +1,231 @@
+"""EncryptEvents throughput and latency beside three baselines served the same way, and the kit.
+
+Every contender is an EncryptService served by ``GrpcServer`` (same interceptor, options and
+loopback channel) and fed the same request bytes:
+  encryptsvc        the real service (one data key per batch, AES-GCM per field)
+  echo              returns the events untouched: the transport floor
+  jose-per-field    jwcrypto, one JWE with a fresh content key (one RSA-OAEP-256 op) per field
+  rsa-per-field     raw RSA-OAEP-SHA256 per field (Segment's format)
+policysvc and keysvc are the in-memory stand-ins (tests/encryptsvc/stand_in_peers.py), so
+encryptsvc serves from its warm cache exactly as in production.
+"""
+
+from __future__ import annotations
+
+import base64
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import orjson
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from jwcrypto import jwe, jwk
+from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
+
+from phiseal_decrypt import Decryptor, Keyring
+from services.common.auth import DevelopmentAuthenticator
+from services.common.fieldpath import find, parse_selection
+from services.common.logging import configure_logging
+from services.common.server import GrpcServer, ServerParts
+from services.common.testing import start_service
+from services.encryptsvc.app import SERVICE_NAME
+from tests.encryptsvc.keys import rsa_key, x25519_key
+from tests.encryptsvc.stand_in_peers import StandInPeers
+from tests.encryptsvc.test_api import FIELDS, SAMPLES
+
+BATCH_SIZES = (1, 100, 1000)
+SECONDS_PER_CELL = 2.0
+MIN_CALLS = 3
+_OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+PATHS = parse_selection(FIELDS)
+
+Transform = Callable[[dict[str, Any], str], None]
+
+
+class BaselineServicer(encrypt_pb2_grpc.EncryptServiceServicer):
+    """Parses each event, applies ``transform`` to it (or echoes when None)."""
+
+    def __init__(self, transform: Transform | None) -> None:
+        self._transform = transform
+
+    async def EncryptEvents(
+        self,
+        request: encrypt_pb2.EncryptEventsRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> encrypt_pb2.EncryptEventsResponse:
+        if self._transform is None:
+            results = [encrypt_pb2.EventResult(event=e) for e in request.events]
+        else:
+            results = []
+            for raw in request.events:
+                event = orjson.loads(raw)
+                self._transform(event, str(event.get("messageId", "")))
+                results.append(encrypt_pb2.EventResult(event=orjson.dumps(event)))
+        return encrypt_pb2.EncryptEventsResponse(results=results)
+
+
+def jose_per_field(public: jwk.JWK) -> Transform:
+    def transform(event: dict[str, Any], message_id: str) -> None:
+        for path in PATHS:
+            for loc in find(event, path):
+                header = {"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": "dest_1.v1"}
+                token = jwe.JWE(
+                    orjson.dumps(loc.container[loc.key]),  # type: ignore[index]
+                    protected=orjson.dumps(header).decode(),
+                    recipient=public,
+                )
+                loc.container[loc.key] = token.serialize(compact=True)  # type: ignore[index]
+
+    return transform
+
+
+def rsa_per_field(public: rsa.RSAPublicKey) -> Transform:
+    def transform(event: dict[str, Any], message_id: str) -> None:
+        for path in PATHS:
+            for loc in find(event, path):
+                plain = orjson.dumps(loc.container[loc.key])  # type: ignore[index]
+                # One RSA block per 190 bytes: what a long value costs this way.
+                blocks = [
+                    public.encrypt(plain[i : i + 190], _OAEP) for i in range(0, len(plain), 190)
+                ]
+                loc.container[loc.key] = ".".join(base64.b64encode(b).decode() for b in blocks)  # type: ignore[index]
+
+    return transform
+
+
+async def serve_baseline(transform: Transform | None) -> GrpcServer:
+    servicer = BaselineServicer(transform)
+
+    def register(server: grpc.aio.Server) -> None:
+        encrypt_pb2_grpc.add_EncryptServiceServicer_to_server(servicer, server)
+
+    parts = ServerParts(
+        name="baseline",
+        service_names=[SERVICE_NAME],
+        register=register,
+        authenticator=DevelopmentAuthenticator(),
+    )
+    server = GrpcServer(parts, host="127.0.0.1", port=0, grace=1, check_interval=1)
+    await server.start()
+    return server
+
+
+def batch(size: int) -> list[bytes]:
+    return [
+        orjson.dumps({**SAMPLES[i % len(SAMPLES)], "messageId": f"bench-{i}"}) for i in range(size)
+    ]
+
+
+async def measure(
+    address: str, destination: str, size: int
+) -> tuple[float, float, float, float, list[bytes]]:
+    """events/s, fields/s, p50 ms, p99 ms (and one response's events) for one cell."""
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    ) as channel:
+        stub = encrypt_pb2_grpc.EncryptServiceStub(channel)
+        request = encrypt_pb2.EncryptEventsRequest(destination_id=destination, events=batch(size))
+        response = await stub.EncryptEvents(request)  # warm-up: caches, connection
+        fields_per_call = sum(
+            len(list(find(orjson.loads(r.event), p))) for r in response.results for p in PATHS
+        )
+        latencies: list[float] = []
+        started = time.perf_counter()
+        while len(latencies) < MIN_CALLS or time.perf_counter() - started < SECONDS_PER_CELL:
+            t0 = time.perf_counter()
+            await stub.EncryptEvents(request)
+            latencies.append(time.perf_counter() - t0)
+        elapsed = sum(latencies)
+    calls = len(latencies)
+    ordered = sorted(latencies)
+    p99 = ordered[min(calls - 1, int(calls * 0.99))]
+    return (
+        calls * size / elapsed,
+        calls * fields_per_call / elapsed,
+        statistics.median(latencies) * 1000,
+        p99 * 1000,
+        [r.event for r in response.results],
+    )
+
+
+def kit_rate(events: list[bytes], ring: Keyring, cache_size: int) -> tuple[float, int]:
+    decryptor = Decryptor(ring, cache_size=cache_size)
+    parsed = [orjson.loads(e) for e in events]
+    started = time.perf_counter()
+    for event in parsed:
+        decryptor.decrypt_event(event)
+    elapsed = time.perf_counter() - started
+    fields = sum(len(list(find(e, p))) for e in parsed for p in PATHS)
+    return fields / elapsed, decryptor.unwraps
+
+
+async def main() -> None:
+    configure_logging("warning", "json")
+    key = rsa_key("dest_1.v1")
+    peers = StandInPeers(heartbeat=0.5)  # type: ignore[abstract]
+    await peers.start()
+    peers.set_policy("dest_1", FIELDS)
+    peers.set_key("dest_1", key.public_pem)
+    peers.set_policy("dest_x", FIELDS)
+    peers.set_key("dest_x", x25519_key("dest_x.v1").public_pem)
+    service = await start_service(
+        "encryptsvc",
+        None,
+        {"POLICYSVC_ADDR": peers.address, "KEYSVC_ADDR": peers.address, "LOG_LEVEL": "warning"},
+    )
+    public = key.private.public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    baselines = {
+        "echo (transport floor)": await serve_baseline(None),
+        "jose-per-field (jwcrypto)": await serve_baseline(
+            jose_per_field(jwk.JWK.from_pem(key.public_pem.encode()))
+        ),
+        "rsa-per-field (raw OAEP)": await serve_baseline(rsa_per_field(public)),
+    }
+    contenders = [
+        ("encryptsvc JWE RSA-2048", service.address, "dest_1"),
+        ("encryptsvc JWE X25519", service.address, "dest_x"),
+        *[(name, f"127.0.0.1:{srv.port}", "dest_1") for name, srv in baselines.items()],
+    ]
+    sealed_1000: list[bytes] = []
+    try:
+        print(f"{len(FIELDS)} policy paths; sample events cycled; RSA-2048 unless noted")
+        header = f"{'contender':28} {'batch':>5} {'events/s':>10} {'fields/s':>10}"
+        print(f"{header} {'p50 ms':>8} {'p99 ms':>8} {'vs encryptsvc':>13}")
+        for size in BATCH_SIZES:
+            reference = 0.0
+            for name, address, destination in contenders:
+                eps, fps, p50, p99, events = await measure(address, destination, size)
+                if name.startswith("encryptsvc JWE RSA"):
+                    reference = eps
+                    if size == 1000:
+                        sealed_1000 = events
+                ratio = f"{eps / reference:.2f}x" if reference else "-"
+                print(
+                    f"{name:28} {size:>5} {eps:>10.0f} {fps:>10.0f} "
+                    f"{p50:>8.2f} {p99:>8.2f} {ratio:>13}",
+                    flush=True,
+                )
+        ring = Keyring()
+        ring.add(key.private)
+        cached, unwraps = kit_rate(sealed_1000, ring, 4096)
+        uncached, _ = kit_rate(sealed_1000[:100], ring, 0)
+        print(
+            f"decryption kit: {cached:.0f} fields/s with the data-key cache "
+            f"({unwraps} RSA unwrap for 1000 events), {uncached:.0f} fields/s without "
+            f"({cached / uncached:.0f}x)"
+        )
+    finally:
+        for server in baselines.values():
+            await server.stop()
+        await service.stop()
+        await peers.stop()
+
+
+if __name__ == "__main__":
+    import asyncio
+
+    asyncio.run(main())

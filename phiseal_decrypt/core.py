@@ -1,0 +1,356 @@
+"""Keys chosen by kid, a cache of unwrapped content keys, and decryption of values and events."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import struct
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
+
+ALG_RSA = "RSA-OAEP-256"
+ALG_ECDH = "ECDH-ES+A256KW"
+ENC = "A256GCM"
+BINDING_CLAIM = "phiseal"
+_OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+_SIMPLE_KEY = re.compile(r"[A-Za-z0-9_$@:\-]+")
+
+PrivateKey = rsa.RSAPrivateKey | x25519.X25519PrivateKey
+
+
+class DecryptError(Exception):
+    """A value could not be decrypted; the message says why and never contains plaintext."""
+
+
+class WrongKey(DecryptError):
+    """None of the private keys given opens this value; the message names the kid needed."""
+
+
+class BindingMismatch(DecryptError):
+    """The ciphertext authenticates a different event, field or destination than where it sits."""
+
+
+class PassphraseRequired(DecryptError):
+    """A private key file is passphrase-protected and no passphrase was given."""
+
+
+@dataclass
+class _Entry:
+    key: PrivateKey
+    kid: str | None  # None until a value proves which kid this key opens
+    source: str
+
+
+@dataclass
+class Keyring:
+    """Private keys, each optionally labelled with its kid; unlabelled keys are tried in turn."""
+
+    entries: list[_Entry] = field(default_factory=list)
+
+    def add(self, key: PrivateKey, kid: str | None = None, source: str = "key") -> None:
+        if not isinstance(key, rsa.RSAPrivateKey | x25519.X25519PrivateKey):
+            raise DecryptError(f"{source}: only RSA and X25519 private keys are supported")
+        self.entries.append(_Entry(key, kid, source))
+
+    def add_pem(
+        self, pem: bytes, *, kid: str | None = None, passphrase: bytes | None = None, source: str
+    ) -> None:
+        try:
+            key = serialization.load_pem_private_key(pem, password=passphrase)
+        except TypeError:
+            if passphrase is None:
+                raise PassphraseRequired(f"{source} is passphrase-protected") from None
+            raise DecryptError(
+                f"{source} is not passphrase-protected; omit the passphrase"
+            ) from None
+        except (ValueError, UnsupportedAlgorithm):
+            hint = "; check the passphrase" if passphrase is not None else ""
+            raise DecryptError(f"{source} is not a readable PKCS#8 private key PEM{hint}") from None
+        if not isinstance(key, rsa.RSAPrivateKey | x25519.X25519PrivateKey):
+            raise DecryptError(f"{source}: only RSA and X25519 private keys are supported")
+        self.add(key, kid, source)
+
+    @classmethod
+    def from_files(cls, specs: Iterable[str | Path], passphrase: bytes | None = None) -> Keyring:
+        """``specs`` are paths, or ``kid=path`` to label a key with the kid it opens."""
+        ring = cls()
+        for spec in specs:
+            kid, path = split_key_spec(str(spec))
+            ring.add_pem(Path(path).read_bytes(), kid=kid, passphrase=passphrase, source=path)
+        return ring
+
+    def candidates(self, kid: str, rsa_only: bool = False) -> list[_Entry]:
+        """Keys labelled ``kid`` first, then unlabelled keys of a usable type."""
+        labelled = [e for e in self.entries if e.kid == kid]
+        if labelled:
+            return labelled
+        return [
+            e
+            for e in self.entries
+            if e.kid is None and (not rsa_only or isinstance(e.key, rsa.RSAPrivateKey))
+        ]
+
+    def rsa_keys(self) -> list[rsa.RSAPrivateKey]:
+        return [e.key for e in self.entries if isinstance(e.key, rsa.RSAPrivateKey)]
+
+
+def split_key_spec(spec: str) -> tuple[str | None, str]:
+    kid, sep, path = spec.partition("=")
+    if sep and kid and not Path(spec).exists():
+        return kid, path
+    return None, spec
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def concrete_key(key: str, *, first: bool) -> str:
+    """How one object key is spelled in a bound path (identical to PHIseal's field paths)."""
+    if _SIMPLE_KEY.fullmatch(key):
+        return key if first else f".{key}"
+    return f"[{json.dumps(key, ensure_ascii=False)}]"
+
+
+def looks_like_jwe(text: str) -> bool:
+    """True for a compact JWE: five base64url parts whose header names an ``enc``."""
+    if text.count(".") != 4 or not text.startswith("ey"):
+        return False
+    try:
+        header = orjson.loads(_b64url_decode(text.split(".", 1)[0]))
+    except (ValueError, binascii.Error):
+        return False
+    return isinstance(header, dict) and "enc" in header
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    protected: str
+    header: dict[str, Any]
+    encrypted_key: str
+    iv: bytes
+    ciphertext: bytes
+    tag: bytes
+
+
+def _parse(token: str) -> _Parsed:
+    parts = token.split(".")
+    if len(parts) != 5:
+        raise DecryptError("not a compact JWE: expected five dot-separated parts")
+    try:
+        header = orjson.loads(_b64url_decode(parts[0]))
+        iv, ct, tag = (_b64url_decode(p) for p in parts[2:])
+    except (ValueError, binascii.Error):
+        raise DecryptError("not a compact JWE: a part is not base64url") from None
+    if not isinstance(header, dict):
+        raise DecryptError("not a compact JWE: the protected header is not a JSON object")
+    if header.get("enc") != ENC or header.get("alg") not in (ALG_RSA, ALG_ECDH):
+        raise DecryptError(
+            f"unsupported JWE algorithms alg={header.get('alg')!r} enc={header.get('enc')!r}; "
+            f"PHIseal writes {ALG_RSA} or {ALG_ECDH} with {ENC}"
+        )
+    if len(iv) != 12 or len(tag) != 16:
+        raise DecryptError("not a PHIseal JWE: the IV must be 96 bits and the tag 128 bits")
+    return _Parsed(parts[0], header, parts[1], iv, ct, tag)
+
+
+def _ecdh_kek(shared: bytes) -> bytes:
+    alg = ALG_ECDH.encode("ascii")
+    info = struct.pack(">I", len(alg)) + alg + struct.pack(">II", 0, 0) + struct.pack(">I", 256)
+    return ConcatKDFHash(hashes.SHA256(), 32, info).derive(shared)
+
+
+class Decryptor:
+    """Decrypts PHIseal values and events; caches unwrapped content keys (LRU) by default."""
+
+    def __init__(self, keyring: Keyring, *, cache_size: int = 4096) -> None:
+        self.keyring = keyring
+        self._cache_size = cache_size
+        self._ceks: OrderedDict[tuple[str, str, str], AESGCM] = OrderedDict()
+        self.unwraps = 0  # private-key operations performed, for the curious and the benchmark
+
+    def _unwrap(self, parsed: _Parsed) -> AESGCM:
+        header = parsed.header
+        kid = str(header.get("kid", ""))
+        epk = header.get("epk")
+        epk_x = str(epk.get("x", "")) if isinstance(epk, dict) else ""
+        cache_key = (kid, parsed.encrypted_key, epk_x)
+        if self._cache_size:
+            cached = self._ceks.get(cache_key)
+            if cached is not None:
+                self._ceks.move_to_end(cache_key)
+                return cached
+        try:
+            wrapped = _b64url_decode(parsed.encrypted_key)
+            peer = (
+                x25519.X25519PublicKey.from_public_bytes(_b64url_decode(epk_x))
+                if header["alg"] == ALG_ECDH
+                else None
+            )
+        except (ValueError, binascii.Error):
+            raise DecryptError(f"malformed encrypted key or epk for kid {kid!r}") from None
+        for entry in self.keyring.candidates(kid, rsa_only=peer is None):
+            cek = _try_unwrap(entry.key, wrapped, peer)
+            if cek is not None:
+                self.unwraps += 1
+                if entry.kid is None and kid:
+                    entry.kid = kid  # remember: later values with this kid go straight to it
+                aead = AESGCM(cek)
+                if self._cache_size:
+                    self._ceks[cache_key] = aead
+                    if len(self._ceks) > self._cache_size:
+                        self._ceks.popitem(last=False)
+                return aead
+        raise WrongKey(
+            f"no private key given opens kid {kid!r}: pass the private key delivered for "
+            f"{kid!r} (rotated keys: one --key per version)"
+        )
+
+    def decrypt_value(
+        self,
+        token: str,
+        *,
+        message_id: str | None = None,
+        path: str | None = None,
+        destination_id: str | None = None,
+    ) -> Any:
+        """The original JSON value of one JWE field; checks the binding claims given."""
+        parsed = _parse(token)
+        claims = parsed.header.get(BINDING_CLAIM)
+        if not isinstance(claims, dict):
+            raise BindingMismatch("the JWE carries no PHIseal binding claims")
+        for name, expected, what in (
+            ("mid", message_id, "event (messageId)"),
+            ("path", path, "field path"),
+            ("dst", destination_id, "destination"),
+        ):
+            if expected is not None and claims.get(name) != expected:
+                raise BindingMismatch(
+                    f"the ciphertext at {path or 'this value'} was made for another {what}: "
+                    f"it was moved or replayed"
+                )
+        aead = self._unwrap(parsed)
+        try:
+            plaintext = aead.decrypt(
+                parsed.iv, parsed.ciphertext + parsed.tag, parsed.protected.encode("ascii")
+            )
+        except InvalidTag:
+            raise DecryptError(
+                f"the ciphertext at {path or 'this value'} fails authentication: it was altered"
+            ) from None
+        return orjson.loads(plaintext)
+
+    def decrypt_segment(self, text: str) -> Any:
+        """The original JSON value of one SEGMENT_RSA_OAEP field (base64 RSA-OAEP-SHA256)."""
+        try:
+            block = base64.b64decode(text, validate=True)
+        except (ValueError, binascii.Error):
+            raise DecryptError("not a SEGMENT_RSA_OAEP value: not base64") from None
+        keys = self.keyring.rsa_keys()
+        for key in keys:
+            if key.key_size // 8 != len(block):
+                continue
+            try:
+                plaintext = key.decrypt(block, _OAEP)
+            except ValueError:
+                continue
+            self.unwraps += 1
+            try:
+                return orjson.loads(plaintext)
+            except orjson.JSONDecodeError:
+                return plaintext.decode("utf-8", errors="replace")
+        raise WrongKey(
+            "no RSA private key given opens this SEGMENT_RSA_OAEP value "
+            f"({len(block) * 8}-bit block); pass the destination's RSA private key"
+        )
+
+    def _is_segment(self, text: str, sizes: set[int]) -> bool:
+        if not sizes or len(text) % 4 or len(text) < 100:
+            return False
+        try:
+            return len(base64.b64decode(text, validate=True)) in sizes
+        except (ValueError, binascii.Error):
+            return False
+
+    def decrypt_event(
+        self,
+        event: dict[str, Any],
+        *,
+        segment: bool = False,
+        destination_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A copy of ``event`` with every PHIseal JWE (and, if ``segment``, SEGMENT) value opened.
+
+        Each JWE's binding claims must match the event's messageId and the path it sits at.
+        """
+        message_id = event.get("messageId")
+        mid = message_id if isinstance(message_id, str) else ""
+        sizes = {k.key_size // 8 for k in self.keyring.rsa_keys()} if segment else set()
+
+        def walk(node: Any, path: str) -> Any:
+            if isinstance(node, str):
+                if looks_like_jwe(node):
+                    return self.decrypt_value(
+                        node, message_id=mid, path=path, destination_id=destination_id
+                    )
+                if self._is_segment(node, sizes):
+                    return self.decrypt_segment(node)
+                return node
+            if isinstance(node, dict):
+                return {k: walk(v, path + concrete_key(k, first=not path)) for k, v in node.items()}
+            if isinstance(node, list):
+                return [walk(v, f"{path}[{i}]") for i, v in enumerate(node)]
+            return node
+
+        return {
+            key: walk(value, concrete_key(key, first=True)) if key != "messageId" else value
+            for key, value in event.items()
+        }
+
+
+def _try_unwrap(
+    key: PrivateKey, wrapped: bytes, peer: x25519.X25519PublicKey | None
+) -> bytes | None:
+    try:
+        if isinstance(key, rsa.RSAPrivateKey):
+            if peer is not None or key.key_size // 8 != len(wrapped):
+                return None
+            return key.decrypt(wrapped, _OAEP)
+        if peer is None:
+            return None
+        return aes_key_unwrap(_ecdh_kek(key.exchange(peer)), wrapped)
+    except (ValueError, InvalidUnwrap):
+        return None
+
+
+def decrypt_lines(
+    decryptor: Decryptor, lines: Sequence[bytes] | Iterable[bytes], *, segment: bool = False
+) -> Iterable[bytes]:
+    """Decrypts JSON lines; yields one JSON line (with newline) per non-blank input line."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise DecryptError(f"line {number}: not valid JSON") from None
+        if not isinstance(event, dict):
+            raise DecryptError(f"line {number}: not a JSON object")
+        try:
+            opened = decryptor.decrypt_event(event, segment=segment)
+        except DecryptError as exc:
+            raise type(exc)(f"line {number}: {exc}") from None
+        yield orjson.dumps(opened) + b"\n"

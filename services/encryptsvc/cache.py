@@ -1,0 +1,192 @@
+"""Policy and public-key caches: single-flight loads, watch-stream invalidation, hard staleness.
+
+An entry may be used only while it is known to be fresh: loaded less than ``max_staleness``
+ago, or confirmed since by its watch stream (a message stamped T means every change committed
+before T has been delivered, and was applied in order). Otherwise it is reloaded, and if the
+reload fails the caller gets UNAVAILABLE: a possibly stale policy is never used, and a missing
+one is never read as "no encryption".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Generic, TypeVar
+
+import structlog
+
+from services.common.errors import FailedPrecondition
+from services.encryptsvc.encryption import Policy, Snapshot
+from services.encryptsvc.envelope import RecipientKey
+
+log = structlog.get_logger("encryptsvc.cache")
+
+V = TypeVar("V")
+Clock = Callable[[], float]
+
+
+class ChangeKind(Enum):
+    CHANGED = "changed"
+    RESYNC = "resync"
+    HEARTBEAT = "heartbeat"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One watch-stream message; ``observed_at`` is the server's time in epoch seconds."""
+
+    kind: ChangeKind
+    destination_id: str
+    observed_at: float
+
+
+Watch = Callable[[], AsyncIterator[Change]]
+
+
+@dataclass(frozen=True)
+class _Entry(Generic[V]):
+    value: V
+    loaded_at: float  # when the load began: the value is at least this fresh
+    epoch: int
+
+
+class Cache(Generic[V]):
+    """Values per destination, loaded once however many callers wait, dropped on change."""
+
+    def __init__(
+        self,
+        name: str,
+        loader: Callable[[str], Awaitable[V]],
+        watch: Watch,
+        *,
+        max_staleness: float,
+        clock: Clock = time.time,
+        backoff: tuple[float, float] = (0.05, 1.0),
+    ) -> None:
+        self.name = name
+        self._loader = loader
+        self._watch = watch
+        self._max_staleness = max_staleness
+        self._clock = clock
+        self._backoff = backoff
+        self._entries: dict[str, _Entry[V]] = {}
+        self._inflight: dict[str, asyncio.Future[V]] = {}
+        self._epoch = 0  # bumped by every invalidation: a load begun before it is not kept
+        self.confirmed_at = 0.0  # the stream's last confirmation of freshness
+        self._started_at = clock()
+        self.connected = False
+        self.loads = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def _fresh(self, entry: _Entry[V], now: float) -> bool:
+        return now - max(entry.loaded_at, self.confirmed_at) <= self._max_staleness
+
+    async def get(self, destination_id: str) -> V:
+        """The value for ``destination_id``, fresh within the bound, or the loader's error."""
+        entry = self._entries.get(destination_id)
+        if entry is not None and self._fresh(entry, self._clock()):
+            return entry.value
+        future = self._inflight.get(destination_id)
+        if future is None:
+            future = asyncio.ensure_future(self._load(destination_id))
+            self._inflight[destination_id] = future
+            future.add_done_callback(lambda done: self._forget(destination_id, done))
+        # A caller that gives up must not cancel the load the other waiters share.
+        return await asyncio.shield(future)
+
+    def _forget(self, destination_id: str, done: asyncio.Future[V]) -> None:
+        if self._inflight.get(destination_id) is done:
+            del self._inflight[destination_id]
+        if not done.cancelled():
+            done.exception()  # retrieved: waiters re-raise it; nobody waiting is no error
+
+    async def _load(self, destination_id: str) -> V:
+        epoch = self._epoch
+        started = self._clock()
+        self.loads += 1
+        value = await self._loader(destination_id)
+        if epoch == self._epoch:
+            self._entries[destination_id] = _Entry(value, started, epoch)
+        return value
+
+    def apply(self, change: Change) -> None:
+        """Applies one watch message, in stream order."""
+        if change.kind is ChangeKind.RESYNC:
+            self._entries.clear()
+            self._inflight.clear()
+            self._epoch += 1
+        elif change.kind is ChangeKind.CHANGED:
+            self._entries.pop(change.destination_id, None)
+            self._inflight.pop(change.destination_id, None)
+            self._epoch += 1
+        # Never trust a server clock that runs ahead of ours: that would stretch the bound.
+        self.confirmed_at = max(self.confirmed_at, min(change.observed_at, self._clock()))
+
+    def health(self) -> str | None:
+        """None while the watch stream is live or was live within the staleness bound.
+
+        Start-up counts as a confirmation: with nothing cached yet, nothing can be stale.
+        """
+        if self.connected:
+            return None
+        since = max(self.confirmed_at, self._started_at)
+        if self._clock() - since <= self._max_staleness:
+            return None
+        if not self.confirmed_at:
+            return f"{self.name} watch stream has not connected since start-up"
+        return f"{self.name} watch stream down for longer than {self._max_staleness:g}s"
+
+    async def follow(self) -> None:
+        """Follows the watch stream forever, reconnecting with jittered exponential backoff."""
+        first, ceiling = self._backoff
+        delay = first
+        while True:
+            try:
+                async for change in self._watch():
+                    if not self.connected:
+                        log.info("watch_connected", stream=self.name)
+                    self.connected = True
+                    delay = first
+                    self.apply(change)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure of the stream: reconnect, entries age out
+                if self.connected:
+                    log.warning("watch_lost", stream=self.name, error_type=type(exc).__name__)
+            self.connected = False
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter only
+            delay = min(delay * 2, ceiling)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.follow(), name=f"watch-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class DestinationCache:
+    """The batch snapshot: a fresh policy and, when it encrypts, the fresh active key."""
+
+    def __init__(self, policies: Cache[Policy], keys: Cache[RecipientKey | None]) -> None:
+        self.policies = policies
+        self.keys = keys
+
+    async def snapshot(self, destination_id: str) -> Snapshot:
+        policy = await self.policies.get(destination_id)
+        if not policy.active:
+            return Snapshot(policy, None)
+        key = await self.keys.get(destination_id)
+        if key is None:
+            raise FailedPrecondition(
+                f"encryption is enabled for destination {destination_id} but it has no active "
+                "key; generate or import one with keysvc (GenerateKeyPair / ImportPublicKey)"
+            )
+        return Snapshot(policy, key)

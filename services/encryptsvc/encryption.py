@@ -1,0 +1,229 @@
+"""EncryptEvents as domain logic: one policy and key snapshot per batch, per-event outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from services.common.fieldpath import FieldPath, find, parse_selection
+from services.encryptsvc.envelope import (
+    MAX_CEK_USES,
+    RecipientKey,
+    Sealer,
+    ValueTooLong,
+    new_sealer,
+)
+
+# Hand the event loop back this often so watch streams and other calls are not starved.
+_YIELD_EVERY = 64
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One version of a destination's encryption policy."""
+
+    destination_id: str
+    version: int
+    enabled: bool
+    format: str  # envelope.FORMAT_JWE or FORMAT_SEGMENT
+    fields: tuple[str, ...]
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.version > 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one batch is encrypted under: a policy version and (when enabled) a key version."""
+
+    policy: Policy
+    key: RecipientKey | None
+
+
+class SnapshotSource(Protocol):
+    async def snapshot(self, destination_id: str) -> Snapshot: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch_events: int = 1000
+    max_event_bytes: int = 256 * 1024
+    max_depth: int = 32
+    max_cek_uses: int = MAX_CEK_USES
+
+
+@dataclass(frozen=True)
+class EventError:
+    """Why one event was not encrypted: a status code name, a message and a path, no value."""
+
+    code: str
+    message: str
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    event: bytes | None
+    error: EventError | None
+    encrypted_fields: int = 0
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    outcomes: list[EventOutcome]
+    policy_version: int
+    kid: str
+    enabled: bool
+    format: str
+
+
+class _Refused(Exception):
+    """One event fails; carries its EventError."""
+
+    def __init__(self, error: EventError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _invalid(message: str, path: str = "") -> _Refused:
+    return _Refused(EventError("INVALID_ARGUMENT", message, path))
+
+
+@functools.lru_cache(maxsize=4096)
+def parsed_fields(fields: tuple[str, ...]) -> tuple[FieldPath, ...]:
+    """A policy's paths, parsed once per distinct field list (i.e. once per policy version)."""
+    try:
+        return tuple(parse_selection(fields))
+    except InvalidArgument as exc:
+        # policysvc validates paths; if one still does not parse, encrypting "the rest" could
+        # leak the field it meant, so the batch fails instead.
+        raise FailedPrecondition(f"the destination's policy is unusable: {exc.message}") from None
+
+
+class Encryptor:
+    """Encrypts batches of JSON events to a destination's active key, per its policy."""
+
+    def __init__(self, source: SnapshotSource, limits: Limits) -> None:
+        self._source = source
+        self._limits = limits
+
+    async def encrypt(self, destination_id: str, events: Sequence[bytes]) -> BatchResult:
+        if not destination_id.strip():
+            raise InvalidArgument("destination_id is empty; name the destination to encrypt for")
+        if len(events) > self._limits.max_batch_events:
+            raise ResourceExhausted(
+                f"the batch has {len(events)} events, more than the limit of "
+                f"{self._limits.max_batch_events}; split it into smaller batches"
+            )
+        snapshot = await self._source.snapshot(destination_id)
+        policy = snapshot.policy
+        if not policy.active:
+            return BatchResult(
+                [EventOutcome(bytes(raw), None) for raw in events],
+                policy.version,
+                "",
+                False,
+                policy.format,
+            )
+        if snapshot.key is None:
+            raise FailedPrecondition(
+                f"encryption is enabled for destination {destination_id} but it has no active "
+                "key; generate or import one with keysvc first"
+            )
+        paths = parsed_fields(policy.fields)
+        sealer = new_sealer(
+            policy.format, snapshot.key, destination_id, max_uses=self._limits.max_cek_uses
+        )
+        outcomes: list[EventOutcome] = []
+        for index, raw in enumerate(events):
+            if index and index % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            try:
+                outcomes.append(self._encrypt_one(raw, paths, sealer))
+            except _Refused as refused:
+                outcomes.append(EventOutcome(None, refused.error))
+        return BatchResult(outcomes, policy.version, snapshot.key.kid, True, policy.format)
+
+    def _encrypt_one(self, raw: bytes, paths: Sequence[FieldPath], sealer: Sealer) -> EventOutcome:
+        event = self._parse(raw)
+        located = [loc for path in paths for loc in find(event, path)]
+        if located and sealer.binds:
+            message_id = event.get("messageId")
+            if not isinstance(message_id, str) or not message_id.strip():
+                # Binding to "" would let a ciphertext move between such events unnoticed.
+                raise _invalid(
+                    "the event has no messageId (or a blank one); every encrypted field is "
+                    "bound to it, so set a unique messageId",
+                    "messageId",
+                )
+        else:
+            message_id = ""
+        for loc in located:
+            plaintext = orjson.dumps(loc.container[loc.key])  # type: ignore[index]
+            try:
+                loc.container[loc.key] = sealer.seal(plaintext, message_id, loc.concrete)  # type: ignore[index]
+            except ValueTooLong as exc:
+                raise _Refused(
+                    EventError(
+                        "FAILED_PRECONDITION",
+                        f"the value at {loc.concrete} is too long for the SEGMENT_RSA_OAEP "
+                        f"format ({exc.length} bytes as JSON, at most {exc.limit} for this key); "
+                        "use the JWE format, which has no size limit",
+                        loc.concrete,
+                    )
+                ) from None
+        # Always re-serialise, even with nothing found: the input could hide a second copy of a
+        # named field (duplicate keys) that a downstream parser would read.
+        return EventOutcome(orjson.dumps(event), None, len(located))
+
+    def _parse(self, raw: bytes) -> dict[str, Any]:
+        limit = self._limits.max_event_bytes
+        if len(raw) > limit:
+            raise _invalid(f"the event is {len(raw)} bytes, more than the limit of {limit}")
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                raise _invalid(f"the event is not valid UTF-8 (byte {bad.start})") from None
+            raise _invalid(
+                f"the event is not valid JSON (line {exc.lineno}, column {exc.colno})"
+            ) from None
+        if not isinstance(event, dict):
+            raise _invalid(f"the event is a JSON {_json_type(event)}, not an object")
+        max_depth = self._limits.max_depth
+        # Counting brackets is a cheap upper bound on depth; walk only when it could be too deep.
+        if raw.count(b"{") + raw.count(b"[") > max_depth and _depth(event) > max_depth:
+            raise _invalid(f"the event nests deeper than the limit of {max_depth} levels")
+        return event
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+def _depth(root: Any) -> int:
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return deepest

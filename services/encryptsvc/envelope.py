@@ -1,0 +1,215 @@
+"""Per-field ciphertext: compact JWE bound to its place, or Segment-compatible raw RSA-OAEP.
+
+One content-encryption key (CEK) per batch per key version is wrapped once to the recipient's
+public key (RSA-OAEP-256, or ECDH-ES+A256KW with one ephemeral X25519 key per CEK), and every
+field of the batch is sealed under it with AES-256-GCM and a fresh random 96-bit IV. The
+protected header (the GCM additional data) names the key and binds the ciphertext to the
+destination, the event's messageId and the field's concrete path. Sharing ``encrypted_key`` and
+``epk`` across a batch's fields is valid JWE, and is what lets a decryptor cache the unwrapped
+CEK. The README's "Ciphertext formats" section is the specification of this module's output.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+
+ALG_RSA = "RSA-OAEP-256"
+ALG_ECDH = "ECDH-ES+A256KW"
+ENC = "A256GCM"
+# The private header parameter that carries the binding claims (RFC 7516 §4.3 allows private
+# names; we do not list it in "crit", so every JOSE library still decrypts).
+BINDING_CLAIM = "phiseal"
+# NIST SP 800-38D allows 2^32 random-IV invocations per key; we retire a CEK far earlier.
+MAX_CEK_USES = 2**20
+
+FORMAT_JWE = "JWE"
+FORMAT_SEGMENT = "SEGMENT_RSA_OAEP"
+
+_OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+# RSA-OAEP with SHA-256 carries at most k - 2*hLen - 2 bytes (RFC 8017 §7.1.1).
+_OAEP_OVERHEAD = 2 * 32 + 2
+
+PublicKey = rsa.RSAPublicKey | x25519.X25519PublicKey
+
+
+class ValueTooLong(Exception):
+    """A value does not fit the SEGMENT_RSA_OAEP format's single RSA block."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"{length} bytes encoded, the key carries at most {limit}")
+        self.length = length
+        self.limit = limit
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class RecipientKey:
+    """The public key a destination's data is encrypted to, with the kid naming it."""
+
+    kid: str
+    public_key: PublicKey
+
+    @classmethod
+    def from_pem(cls, kid: str, pem: str) -> RecipientKey:
+        try:
+            key = serialization.load_pem_public_key(pem.encode("ascii"))
+        except (ValueError, UnsupportedAlgorithm, UnicodeEncodeError):
+            raise FailedPrecondition(
+                f"the public key {kid} is not a readable SubjectPublicKeyInfo PEM; "
+                "re-import or regenerate the destination's key"
+            ) from None
+        if not isinstance(key, rsa.RSAPublicKey | x25519.X25519PublicKey):
+            raise FailedPrecondition(
+                f"the public key {kid} is neither RSA nor X25519; regenerate the destination's key"
+            )
+        return cls(kid, key)
+
+    @property
+    def is_rsa(self) -> bool:
+        return isinstance(self.public_key, rsa.RSAPublicKey)
+
+    @property
+    def algorithm(self) -> str:
+        return ALG_RSA if self.is_rsa else ALG_ECDH
+
+
+class Sealer(Protocol):
+    """Seals the fields of one batch; ``seal`` returns the ciphertext string for a value."""
+
+    def seal(self, plaintext: bytes, message_id: str, path: str) -> str: ...
+
+    @property
+    def binds(self) -> bool:
+        """True when the ciphertext carries messageId and path (so they must exist)."""
+        ...
+
+
+def new_sealer(
+    fmt: str,
+    key: RecipientKey,
+    destination_id: str,
+    *,
+    max_uses: int = MAX_CEK_USES,
+    rng: Callable[[int], bytes] = os.urandom,
+) -> Sealer:
+    """A sealer for one batch, or FailedPrecondition if the format cannot use this key."""
+    if fmt == FORMAT_SEGMENT:
+        if not isinstance(key.public_key, rsa.RSAPublicKey):
+            raise FailedPrecondition(
+                f"the policy asks for the SEGMENT_RSA_OAEP format but the destination's active "
+                f"key {key.kid} is X25519; regenerate an RSA key or switch the policy to JWE"
+            )
+        return SegmentSealer(key.public_key)
+    if fmt != FORMAT_JWE:
+        raise InvalidArgument(f"unknown encryption format {fmt!r}")
+    return JweSealer(key, destination_id, max_uses=max_uses, rng=rng)
+
+
+class JweSealer:
+    """Compact JWE per field under a CEK shared by the batch and rolled past ``max_uses``."""
+
+    def __init__(
+        self,
+        key: RecipientKey,
+        destination_id: str,
+        *,
+        max_uses: int = MAX_CEK_USES,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        if max_uses < 1:
+            raise ValueError("max_uses must be positive")
+        self._key = key
+        self._destination_id = destination_id
+        self._max_uses = max_uses
+        self._rng = rng
+        self._uses = max_uses  # forces a CEK on first use
+        self._aead = AESGCM(bytes(32))
+        self._encrypted_key = ""
+        self._header_base: dict[str, Any] = {}
+        self.ceks_issued = 0
+
+    @property
+    def binds(self) -> bool:
+        return True
+
+    def _roll(self) -> None:
+        cek = self._rng(32)
+        header: dict[str, Any] = {"alg": self._key.algorithm, "enc": ENC, "kid": self._key.kid}
+        public = self._key.public_key
+        if isinstance(public, rsa.RSAPublicKey):
+            wrapped = public.encrypt(cek, _OAEP)
+        else:
+            ephemeral = x25519.X25519PrivateKey.generate()
+            kek = ecdh_es_kek(ephemeral.exchange(public), ALG_ECDH, 256)
+            wrapped = aes_key_wrap(kek, cek)
+            epk = ephemeral.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            header["epk"] = {"kty": "OKP", "crv": "X25519", "x": b64url(epk)}
+        self._aead = AESGCM(cek)
+        self._encrypted_key = b64url(wrapped)
+        self._header_base = header
+        self._uses = 0
+        self.ceks_issued += 1
+
+    def seal(self, plaintext: bytes, message_id: str, path: str) -> str:
+        if self._uses >= self._max_uses:
+            self._roll()
+        self._uses += 1
+        header = dict(self._header_base)
+        header[BINDING_CLAIM] = {"dst": self._destination_id, "mid": message_id, "path": path}
+        protected = b64url(orjson.dumps(header))
+        iv = self._rng(12)
+        sealed = self._aead.encrypt(iv, plaintext, protected.encode("ascii"))
+        return ".".join(
+            (protected, self._encrypted_key, b64url(iv), b64url(sealed[:-16]), b64url(sealed[-16:]))
+        )
+
+
+class SegmentSealer:
+    """Segment's format: standard base64 of RSA-OAEP-SHA256(value). No kid, no binding."""
+
+    def __init__(self, public_key: rsa.RSAPublicKey) -> None:
+        self._public_key = public_key
+        self.limit = public_key.key_size // 8 - _OAEP_OVERHEAD
+
+    @property
+    def binds(self) -> bool:
+        return False
+
+    def seal(self, plaintext: bytes, message_id: str, path: str) -> str:
+        if len(plaintext) > self.limit:
+            raise ValueTooLong(len(plaintext), self.limit)
+        return base64.b64encode(self._public_key.encrypt(plaintext, _OAEP)).decode("ascii")
+
+
+def ecdh_es_kek(shared_secret: bytes, algorithm_id: str, keydatalen: int) -> bytes:
+    """RFC 7518 §4.6.2: Concat KDF (SHA-256) with empty PartyUInfo and PartyVInfo."""
+    alg = algorithm_id.encode("ascii")
+    other_info = (
+        struct.pack(">I", len(alg))
+        + alg
+        + struct.pack(">I", 0)  # apu
+        + struct.pack(">I", 0)  # apv
+        + struct.pack(">I", keydatalen)
+    )
+    kdf = ConcatKDFHash(algorithm=hashes.SHA256(), length=keydatalen // 8, otherinfo=other_info)
+    return kdf.derive(shared_secret)

@@ -1,0 +1,97 @@
+"""policysvc and keysvc as seen by the caches: loads and watch streams over gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from phiseal.common.v1 import common_pb2
+from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
+from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
+
+from services.common.errors import DomainError, InvalidArgument, NotFound, Unavailable
+from services.encryptsvc.cache import Change, ChangeKind
+from services.encryptsvc.encryption import Policy
+from services.encryptsvc.envelope import FORMAT_JWE, FORMAT_SEGMENT, RecipientKey
+
+_KINDS = {
+    common_pb2.CHANGE_KIND_CHANGED: ChangeKind.CHANGED,
+    common_pb2.CHANGE_KIND_RESYNC: ChangeKind.RESYNC,
+    common_pb2.CHANGE_KIND_HEARTBEAT: ChangeKind.HEARTBEAT,
+}
+FORMATS = {
+    common_pb2.ENCRYPTION_FORMAT_UNSPECIFIED: FORMAT_JWE,
+    common_pb2.ENCRYPTION_FORMAT_JWE: FORMAT_JWE,
+    common_pb2.ENCRYPTION_FORMAT_SEGMENT_RSA_OAEP: FORMAT_SEGMENT,
+}
+
+
+def _peer_error(exc: grpc.aio.AioRpcError, peer: str, destination_id: str) -> DomainError:
+    code = exc.code()
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(f"destination {destination_id} not found")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(f"{peer} refused destination_id: {exc.details()}")
+    # Anything else means we cannot confirm the current state: fail closed, the caller retries.
+    return Unavailable(f"{peer} could not be reached ({code.name}); retry shortly")
+
+
+def _change(kind: int, destination_id: str, observed_at: float) -> Change:
+    mapped = _KINDS.get(kind)  # type: ignore[call-overload]
+    if mapped is None:
+        # Unknown kinds may mean anything: treat as "changes may have been missed".
+        mapped = ChangeKind.RESYNC
+    return Change(mapped, destination_id, observed_at)
+
+
+class PolicyClient:
+    """GetPolicy and WatchPolicies."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
+        self._stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        self._timeout = timeout
+
+    async def load(self, destination_id: str) -> Policy:
+        request = policy_pb2.GetPolicyRequest(destination_id=destination_id)
+        try:
+            response = await self._stub.GetPolicy(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _peer_error(exc, "policysvc", destination_id) from None
+        p = response.policy
+        fmt = FORMATS.get(p.format)
+        if fmt is None:
+            raise Unavailable(f"policysvc sent an unknown encryption format ({p.format})")
+        return Policy(destination_id, p.version, p.enabled, fmt, tuple(p.fields))
+
+    async def watch(self) -> AsyncIterator[Change]:
+        async for message in self._stub.WatchPolicies(policy_pb2.WatchPoliciesRequest()):
+            yield _change(
+                message.kind, message.destination_id, message.observed_at.ToNanoseconds() / 1e9
+            )
+
+
+class KeyClient:
+    """GetPublicKey (the active version) and WatchKeys."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
+        self._stub = keys_pb2_grpc.KeyServiceStub(channel)
+        self._timeout = timeout
+
+    async def load(self, destination_id: str) -> RecipientKey | None:
+        request = keys_pb2.GetPublicKeyRequest(destination_id=destination_id)
+        try:
+            response = await self._stub.GetPublicKey(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                return None  # no active key: the batch fails FAILED_PRECONDITION
+            raise _peer_error(exc, "keysvc", destination_id) from None
+        key = response.key
+        if key.state != keys_pb2.KEY_STATE_ACTIVE or not key.public_key_pem:
+            return None
+        return RecipientKey.from_pem(key.kid, key.public_key_pem)
+
+    async def watch(self) -> AsyncIterator[Change]:
+        async for message in self._stub.WatchKeys(keys_pb2.WatchKeysRequest()):
+            yield _change(
+                message.kind, message.destination_id, message.observed_at.ToNanoseconds() / 1e9
+            )
