@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,8 +18,11 @@ GRPCURL = Path(sys.executable).parent / "grpcurl"
 
 
 @pytest.mark.slow
-def test_stack_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+def test_stack_serves_and_stops_on_sigterm() -> None:
     """A private PostgreSQL and four services start; SIGTERM ends them all with exit code 0."""
+    # Not pytest's tmp_path: its 0700 root folders are unreachable for the unprivileged
+    # PostgreSQL user, and concurrent pytest sessions reset their modes.
+    tmp_path = Path(tempfile.mkdtemp(prefix="phiseal-devstack-"))
     ports = {name: free_port() for name in ("keysvc", "policysvc", "encryptsvc", "auditsvc")}
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "PGHOST"}}
     env.update({f"{n.upper()}_PORT": str(p) for n, p in ports.items()})
