@@ -14,6 +14,8 @@ DEFAULT_PORT = 50052
 class Settings:
     server: ServerSettings
     auditsvc_addr: str
+    # How often WatchPolicies confirms that its change feed is live.
+    watch_heartbeat_seconds: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -21,4 +23,7 @@ class Settings:
         return cls(
             server=ServerSettings.from_env("policysvc", DEFAULT_PORT, env),
             auditsvc_addr=env.address("AUDITSVC_ADDR", "localhost:50054"),
+            watch_heartbeat_seconds=env.number(
+                "POLICYSVC_WATCH_HEARTBEAT_SECONDS", 1.0, minimum=0.05
+            ),
         )
