@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from typing import Any
 
 from phiseal.common.v1 import common_pb2
 from phiseal.policy.v1 import policy_pb2
@@ -45,6 +46,11 @@ async def main() -> None:
         cluster.stop()
 
 
+async def next_message(call: Any) -> policy_pb2.WatchPoliciesResponse:
+    message: policy_pb2.WatchPoliciesResponse = await call.read()
+    return message
+
+
 async def measure(a: PolicyServiceStub, b: PolicyServiceStub) -> None:
     workspace = (await a.CreateWorkspace(policy_pb2.CreateWorkspaceRequest(name="bench"))).workspace
     await a.SetHipaaEligibility(
@@ -65,12 +71,12 @@ async def measure(a: PolicyServiceStub, b: PolicyServiceStub) -> None:
     arrived: dict[int, float] = {}
     waiting: dict[int, asyncio.Event] = {}
     call = b.WatchPolicies(policy_pb2.WatchPoliciesRequest(destination_ids=[destination_id]))
-    first = await call.read()
+    first = await next_message(call)
     assert first.kind == common_pb2.CHANGE_KIND_RESYNC
 
     async def follow() -> None:
         while True:
-            message = await call.read()
+            message = await next_message(call)
             if message.kind == common_pb2.CHANGE_KIND_CHANGED:
                 arrived[message.version] = time.perf_counter()
                 waiting.setdefault(message.version, asyncio.Event()).set()

@@ -489,3 +489,18 @@ async def test_preview_of_unknown_destination_is_not_found(stub: PolicyServiceSt
         )
     )
     assert code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_list_policy_versions_by_a_person_is_audited(
+    stub: PolicyServiceStub, database_url: str
+) -> None:
+    """A person's ListPolicyVersions is recorded as a policy view."""
+    destination_id = await ready_destination(stub)
+    await stub.ListPolicyVersions(
+        policy_pb2.ListPolicyVersionsRequest(destination_id=destination_id), metadata=PERSON
+    )
+    event = (await outbox(database_url))[-1]
+    assert (event["event_type"], event["target"]) == (
+        "Destination Encryption Policy Viewed",
+        destination_id,
+    )
