@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -18,6 +19,10 @@ import asyncpg
 import structlog
 
 log = structlog.get_logger("changefeed")
+
+
+def _set_event(event: asyncio.Event, _con: object) -> None:
+    event.set()
 
 
 class FeedKind(Enum):
@@ -71,10 +76,18 @@ class ChangeFeed:
     """Keeps one dedicated connection LISTENing on ``channel``; reconnects with backoff."""
 
     def __init__(
-        self, url: str, channel: str, *, heartbeat_interval: float = 1.0, max_backlog: int = 10_000
+        self,
+        url: str,
+        channel: str,
+        *,
+        heartbeat_interval: float = 1.0,
+        max_backlog: int = 10_000,
+        application_name: str = "",
     ) -> None:
         self._url = url
         self._channel = channel
+        # Names the LISTEN connection in pg_stat_activity, so operators (and tests) can find it.
+        self._application_name = application_name or f"changefeed:{channel}"
         self._interval = heartbeat_interval
         self._max_backlog = max_backlog
         self._subscribers: set[Subscription] = set()
@@ -115,7 +128,15 @@ class ChangeFeed:
         while True:
             con: asyncpg.Connection | None = None
             try:
-                con = await asyncpg.connect(self._url, timeout=5)
+                con = await asyncpg.connect(
+                    self._url,
+                    timeout=5,
+                    server_settings={"application_name": self._application_name},
+                )
+                lost = asyncio.Event()
+                # Wakes the loop as soon as the server drops the connection, rather than at the
+                # next heartbeat: until the RESYNC, watchers would trust a dead feed.
+                con.add_termination_listener(functools.partial(_set_event, lost))
                 await con.add_listener(self._channel, self._on_notify)
                 self._live = True
                 delay = 0.1
@@ -123,7 +144,10 @@ class ChangeFeed:
                 # Anything committed before LISTEN took effect is covered by the reload.
                 self._broadcast(FeedMessage(FeedKind.RESYNC, "", datetime.now(UTC)))
                 while True:
-                    await asyncio.sleep(self._interval)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), self._interval)
+                    if lost.is_set():
+                        raise ConnectionResetError("LISTEN connection closed by the server")
                     sent_at = datetime.now(UTC)
                     # Notifications precede a query's answer on the connection, so once this
                     # returns, every change committed before sent_at has been dispatched.

@@ -7,13 +7,23 @@ from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
 from services.common.app import open_database
 from services.common.auth import DevelopmentAuthenticator
+from services.common.changefeed import ChangeFeed
 from services.common.health import database_check
 from services.common.outbox_relay import OutboxRelay
 from services.common.server import GrpcServer, ServerParts
 from services.policysvc.catalog import Catalog
 from services.policysvc.config import Settings
+from services.policysvc.policy import Policies
+from services.policysvc.privacy import Privacy
 from services.policysvc.servicer import PolicyServicer
-from services.policysvc.store import MIGRATIONS, SCHEMA, CatalogStore
+from services.policysvc.store import (
+    CHANGES_CHANNEL,
+    MIGRATIONS,
+    SCHEMA,
+    CatalogStore,
+    PolicyStore,
+    PrivacyStore,
+)
 
 SERVICE_NAME = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
@@ -23,8 +33,18 @@ async def build(settings: Settings) -> GrpcServer:
     pool = await open_database(settings.server, SCHEMA, MIGRATIONS)
     relay = OutboxRelay(pool, settings.server, SCHEMA, settings.auditsvc_addr, settings.outbox)
     checks = [database_check(pool), relay.health_check]
-    closers = [relay.stop, pool.close]
-    servicer = PolicyServicer(Catalog(CatalogStore(pool)))
+    feed = ChangeFeed(
+        settings.server.require_database(),
+        CHANGES_CHANNEL,
+        heartbeat_interval=settings.watch_heartbeat_seconds,
+        application_name="policysvc-changefeed",
+    )
+    servicer = PolicyServicer(
+        Catalog(CatalogStore(pool)),
+        Privacy(PrivacyStore(pool)),
+        Policies(PolicyStore(pool, CHANGES_CHANNEL)),
+        feed,
+    )
 
     def register(server: grpc.aio.Server) -> None:
         policy_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)
@@ -35,8 +55,9 @@ async def build(settings: Settings) -> GrpcServer:
         register=register,
         authenticator=DevelopmentAuthenticator(),
         checks=checks,
-        starters=[relay.start],
-        closers=closers,
+        starters=[feed.start, relay.start],
+        # The feed's own connection and the relay go before the pool, in shutdown order.
+        closers=[feed.stop, relay.stop, pool.close],
     )
     return GrpcServer(
         parts,

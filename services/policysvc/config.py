@@ -16,6 +16,8 @@ class Settings:
     server: ServerSettings
     auditsvc_addr: str
     outbox: RelaySettings
+    # How often WatchPolicies confirms that its change feed is live.
+    watch_heartbeat_seconds: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -24,4 +26,7 @@ class Settings:
             server=ServerSettings.from_env("policysvc", DEFAULT_PORT, env),
             auditsvc_addr=env.address("AUDITSVC_ADDR", "localhost:50054"),
             outbox=RelaySettings.from_env(env),
+            watch_heartbeat_seconds=env.number(
+                "POLICYSVC_WATCH_HEARTBEAT_SECONDS", 1.0, minimum=0.05
+            ),
         )

@@ -6,10 +6,20 @@ from datetime import datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from phiseal.common.v1 import common_pb2
 from phiseal.policy.v1 import policy_pb2
 
 from services.common.errors import InvalidArgument
 from services.policysvc.catalog import Destination, DestinationType, Workspace
+from services.policysvc.classification import (
+    Classification,
+    DecisionSource,
+    FieldClassification,
+    Matcher,
+    MatcherTarget,
+    MatchKind,
+)
+from services.policysvc.policy import EncryptionFormat, Policy, Preview
 
 _DESTINATION_TYPES: dict[int, DestinationType] = {
     policy_pb2.DESTINATION_TYPE_EVENT_STREAM_CLOUD_MODE: DestinationType.EVENT_STREAM_CLOUD_MODE,
@@ -63,4 +73,121 @@ def destination_message(destination: Destination) -> policy_pb2.Destination:
         type=_DESTINATION_TYPE_PROTOS[destination.type],
         created_at=timestamp(destination.created_at),
         created_by=destination.created_by,
+    )
+
+
+_CLASSIFICATIONS: dict[int, Classification] = {
+    policy_pb2.CLASSIFICATION_RED: Classification.RED,
+    policy_pb2.CLASSIFICATION_YELLOW: Classification.YELLOW,
+    policy_pb2.CLASSIFICATION_GREEN: Classification.GREEN,
+}
+_CLASSIFICATION_PROTOS: dict[Classification, Any] = {v: k for k, v in _CLASSIFICATIONS.items()}
+
+_TARGETS: dict[int, MatcherTarget] = {
+    policy_pb2.MATCHER_TARGET_KEY: MatcherTarget.KEY,
+    policy_pb2.MATCHER_TARGET_VALUE: MatcherTarget.VALUE,
+}
+_TARGET_PROTOS: dict[MatcherTarget, Any] = {v: k for k, v in _TARGETS.items()}
+
+_KINDS: dict[int, MatchKind] = {
+    policy_pb2.MATCH_KIND_EXACT: MatchKind.EXACT,
+    policy_pb2.MATCH_KIND_REGEX: MatchKind.REGEX,
+}
+_KIND_PROTOS: dict[MatchKind, Any] = {v: k for k, v in _KINDS.items()}
+
+_SOURCE_PROTOS: dict[DecisionSource, Any] = {
+    DecisionSource.DEFAULT_MATCHER: policy_pb2.DECISION_SOURCE_DEFAULT_MATCHER,
+    DecisionSource.CUSTOM_MATCHER: policy_pb2.DECISION_SOURCE_CUSTOM_MATCHER,
+    DecisionSource.OVERRIDE: policy_pb2.DECISION_SOURCE_OVERRIDE,
+    DecisionSource.NONE: policy_pb2.DECISION_SOURCE_NONE,
+}
+
+_FORMATS: dict[int, EncryptionFormat] = {
+    common_pb2.ENCRYPTION_FORMAT_UNSPECIFIED: EncryptionFormat.JWE,
+    common_pb2.ENCRYPTION_FORMAT_JWE: EncryptionFormat.JWE,
+    common_pb2.ENCRYPTION_FORMAT_SEGMENT_RSA_OAEP: EncryptionFormat.SEGMENT_RSA_OAEP,
+}
+_FORMAT_PROTOS: dict[EncryptionFormat, Any] = {
+    EncryptionFormat.JWE: common_pb2.ENCRYPTION_FORMAT_JWE,
+    EncryptionFormat.SEGMENT_RSA_OAEP: common_pb2.ENCRYPTION_FORMAT_SEGMENT_RSA_OAEP,
+}
+
+
+def classification(value: int) -> Classification | None:
+    """None for CLASSIFICATION_UNSPECIFIED; unknown numbers are refused."""
+    if value == policy_pb2.CLASSIFICATION_UNSPECIFIED:
+        return None
+    found = _CLASSIFICATIONS.get(int(value))
+    if found is None:
+        raise InvalidArgument("classification must be CLASSIFICATION_RED, _YELLOW or _GREEN")
+    return found
+
+
+def encryption_format(value: int) -> EncryptionFormat:
+    found = _FORMATS.get(int(value))
+    if found is None:
+        raise InvalidArgument(
+            "format must be ENCRYPTION_FORMAT_JWE (the default) or "
+            "ENCRYPTION_FORMAT_SEGMENT_RSA_OAEP"
+        )
+    return found
+
+
+def matcher_target(value: int) -> MatcherTarget | None:
+    return _TARGETS.get(int(value))
+
+
+def match_kind(value: int) -> MatchKind | None:
+    return _KINDS.get(int(value))
+
+
+def matcher_message(matcher: Matcher) -> policy_pb2.Matcher:
+    return policy_pb2.Matcher(
+        matcher_id=matcher.matcher_id,
+        name=matcher.name,
+        target=_TARGET_PROTOS[matcher.target],
+        kind=_KIND_PROTOS[matcher.kind],
+        pattern=matcher.pattern,
+        classification=_CLASSIFICATION_PROTOS[matcher.classification],
+        is_default=matcher.is_default,
+    )
+
+
+def field_message(field: FieldClassification) -> policy_pb2.FieldClassification:
+    return policy_pb2.FieldClassification(
+        path=field.path,
+        classification=_CLASSIFICATION_PROTOS[field.classification],
+        source=_SOURCE_PROTOS[field.source],
+        matcher_id=field.matcher_id,
+        decided_by=field.decided_by,
+    )
+
+
+def policy_message(policy: Policy) -> policy_pb2.EncryptionPolicy:
+    return policy_pb2.EncryptionPolicy(
+        destination_id=policy.destination_id,
+        workspace_id=policy.workspace_id,
+        version=policy.version,
+        enabled=policy.enabled,
+        format=_FORMAT_PROTOS[policy.format],
+        fields=list(policy.fields),
+        created_at=timestamp(policy.created_at),
+        created_by=policy.created_by,
+        change_summary=policy.change_summary,
+    )
+
+
+def preview_message(preview: Preview) -> policy_pb2.PreviewEncryptionResponse:
+    return policy_pb2.PreviewEncryptionResponse(
+        policy_version=preview.policy_version,
+        previews=[
+            policy_pb2.EventPreview(
+                index=p.index,
+                encrypted_paths=p.encrypted_paths,
+                missing_paths=p.missing_paths,
+                error=p.error,
+            )
+            for p in preview.previews
+        ],
+        problems=preview.problems,
     )

@@ -4,28 +4,46 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from phiseal.common.v1 import common_pb2
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 from typing_extensions import override
 
-from services.common.errors import Unimplemented
+from services.common.changefeed import ChangeFeed, FeedKind
+from services.common.errors import InvalidArgument
 from services.common.interceptor import Context
 from services.policysvc.catalog import Catalog
 from services.policysvc.messages import (
+    classification,
     destination_message,
     destination_type,
+    encryption_format,
+    field_message,
+    match_kind,
+    matcher_message,
+    matcher_target,
+    policy_message,
+    preview_message,
+    timestamp,
     workspace_message,
 )
+from services.policysvc.policy import Policies, parse_change, validate_filter
+from services.policysvc.privacy import Privacy
 
-
-def _missing(rpc: str) -> str:
-    return f"{rpc} is not implemented yet: the control plane lands with the policysvc issue"
+CHANGED = common_pb2.CHANGE_KIND_CHANGED
+RESYNC = common_pb2.CHANGE_KIND_RESYNC
+HEARTBEAT = common_pb2.CHANGE_KIND_HEARTBEAT
 
 
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     """phiseal.policy.v1.PolicyService."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(
+        self, catalog: Catalog, privacy: Privacy, policies: Policies, feed: ChangeFeed
+    ) -> None:
         self._catalog = catalog
+        self._privacy = privacy
+        self._policies = policies
+        self._feed = feed
 
     @override
     async def CreateWorkspace(
@@ -82,54 +100,129 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def ListClassifications(
         self, request: policy_pb2.ListClassificationsRequest, context: Context
     ) -> policy_pb2.ListClassificationsResponse:
-        raise Unimplemented(_missing("ListClassifications"))
+        page = await self._privacy.list_classifications(
+            request.workspace_id,
+            list(request.paths),
+            list(request.sample_events),
+            request.page.page_size,
+            request.page.page_token,
+        )
+        return policy_pb2.ListClassificationsResponse(
+            fields=[field_message(f) for f in page.fields],
+            matchers=[matcher_message(m) for m in page.matchers],
+            next_page_token=page.next_page_token,
+        )
 
     @override
     async def SetClassification(
         self, request: policy_pb2.SetClassificationRequest, context: Context
     ) -> policy_pb2.SetClassificationResponse:
-        raise Unimplemented(_missing("SetClassification"))
+        change = request.WhichOneof("change")
+        if change == "override":
+            field = await self._privacy.set_override(
+                request.workspace_id,
+                request.override.path,
+                classification(request.override.classification),
+            )
+            return policy_pb2.SetClassificationResponse(field=field_message(field))
+        if change == "add_matcher":
+            new = request.add_matcher
+            matcher = await self._privacy.add_matcher(
+                request.workspace_id,
+                new.name,
+                matcher_target(new.target),
+                match_kind(new.kind),
+                new.pattern,
+                classification(new.classification),
+            )
+            return policy_pb2.SetClassificationResponse(matcher=matcher_message(matcher))
+        if change == "remove_matcher_id":
+            await self._privacy.remove_matcher(request.workspace_id, request.remove_matcher_id)
+            return policy_pb2.SetClassificationResponse()
+        raise InvalidArgument("set one of override, add_matcher or remove_matcher_id")
 
     @override
     async def GetPolicy(
         self, request: policy_pb2.GetPolicyRequest, context: Context
     ) -> policy_pb2.GetPolicyResponse:
-        raise Unimplemented(_missing("GetPolicy"))
+        policy = await self._policies.get(request.destination_id)
+        return policy_pb2.GetPolicyResponse(policy=policy_message(policy))
 
     @override
     async def EnableEncryption(
         self, request: policy_pb2.EnableEncryptionRequest, context: Context
     ) -> policy_pb2.EnableEncryptionResponse:
-        raise Unimplemented(_missing("EnableEncryption"))
+        policy = await self._policies.enable(
+            request.destination_id,
+            list(request.fields),
+            encryption_format(request.format),
+            request.expected_version,
+        )
+        return policy_pb2.EnableEncryptionResponse(policy=policy_message(policy))
 
     @override
     async def UpdateEncryptedFields(
         self, request: policy_pb2.UpdateEncryptedFieldsRequest, context: Context
     ) -> policy_pb2.UpdateEncryptedFieldsResponse:
-        raise Unimplemented(_missing("UpdateEncryptedFields"))
+        policy = await self._policies.update(
+            request.destination_id,
+            list(request.add),
+            list(request.remove),
+            request.expected_version,
+        )
+        return policy_pb2.UpdateEncryptedFieldsResponse(policy=policy_message(policy))
 
     @override
     async def DisableEncryption(
         self, request: policy_pb2.DisableEncryptionRequest, context: Context
     ) -> policy_pb2.DisableEncryptionResponse:
-        raise Unimplemented(_missing("DisableEncryption"))
+        policy = await self._policies.disable(request.destination_id, request.expected_version)
+        return policy_pb2.DisableEncryptionResponse(policy=policy_message(policy))
 
     @override
     async def ListPolicyVersions(
         self, request: policy_pb2.ListPolicyVersionsRequest, context: Context
     ) -> policy_pb2.ListPolicyVersionsResponse:
-        raise Unimplemented(_missing("ListPolicyVersions"))
+        page = await self._policies.list_versions(
+            request.destination_id, request.page.page_size, request.page.page_token
+        )
+        return policy_pb2.ListPolicyVersionsResponse(
+            versions=[policy_message(p) for p in page.versions],
+            next_page_token=page.next_page_token,
+        )
 
     @override
     async def PreviewEncryption(
         self, request: policy_pb2.PreviewEncryptionRequest, context: Context
     ) -> policy_pb2.PreviewEncryptionResponse:
-        raise Unimplemented(_missing("PreviewEncryption"))
+        preview = await self._policies.preview(
+            request.destination_id,
+            list(request.sample_events),
+            list(request.proposed_fields),
+            request.use_proposed_fields,
+        )
+        return preview_message(preview)
 
     @override
     async def WatchPolicies(
         self, request: policy_pb2.WatchPoliciesRequest, context: Context
     ) -> AsyncIterator[policy_pb2.WatchPoliciesResponse]:
-        for _ in ():  # an async generator, like the real stream will be
-            yield policy_pb2.WatchPoliciesResponse()
-        raise Unimplemented(_missing("WatchPolicies"))
+        wanted = validate_filter(request.destination_ids)
+        async for message in self._feed.subscribe():
+            observed_at = timestamp(message.observed_at)
+            if message.kind is FeedKind.HEARTBEAT:
+                yield policy_pb2.WatchPoliciesResponse(kind=HEARTBEAT, observed_at=observed_at)
+                continue
+            change = parse_change(message.payload) if message.kind is FeedKind.CHANGED else None
+            if change is None:
+                # A RESYNC, or a payload we cannot read: the watcher must reload everything.
+                yield policy_pb2.WatchPoliciesResponse(kind=RESYNC, observed_at=observed_at)
+                continue
+            destination_id, version = change
+            if not wanted or destination_id in wanted:
+                yield policy_pb2.WatchPoliciesResponse(
+                    kind=CHANGED,
+                    destination_id=destination_id,
+                    version=version,
+                    observed_at=observed_at,
+                )

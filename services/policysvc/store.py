@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
+import orjson
 
 from services.common.audit import AuditEntry, append_to_outbox
 from services.common.db import COMMON_MIGRATIONS, MigrationSource
-from services.common.errors import AlreadyExists, NotFound
+from services.common.errors import Aborted, AlreadyExists, NotFound
 from services.policysvc.catalog import Destination, DestinationType, HipaaEligibility, Workspace
+from services.policysvc.classification import (
+    Classification,
+    Matcher,
+    MatcherTarget,
+    MatchKind,
+    Override,
+)
+from services.policysvc.policy import Decide, EncryptionFormat, Policy, PolicyContext
+from services.policysvc.privacy import ClassifierState
 
 SCHEMA = "policysvc"
 SERVICE = "policysvc"
+# Policy changes are announced on this LISTEN/NOTIFY channel (WatchPolicies).
+CHANGES_CHANNEL = "policysvc_changes"
 MIGRATIONS = (
     MigrationSource("common", COMMON_MIGRATIONS),
     MigrationSource("policysvc", Path(__file__).parent / "migrations"),
@@ -172,3 +184,346 @@ class CatalogStore:
         async with self._pool.acquire() as con:
             rows = await con.fetch(_LIST_DESTINATIONS, workspace_id, after, limit)
         return [(row["seq"], destination_from(row)) for row in rows]
+
+
+_WORKSPACE_EXISTS = "SELECT EXISTS (SELECT 1 FROM workspaces WHERE workspace_id = $1)"
+
+_LOCK_WORKSPACE_ID = "SELECT workspace_id FROM workspaces WHERE workspace_id = $1 FOR UPDATE"
+
+_SELECT_MATCHERS = """
+SELECT matcher_id, name, target, kind, pattern, classification, created_at, created_by
+FROM matchers WHERE workspace_id = $1 ORDER BY seq
+"""
+
+_COUNT_MATCHERS = "SELECT count(*) FROM matchers WHERE workspace_id = $1"
+
+_INSERT_MATCHER = """
+INSERT INTO matchers (matcher_id, workspace_id, name, target, kind, pattern, classification,
+                      created_at, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+"""
+
+_DELETE_MATCHER = """
+DELETE FROM matchers WHERE workspace_id = $1 AND matcher_id = $2
+RETURNING matcher_id, name, target, kind, pattern, classification, created_at, created_by
+"""
+
+_SELECT_OVERRIDES = """
+SELECT path, classification, set_by, set_at FROM classification_overrides WHERE workspace_id = $1
+"""
+
+_SELECT_OVERRIDE_FOR_UPDATE = """
+SELECT classification FROM classification_overrides
+WHERE workspace_id = $1 AND path = $2
+FOR UPDATE
+"""
+
+_UPSERT_OVERRIDE = """
+INSERT INTO classification_overrides (workspace_id, path, classification, set_by, set_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (workspace_id, path) DO UPDATE
+SET classification = EXCLUDED.classification, set_by = EXCLUDED.set_by, set_at = EXCLUDED.set_at
+"""
+
+_DELETE_OVERRIDE = "DELETE FROM classification_overrides WHERE workspace_id = $1 AND path = $2"
+
+_SELECT_VALUE_MATCHES = "SELECT path, matcher_id FROM value_matches WHERE workspace_id = $1"
+
+_INSERT_SAMPLE_PATHS = """
+INSERT INTO sample_paths (workspace_id, path)
+SELECT $1, unnest($2::text[])
+ON CONFLICT DO NOTHING
+"""
+
+# A matcher removed meanwhile simply records nothing (the join finds no row).
+_INSERT_VALUE_MATCHES = """
+INSERT INTO value_matches (workspace_id, path, matcher_id)
+SELECT $1, hit.path, m.matcher_id
+FROM unnest($2::text[], $3::text[]) AS hit (path, matcher_id)
+JOIN matchers m ON m.matcher_id = hit.matcher_id AND m.workspace_id = $1
+ON CONFLICT DO NOTHING
+"""
+
+_KNOWN_PATHS = """
+SELECT path FROM sample_paths WHERE workspace_id = $1
+UNION
+SELECT path FROM classification_overrides WHERE workspace_id = $1
+UNION
+SELECT unnest(head.fields) FROM (
+    SELECT DISTINCT ON (destination_id) fields
+    FROM policy_versions WHERE workspace_id = $1
+    ORDER BY destination_id, version DESC
+) AS head
+"""
+
+
+def matcher_from(row: asyncpg.Record) -> Matcher:
+    return Matcher(
+        matcher_id=row["matcher_id"],
+        name=row["name"],
+        target=MatcherTarget(row["target"]),
+        kind=MatchKind(row["kind"]),
+        pattern=row["pattern"],
+        classification=Classification(row["classification"]),
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+    )
+
+
+async def classifier_state(con: Any, workspace_id: str) -> ClassifierState:
+    """A workspace's matchers, overrides and value matches, read on ``con``."""
+    matchers = [matcher_from(r) for r in await con.fetch(_SELECT_MATCHERS, workspace_id)]
+    overrides = [
+        Override(r["path"], Classification(r["classification"]), r["set_by"], r["set_at"])
+        for r in await con.fetch(_SELECT_OVERRIDES, workspace_id)
+    ]
+    hits: dict[str, set[str]] = {}
+    for row in await con.fetch(_SELECT_VALUE_MATCHES, workspace_id):
+        hits.setdefault(row["path"], set()).add(row["matcher_id"])
+    return ClassifierState(matchers, overrides, {p: frozenset(h) for p, h in hits.items()})
+
+
+class PrivacyStore:
+    """Custom matchers, overrides and what samples showed, per workspace."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def workspace_exists(self, workspace_id: str) -> bool:
+        async with self._pool.acquire() as con:
+            return bool(await con.fetchval(_WORKSPACE_EXISTS, workspace_id))
+
+    async def classifier_state(self, workspace_id: str) -> ClassifierState:
+        async with self._pool.acquire() as con, con.transaction(isolation="repeatable_read"):
+            return await classifier_state(con, workspace_id)
+
+    async def known_paths(self, workspace_id: str) -> set[str]:
+        async with self._pool.acquire() as con:
+            return {row["path"] for row in await con.fetch(_KNOWN_PATHS, workspace_id)}
+
+    async def record_samples(
+        self, workspace_id: str, paths: Iterable[str], hits: Mapping[str, frozenset[str]]
+    ) -> None:
+        pairs = [(path, matcher_id) for path, ids in hits.items() for matcher_id in sorted(ids)]
+        async with self._pool.acquire() as con, con.transaction():
+            await con.execute(_INSERT_SAMPLE_PATHS, workspace_id, sorted(paths))
+            if pairs:
+                await con.execute(
+                    _INSERT_VALUE_MATCHES,
+                    workspace_id,
+                    [p for p, _ in pairs],
+                    [m for _, m in pairs],
+                )
+
+    async def set_override(
+        self,
+        workspace_id: str,
+        path: str,
+        override: Override | None,
+        audit: Callable[[Classification | None], AuditEntry],
+    ) -> bool:
+        async with self._pool.acquire() as con, con.transaction():
+            if await con.fetchval(_LOCK_WORKSPACE_ID, workspace_id) is None:
+                return False
+            previous = await con.fetchval(_SELECT_OVERRIDE_FOR_UPDATE, workspace_id, path)
+            if override is None:
+                await con.execute(_DELETE_OVERRIDE, workspace_id, path)
+            else:
+                await con.execute(
+                    _UPSERT_OVERRIDE,
+                    workspace_id,
+                    path,
+                    override.classification.value,
+                    override.set_by,
+                    override.set_at,
+                )
+            await _outbox(con, audit(None if previous is None else Classification(previous)))
+        return True
+
+    async def add_matcher(
+        self,
+        workspace_id: str,
+        matcher: Matcher,
+        check: Callable[[int], None],
+        audit: AuditEntry,
+    ) -> bool:
+        async with self._pool.acquire() as con, con.transaction():
+            # The workspace row lock serialises adds, so the limit holds under concurrency.
+            if await con.fetchval(_LOCK_WORKSPACE_ID, workspace_id) is None:
+                return False
+            check(await con.fetchval(_COUNT_MATCHERS, workspace_id))
+            await con.execute(
+                _INSERT_MATCHER,
+                matcher.matcher_id,
+                workspace_id,
+                matcher.name,
+                matcher.target.value,
+                matcher.kind.value,
+                matcher.pattern,
+                matcher.classification.value,
+                matcher.created_at,
+                matcher.created_by,
+            )
+            await _outbox(con, audit)
+        return True
+
+    async def remove_matcher(
+        self, workspace_id: str, matcher_id: str, audit: Callable[[Matcher], AuditEntry]
+    ) -> Matcher | None:
+        async with self._pool.acquire() as con, con.transaction():
+            row = await con.fetchrow(_DELETE_MATCHER, workspace_id, matcher_id)
+            if row is None:
+                return None
+            removed = matcher_from(row)
+            await _outbox(con, audit(removed))
+        return removed
+
+
+_LOCK_DESTINATION = """
+SELECT seq, destination_id, workspace_id, name, type, created_at, created_by
+FROM destinations WHERE destination_id = $1
+FOR UPDATE
+"""
+
+_SELECT_HEAD = """
+SELECT destination_id, version, workspace_id, enabled, format, fields, created_at, created_by,
+       change_summary
+FROM policy_versions WHERE destination_id = $1
+ORDER BY version DESC
+LIMIT 1
+"""
+
+_LIST_VERSIONS = """
+SELECT destination_id, version, workspace_id, enabled, format, fields, created_at, created_by,
+       change_summary
+FROM policy_versions WHERE destination_id = $1 AND version < $2
+ORDER BY version DESC
+LIMIT $3
+"""
+
+_INSERT_VERSION = """
+INSERT INTO policy_versions (destination_id, version, workspace_id, enabled, format, fields,
+                             created_at, created_by, change_summary)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+"""
+
+# Delivered to every LISTENer when the transaction commits, never before or on rollback.
+_NOTIFY = "SELECT pg_notify($1, $2)"
+
+
+def policy_from(row: asyncpg.Record) -> Policy:
+    return Policy(
+        destination_id=row["destination_id"],
+        workspace_id=row["workspace_id"],
+        version=row["version"],
+        enabled=row["enabled"],
+        format=EncryptionFormat(row["format"]),
+        fields=tuple(row["fields"]),
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+        change_summary=row["change_summary"],
+    )
+
+
+def notify_payload(policy: Policy) -> str:
+    """The NOTIFY payload WatchPolicies forwards: which destination, which version."""
+    return orjson.dumps(
+        {"destination_id": policy.destination_id, "version": policy.version}
+    ).decode()
+
+
+class PolicyStore:
+    """Policy versions; every change locks its destination, audits and notifies in one go."""
+
+    def __init__(self, pool: asyncpg.Pool, channel: str) -> None:
+        self._pool = pool
+        self._channel = channel
+
+    async def _context(self, con: Any, destination_id: str, *, lock: bool) -> PolicyContext | None:
+        sql = _LOCK_DESTINATION if lock else _SELECT_DESTINATION
+        row = await con.fetchrow(sql, destination_id)
+        if row is None:
+            return None
+        destination = destination_from(row)
+        workspace = workspace_from(await con.fetchrow(_SELECT_WORKSPACE, destination.workspace_id))
+        head_row = await con.fetchrow(_SELECT_HEAD, destination_id)
+        head = (
+            Policy(destination_id, destination.workspace_id)
+            if head_row is None
+            else policy_from(head_row)
+        )
+        state = await classifier_state(con, destination.workspace_id)
+        return PolicyContext(workspace, destination, head, state.classifier())
+
+    async def change_policy(self, destination_id: str, decide: Decide) -> Policy | None:
+        try:
+            async with self._pool.acquire() as con, con.transaction():
+                ctx = await self._context(con, destination_id, lock=True)
+                if ctx is None:
+                    return None
+                change = decide(ctx)
+                policy = change.policy
+                await con.execute(
+                    _INSERT_VERSION,
+                    policy.destination_id,
+                    policy.version,
+                    policy.workspace_id,
+                    policy.enabled,
+                    policy.format.value,
+                    list(policy.fields),
+                    policy.created_at,
+                    policy.created_by,
+                    policy.change_summary,
+                )
+                await _outbox(con, change.audit)
+                await con.execute(_NOTIFY, self._channel, notify_payload(policy))
+        except asyncpg.UniqueViolationError:
+            raise Aborted(
+                f"the policy of destination {destination_id} changed concurrently; read it "
+                "again with GetPolicy and retry"
+            ) from None
+        return policy
+
+    async def load_context(self, destination_id: str) -> PolicyContext | None:
+        async with self._pool.acquire() as con, con.transaction(isolation="repeatable_read"):
+            return await self._context(con, destination_id, lock=False)
+
+    async def get_policy(
+        self, destination_id: str, audit: Callable[[Policy], AuditEntry] | None
+    ) -> Policy | None:
+        async with self._pool.acquire() as con, con.transaction():
+            destination = await con.fetchrow(_SELECT_DESTINATION, destination_id)
+            if destination is None:
+                return None
+            row = await con.fetchrow(_SELECT_HEAD, destination_id)
+            policy = (
+                Policy(destination_id, destination["workspace_id"])
+                if row is None
+                else policy_from(row)
+            )
+            # The read is audited before it is answered: no audit row, no answer.
+            if audit is not None:
+                await _outbox(con, audit(policy))
+        return policy
+
+    async def list_versions(
+        self,
+        destination_id: str,
+        before: int,
+        limit: int,
+        audit: Callable[[Policy], AuditEntry] | None,
+    ) -> list[Policy] | None:
+        async with self._pool.acquire() as con, con.transaction():
+            destination = await con.fetchrow(_SELECT_DESTINATION, destination_id)
+            if destination is None:
+                return None
+            rows = [
+                policy_from(r)
+                for r in await con.fetch(_LIST_VERSIONS, destination_id, before, limit)
+            ]
+            if audit is not None:
+                await _outbox(
+                    con,
+                    audit(rows[0] if rows else Policy(destination_id, destination["workspace_id"])),
+                )
+        return rows

@@ -1,0 +1,1 @@
+"""Package data: the default PII matchers (default_pii_matchers.tsv)."""

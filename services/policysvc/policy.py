@@ -1,0 +1,429 @@
+"""Versioned, forward-looking encryption policies and the rules a change must pass.
+
+Each change appends a version (1, 2, ...; 0 means never configured) carrying the whole field
+list. A change names the version it was based on; the store runs the decision under a lock on
+the destination, so of two concurrent changes based on one version exactly one wins and the
+other is ABORTED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Protocol
+
+import orjson
+
+from services.common.audit import AuditEntry
+from services.common.auth import current_principal
+from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from services.common.fieldpath import FieldPath, find, parse, parse_selection
+from services.policysvc.catalog import Destination, DestinationType, Workspace, require_id
+from services.policysvc.classification import Classification, Classifier
+from services.policysvc.paging import Page, encode_token
+from services.policysvc.privacy import parse_event
+
+MAX_PREVIEW_SAMPLES = 1000
+MAX_DESTINATION_FILTER = 1000
+
+
+class EncryptionFormat(StrEnum):
+    JWE = "jwe"
+    SEGMENT_RSA_OAEP = "segment_rsa_oaep"
+
+
+@dataclass(frozen=True)
+class Policy:
+    destination_id: str
+    workspace_id: str
+    version: int = 0
+    enabled: bool = False
+    format: EncryptionFormat = EncryptionFormat.JWE
+    fields: tuple[str, ...] = ()
+    created_at: datetime | None = None
+    created_by: str = ""
+    change_summary: str = ""
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What a decision needs, read under the destination's lock."""
+
+    workspace: Workspace
+    destination: Destination
+    head: Policy
+    classifier: Classifier
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    policy: Policy
+    audit: AuditEntry
+
+
+@dataclass(frozen=True)
+class VersionPage:
+    versions: list[Policy]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class EventPreview:
+    index: int
+    encrypted_paths: list[str] = field(default_factory=list)
+    missing_paths: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Preview:
+    policy_version: int
+    previews: list[EventPreview]
+    problems: list[str]
+
+
+Decide = Callable[[PolicyContext], PolicyChange]
+
+
+class PolicyStore(Protocol):
+    async def change_policy(self, destination_id: str, decide: Decide) -> Policy | None:
+        """Runs ``decide`` under the destination's lock and stores its result atomically."""
+        ...
+
+    async def load_context(self, destination_id: str) -> PolicyContext | None: ...
+
+    async def get_policy(
+        self, destination_id: str, audit: Callable[[Policy], AuditEntry] | None
+    ) -> Policy | None: ...
+
+    async def list_versions(
+        self,
+        destination_id: str,
+        before: int,
+        limit: int,
+        audit: Callable[[Policy], AuditEntry] | None,
+    ) -> list[Policy] | None: ...
+
+
+def check_can_encrypt(workspace: Workspace, destination: Destination) -> list[str]:
+    """Why this destination cannot have encryption (empty when it can)."""
+    problems = []
+    if not workspace.hipaa.eligible:
+        problems.append(
+            f"workspace {workspace.workspace_id} is not HIPAA eligible; mark it eligible with "
+            "SetHipaaEligibility (eligible=true, baa_reference=<signed BAA id>) first"
+        )
+    if destination.type is not DestinationType.EVENT_STREAM_CLOUD_MODE:
+        problems.append(
+            f"destination {destination.destination_id} is of type {destination.type.value}; "
+            "only event-stream cloud-mode destinations can have encryption"
+        )
+    return problems
+
+
+def classification_problems(classifier: Classifier, paths: Sequence[FieldPath]) -> list[str]:
+    """One sentence per path that is not yellow, saying what decided it and how to fix it."""
+    problems = []
+    for path in paths:
+        decision = classifier.classify(path)
+        if decision.classification is not Classification.YELLOW:
+            problems.append(
+                f"{decision.path} is {decision.classification.value} ({decision.decided_by}); "
+                "only yellow fields can be encrypted: if it is sensitive, reclassify it with "
+                f"SetClassification override {{path: {decision.path}, classification: "
+                "CLASSIFICATION_YELLOW}"
+            )
+    return problems
+
+
+def _check_version(head: Policy, expected: int) -> None:
+    if head.version != expected:
+        raise Aborted(
+            f"the policy of destination {head.destination_id} is at version {head.version}, "
+            f"not the expected {expected}; read it again with GetPolicy and retry"
+        )
+
+
+def _require_encryptable(ctx: PolicyContext, paths: Sequence[FieldPath]) -> None:
+    problems = check_can_encrypt(ctx.workspace, ctx.destination)
+    if problems:
+        raise FailedPrecondition("; ".join(problems))
+    problems = classification_problems(ctx.classifier, paths)
+    if problems:
+        raise FailedPrecondition("cannot encrypt: " + "; ".join(problems))
+
+
+def _summary(action: str, added: Sequence[str], removed: Sequence[str]) -> str:
+    parts = [action]
+    if added:
+        parts.append("added " + ", ".join(added))
+    if removed:
+        parts.append("removed " + ", ".join(removed))
+    text = "; ".join(parts)
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+class Policies:
+    """EnableEncryption, UpdateEncryptedFields, DisableEncryption, reads and previews."""
+
+    def __init__(self, store: PolicyStore, clock: Callable[[], datetime] | None = None) -> None:
+        self._store = store
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def _next(
+        self, ctx: PolicyContext, *, enabled: bool, fmt: EncryptionFormat, fields: Sequence[str]
+    ) -> Policy:
+        return Policy(
+            destination_id=ctx.destination.destination_id,
+            workspace_id=ctx.workspace.workspace_id,
+            version=ctx.head.version + 1,
+            enabled=enabled,
+            format=fmt,
+            fields=tuple(fields),
+            created_at=self._clock(),
+            created_by=current_principal().actor_id,
+        )
+
+    async def _change(self, destination_id: str, decide: Decide) -> Policy:
+        policy = await self._store.change_policy(
+            require_id(destination_id, "destination_id"), decide
+        )
+        if policy is None:
+            raise NotFound(f"destination {destination_id} does not exist")
+        return policy
+
+    async def enable(
+        self,
+        destination_id: str,
+        fields: Sequence[str],
+        fmt: EncryptionFormat,
+        expected_version: int,
+    ) -> Policy:
+        """Turns encryption on with exactly these fields (or replaces the fields and format)."""
+        if not fields:
+            raise InvalidArgument(
+                "EnableEncryption needs at least one field, e.g. traits.email; to stop "
+                "encrypting use DisableEncryption"
+            )
+        paths = parse_selection(fields)
+        names = [str(p) for p in paths]
+
+        def decide(ctx: PolicyContext) -> PolicyChange:
+            _check_version(ctx.head, expected_version)
+            _require_encryptable(ctx, paths)
+            before = set(ctx.head.fields) if ctx.head.enabled else set()
+            added = [n for n in names if n not in before]
+            removed = sorted(before - set(names))
+            action = "changed fields" if ctx.head.enabled else "enabled"
+            policy = self._next(ctx, enabled=True, fmt=fmt, fields=names)
+            policy = _with_summary(policy, _summary(f"{action} ({fmt.value})", added, removed))
+            return PolicyChange(
+                policy,
+                AuditEntry(
+                    event_type="Destination Encryption Enabled",
+                    workspace_id=ctx.workspace.workspace_id,
+                    target=ctx.destination.destination_id,
+                    details={
+                        "version": policy.version,
+                        "previous_version": ctx.head.version,
+                        "fields": names,
+                        "added": added,
+                        "removed": removed,
+                        "format": fmt.value,
+                    },
+                ),
+            )
+
+        return await self._change(destination_id, decide)
+
+    async def update(
+        self,
+        destination_id: str,
+        add: Sequence[str],
+        remove: Sequence[str],
+        expected_version: int,
+    ) -> Policy:
+        """Adds and removes fields of an enabled policy; only the added ones must be yellow."""
+        if not add and not remove:
+            raise InvalidArgument("UpdateEncryptedFields needs a path to add or remove")
+        to_add = parse_selection(add)
+        to_remove = sorted({str(parse(text)) for text in remove})
+        both = {str(p) for p in to_add} & set(to_remove)
+        if both:
+            raise InvalidArgument(f"a path cannot be both added and removed: {', '.join(both)}")
+
+        def decide(ctx: PolicyContext) -> PolicyChange:
+            _check_version(ctx.head, expected_version)
+            if not ctx.head.enabled:
+                raise FailedPrecondition(
+                    f"encryption is not enabled for destination {ctx.head.destination_id}; "
+                    "call EnableEncryption with the fields to encrypt"
+                )
+            current = set(ctx.head.fields)
+            absent = [p for p in to_remove if p not in current]
+            if absent:
+                raise InvalidArgument(
+                    f"cannot remove fields the policy does not hold: {', '.join(absent)}"
+                )
+            present = [str(p) for p in to_add if str(p) in current]
+            if present:
+                raise InvalidArgument(f"fields already encrypted: {', '.join(present)}")
+            remaining = (current - set(to_remove)) | {str(p) for p in to_add}
+            if not remaining:
+                raise InvalidArgument(
+                    "this would leave no field to encrypt; use DisableEncryption instead"
+                )
+            names = [str(p) for p in parse_selection(remaining)]  # refuses new overlaps
+            if to_add:
+                _require_encryptable(ctx, to_add)
+            added = [str(p) for p in to_add]
+            policy = self._next(ctx, enabled=True, fmt=ctx.head.format, fields=names)
+            policy = _with_summary(policy, _summary("updated", added, to_remove))
+            return PolicyChange(
+                policy,
+                AuditEntry(
+                    event_type="Destination Encrypted Fields Modified",
+                    workspace_id=ctx.workspace.workspace_id,
+                    target=ctx.destination.destination_id,
+                    details={
+                        "version": policy.version,
+                        "previous_version": ctx.head.version,
+                        "added": added,
+                        "removed": to_remove,
+                    },
+                ),
+            )
+
+        return await self._change(destination_id, decide)
+
+    async def disable(self, destination_id: str, expected_version: int) -> Policy:
+        """Stops future encryption; nothing already sent is decrypted."""
+
+        def decide(ctx: PolicyContext) -> PolicyChange:
+            _check_version(ctx.head, expected_version)
+            if not ctx.head.enabled:
+                raise FailedPrecondition(
+                    f"encryption is not enabled for destination {ctx.head.destination_id}"
+                )
+            policy = self._next(ctx, enabled=False, fmt=ctx.head.format, fields=())
+            policy = _with_summary(policy, "disabled")
+            return PolicyChange(
+                policy,
+                AuditEntry(
+                    event_type="Destination Encryption Disabled",
+                    workspace_id=ctx.workspace.workspace_id,
+                    target=ctx.destination.destination_id,
+                    details={
+                        "version": policy.version,
+                        "previous_version": ctx.head.version,
+                        "fields_before": list(ctx.head.fields),
+                    },
+                ),
+            )
+
+        return await self._change(destination_id, decide)
+
+    async def get(self, destination_id: str) -> Policy:
+        """The current policy; a person's read is audited, a peer service's is not."""
+        policy = await self._store.get_policy(
+            require_id(destination_id, "destination_id"), _viewed_audit()
+        )
+        if policy is None:
+            raise NotFound(f"destination {destination_id} does not exist")
+        return policy
+
+    async def list_versions(
+        self, destination_id: str, page_size: int, page_token: str
+    ) -> VersionPage:
+        """Newest first; pages continue below the last version returned."""
+        require_id(destination_id, "destination_id")
+        scope = f"versions:{destination_id}"
+        page = Page.parse(page_size, page_token, scope)
+        before = page.after or (1 << 62)
+        rows = await self._store.list_versions(
+            destination_id, before, page.size + 1, _viewed_audit()
+        )
+        if rows is None:
+            raise NotFound(f"destination {destination_id} does not exist")
+        more = len(rows) > page.size
+        rows = rows[: page.size]
+        return VersionPage(rows, encode_token(scope, rows[-1].version) if more else "")
+
+    async def preview(
+        self,
+        destination_id: str,
+        samples: Sequence[str],
+        proposed: Sequence[str],
+        use_proposed: bool,
+    ) -> Preview:
+        """Which paths of each sample the current or proposed fields would encrypt."""
+        if len(samples) > MAX_PREVIEW_SAMPLES:
+            raise InvalidArgument(f"at most {MAX_PREVIEW_SAMPLES} sample_events per preview")
+        ctx = await self._store.load_context(require_id(destination_id, "destination_id"))
+        if ctx is None:
+            raise NotFound(f"destination {destination_id} does not exist")
+        if use_proposed:
+            paths, version = parse_selection(proposed), 0
+        else:
+            fields = ctx.head.fields if ctx.head.enabled else ()
+            paths, version = [parse(f) for f in fields], ctx.head.version
+        problems = check_can_encrypt(ctx.workspace, ctx.destination)
+        problems += classification_problems(ctx.classifier, paths)
+        previews = []
+        for index, text in enumerate(samples):
+            event = parse_event(text)
+            if isinstance(event, str):
+                previews.append(EventPreview(index, error=f"sample {index} {event}"))
+                continue
+            encrypted: list[str] = []
+            missing: list[str] = []
+            for path in paths:
+                found = [loc.concrete for loc in find(event, path)]
+                encrypted.extend(found)
+                if not found:
+                    missing.append(str(path))
+            previews.append(EventPreview(index, sorted(encrypted), missing))
+        return Preview(version, previews, problems)
+
+
+def _with_summary(policy: Policy, summary: str) -> Policy:
+    return replace(policy, change_summary=summary)
+
+
+def _viewed_audit() -> Callable[[Policy], AuditEntry] | None:
+    """The audit record of a person reading a policy; None for a peer service (hot path)."""
+    if current_principal().kind == "service":
+        return None
+
+    def audit(policy: Policy) -> AuditEntry:
+        return AuditEntry(
+            event_type="Destination Encryption Policy Viewed",
+            workspace_id=policy.workspace_id,
+            target=policy.destination_id,
+            details={"version": policy.version},
+        )
+
+    return audit
+
+
+def validate_filter(destination_ids: Sequence[str]) -> frozenset[str]:
+    """WatchPolicies' destination filter (empty means every destination)."""
+    if len(destination_ids) > MAX_DESTINATION_FILTER:
+        raise InvalidArgument(f"at most {MAX_DESTINATION_FILTER} destination_ids per watch")
+    return frozenset(require_id(d, "destination_ids[]") for d in destination_ids)
+
+
+def parse_change(payload: str) -> tuple[str, int] | None:
+    """The (destination_id, version) of a change notification, or None if unreadable."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    destination_id, version = data.get("destination_id"), data.get("version")
+    if not isinstance(destination_id, str) or not isinstance(version, int):
+        return None
+    return destination_id, version
