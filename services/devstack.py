@@ -1,7 +1,11 @@
 """`make run`: a private PostgreSQL (unless DATABASE_URL is set) and the four services.
 
-Starts everything in the foreground with prefixed logs, prints how to call it, and on Ctrl-C or
-SIGTERM stops the services (newest first, each within its grace period) and then PostgreSQL.
+Creates the development secrets once under ``<PHISEAL_RUN_DIR>/dev-secrets`` (a CA, a
+certificate per service and for ``producer``, the token signing key) and a fresh development
+admin token, starts every service with TLS on its service port and mutual TLS on its peer port
+(peers call each other only there), waits for SERVING on the plaintext health-only ports,
+prints how to call it, and on Ctrl-C or SIGTERM stops the services (newest first, each within
+its grace period) and then PostgreSQL.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import ConfigError, Env
 from services.common.localpg import LocalPostgres
+from services.common.tls import DevPki, write_private
+from services.common.tokens import MAX_LIFETIME_SECONDS, WILDCARD, DevSigningKey
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 class Service:
     name: str
     port: int
+    # Mutual TLS for peer services; plaintext grpc.health.v1.Health only.
+    peer_port: int = 0
+    health_port: int = 0
 
 
 # Started in this order (dependencies first) and stopped in the reverse one.
@@ -38,6 +47,22 @@ SERVICES = (
     Service("keysvc", 50051),
     Service("encryptsvc", 50053),
 )
+
+
+ADMIN_TOKEN = "admin.token"
+
+
+def prepare_secrets(folder: Path) -> Path:
+    """CA, certificates and token key (created once, then kept) and a fresh admin token."""
+    DevPki(folder).ensure()
+    key = DevSigningKey(folder)
+    key.ensure()
+    token = key.minter().mint(
+        "dev-admin", {WILDCARD: ["admin", "auditor"]}, ttl_seconds=MAX_LIFETIME_SECONDS
+    )
+    path = folder / ADMIN_TOKEN
+    write_private(path, token.encode() + b"\n")
+    return path
 
 
 def say(message: str) -> None:
@@ -78,7 +103,10 @@ async def run(environ: Mapping[str, str]) -> int:
     env = Env(environ)
     database_url = env.optional_text("DATABASE_URL")
     run_dir = Path(env.text("PHISEAL_RUN_DIR", str(ROOT / ".run")))
-    ports = {s.name: env.integer(f"{s.name.upper()}_PORT", s.port, maximum=65535) for s in SERVICES}
+    services = [configured(s, env) for s in SERVICES]
+    secrets_dir = run_dir / "dev-secrets"
+    say(f"development CA, certificates and admin token in {secrets_dir}")
+    prepare_secrets(secrets_dir)
     local_pg: LocalPostgres | None = None
     if database_url is None:
         local_pg = LocalPostgres(run_dir / "pgdata", port=env.integer("PHISEAL_PG_PORT", 54329))
@@ -95,19 +123,26 @@ async def run(environ: Mapping[str, str]) -> int:
     child_env = {
         **environ,
         "DATABASE_URL": database_url,
-        **{f"{name.upper()}_ADDR": f"localhost:{port}" for name, port in ports.items()},
+        # Peers reach each other only on the mutual-TLS peer ports.
+        **{f"{s.name.upper()}_ADDR": f"localhost:{s.peer_port}" for s in services},
+        "PHISEAL_TLS_DIR": str(secrets_dir),
         "LOG_FORMAT": environ.get("LOG_FORMAT", "json"),
         "PYTHONUNBUFFERED": "1",
     }
     exit_code = 0
     try:
-        for service in SERVICES:
-            port = ports[service.name]
+        for service in services:
+            prefix = service.name.upper()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 f"services.{service.name}",
-                env={**child_env, f"{service.name.upper()}_PORT": str(port)},
+                env={
+                    **child_env,
+                    f"{prefix}_PORT": str(service.port),
+                    f"{prefix}_PEER_PORT": str(service.peer_port),
+                    f"{prefix}_HEALTH_PORT": str(service.health_port),
+                },
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 # Own session: Ctrl-C reaches only us, and we stop the children in order.
@@ -115,12 +150,14 @@ async def run(environ: Mapping[str, str]) -> int:
             )
             assert proc.stdout is not None
             pumps.append(asyncio.create_task(pump(service.name, proc.stdout)))
-            children.append((Service(service.name, port), proc))
-            if not await wait_serving(port, within=60):
-                say(f"{service.name} did not become SERVING on port {port}; stopping")
+            children.append((service, proc))
+            if not await wait_serving(service.health_port, within=60):
+                say(
+                    f"{service.name} did not become SERVING on port {service.health_port}; stopping"
+                )
                 exit_code = 1
                 return exit_code
-        print_banner([s for s, _ in children])
+        print_banner([s for s, _ in children], secrets_dir)
         waiters: list[asyncio.Task[object]] = [asyncio.create_task(p.wait()) for _, p in children]
         stopper: asyncio.Task[object] = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
@@ -150,18 +187,43 @@ async def run(environ: Mapping[str, str]) -> int:
         say("stopped")
 
 
-def print_banner(services: list[Service]) -> None:
-    lines = ["", "PHIseal is up:"]
-    lines += [f"  {s.name:<11} localhost:{s.port}" for s in services]
-    grpcurl = Path(sys.executable).parent / "grpcurl"
-    port = {s.name: s.port for s in services}
+def configured(service: Service, env: Env) -> Service:
+    """The service's ports: <SVC>_PORT, and peer/health ports 100 and 200 above it."""
+    prefix = service.name.upper()
+    port = env.integer(f"{prefix}_PORT", service.port, minimum=1, maximum=65335)
+    return Service(
+        service.name,
+        port,
+        peer_port=env.integer(f"{prefix}_PEER_PORT", port + 100, minimum=1, maximum=65535),
+        health_port=env.integer(f"{prefix}_HEALTH_PORT", port + 200, minimum=1, maximum=65535),
+    )
+
+
+def print_banner(services: list[Service], secrets: Path) -> None:
+    bin_dir = Path(sys.executable).parent
+    grpcurl, token_cli = bin_dir / "grpcurl", bin_dir / "phiseal-token"
+    by_name = {s.name: s for s in services}
+    policy, encrypt, keys = by_name["policysvc"], by_name["encryptsvc"], by_name["keysvc"]
+    tls = f"-cacert {secrets}/ca.pem"
+    bearer = f'-H "authorization: Bearer $(cat {secrets}/{ADMIN_TOKEN})"'
+    lines = ["", "PHIseal is up (TLS; people bring a bearer token, services mutual TLS):"]
+    lines += [
+        f"  {s.name:<11} localhost:{s.port}  peer (mTLS) :{s.peer_port}  "
+        f"health (plaintext) :{s.health_port}"
+        for s in services
+    ]
     lines += [
         "",
         "Try it (grpcurl ships in the virtualenv):",
-        f"  {grpcurl} -plaintext localhost:{port['policysvc']} list",
-        f"  {grpcurl} -plaintext localhost:{port['keysvc']} grpc.health.v1.Health/Check",
-        f'  {grpcurl} -plaintext -d \'{{"name": "Acme Health"}}\' '
-        f"localhost:{port['policysvc']} phiseal.policy.v1.PolicyService/CreateWorkspace",
+        f"  {grpcurl} {tls} {bearer} localhost:{policy.port} list",
+        f'  {grpcurl} {tls} {bearer} -d \'{{"name": "Acme Health"}}\' '
+        f"localhost:{policy.port} phiseal.policy.v1.PolicyService/CreateWorkspace",
+        f"  {grpcurl} -plaintext localhost:{keys.health_port} grpc.health.v1.Health/Check",
+        "As the event pipeline (client certificate `producer`, on encryptsvc's peer port):",
+        f"  {grpcurl} {tls} -cert {secrets}/producer.pem -key {secrets}/producer-key.pem "
+        f"localhost:{encrypt.peer_port} list",
+        "A token for one person and workspace (development signing key):",
+        f"  {token_cli} --secrets-dir {secrets} --sub alice --workspace ws_1=viewer",
         "",
         "Ctrl-C stops everything.",
         "",

@@ -15,7 +15,6 @@ from services.auditsvc.audit_log import AuditLog
 from services.auditsvc.config import Settings
 from services.auditsvc.servicer import AuditServicer
 from services.auditsvc.store import MIGRATIONS, SCHEMA, AuditStore, open_pool
-from services.common.auth import DevelopmentAuthenticator
 from services.common.db import connect_with_retry, migrate
 from services.common.health import HealthCheck, database_check
 from services.common.server import GrpcServer, ServerParts
@@ -109,18 +108,12 @@ async def build(settings: Settings) -> AuditServer:
         name="auditsvc",
         service_names=[SERVICE_NAME],
         register=register,
-        authenticator=DevelopmentAuthenticator(),
+        # auditsvc appends its own denials to the log it keeps (no outbox, no relay).
         denial_auditor=audit_log,
         checks=[database_check(pool), durability_check(store)],
         starters=[checkpoints.start, partitions.start],
         closers=[checkpoints.stop, partitions.stop, pool.close],
     )
-    server = AuditServer(
-        parts,
-        host=settings.server.host,
-        port=settings.server.port,
-        grace=settings.server.grace_seconds,
-        check_interval=settings.server.db_check_interval,
-    )
+    server = AuditServer.from_settings(parts, settings.server)
     server.audit_log = audit_log
     return server

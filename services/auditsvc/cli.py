@@ -110,13 +110,40 @@ def _report(verdict: chain.Verdict, notes: Sequence[str]) -> int:
     return 1
 
 
+def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
+    """TLS to the service port trusting --cacert; plaintext only with --plaintext."""
+    if args.plaintext:
+        return grpc.aio.insecure_channel(args.address)
+    try:
+        ca = args.cacert.read_bytes()
+    except FileNotFoundError:
+        raise InputError(
+            f"CA certificate {args.cacert} is missing: pass --cacert (make run writes "
+            ".run/dev-secrets/ca.pem), or --plaintext for a PHISEAL_INSECURE stack"
+        ) from None
+    return grpc.aio.secure_channel(args.address, grpc.ssl_channel_credentials(ca))
+
+
+def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """The bearer token (its subject is the actor recorded); --actor names you when insecure."""
+    token = args.token
+    if token is None and args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except FileNotFoundError:
+            raise InputError(f"token file {args.token_file} is missing") from None
+    if token:
+        return (("authorization", f"Bearer {token}"),)
+    return (("x-actor-id", args.actor),)
+
+
 async def verify_live(args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(args.address) as channel:
+    async with _channel(args) as channel:
         response = await audit_pb2_grpc.AuditServiceStub(channel).VerifyChain(
             audit_pb2.VerifyChainRequest(
                 workspace_id=args.workspace, from_sequence=args.from_seq, to_sequence=args.to_seq
             ),
-            metadata=(("x-actor-id", args.actor),),
+            metadata=_metadata(args),
             timeout=args.timeout,
         )
     if response.ok:
@@ -134,14 +161,14 @@ async def verify_live(args: argparse.Namespace) -> int:
 
 async def export(args: argparse.Namespace) -> int:
     fmt = audit_pb2.EXPORT_FORMAT_CSV if args.format == "csv" else audit_pb2.EXPORT_FORMAT_JSONL
-    async with grpc.aio.insecure_channel(args.address) as channel:
+    async with _channel(args) as channel:
         call = audit_pb2_grpc.AuditServiceStub(channel).ExportEvents(
             audit_pb2.ExportEventsRequest(
                 filter=audit_pb2.AuditFilter(workspace_id=args.workspace),
                 format=fmt,
                 access_reason=args.reason,
             ),
-            metadata=(("x-actor-id", args.actor),),
+            metadata=_metadata(args),
         )
         with args.out.open("wb") as out:
             async for part in call:
@@ -168,7 +195,18 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", type=Path, required=True)
     exp.add_argument("--reason", default="", help="access reason recorded in the audit log")
     for p in (verify, exp):
-        p.add_argument("--actor", default="auditor", help="who you are (recorded)")
+        p.add_argument(
+            "--cacert",
+            type=Path,
+            default=Path(".run/dev-secrets/ca.pem"),
+            help="CA that signed auditsvc's certificate",
+        )
+        p.add_argument("--token", help="bearer token (auditor or admin in the workspace)")
+        p.add_argument("--token-file", type=Path, help="file holding the bearer token")
+        p.add_argument(
+            "--plaintext", action="store_true", help="no TLS (a PHISEAL_INSECURE stack only)"
+        )
+        p.add_argument("--actor", default="auditor", help="who you are, with --plaintext only")
         p.add_argument("--timeout", type=float, default=300.0)
     return parser
 

@@ -23,11 +23,8 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-class _IdentifyAs(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
-):
-    """Adds the calling service's name to every call (development identity until mTLS)."""
+class _IdentifyAs:
+    """Adds the calling service's name to every call (the insecure development mode only)."""
 
     def __init__(self, service: str) -> None:
         self._service = service
@@ -37,11 +34,17 @@ class _IdentifyAs(
         metadata.append((SERVICE_HEADER, self._service))
         return details._replace(metadata=metadata)
 
+
+# grpc.aio files an interceptor under the first call type it implements only (an elif
+# chain): one object per call type, or watch streams would go out unnamed.
+class _IdentifyUnary(_IdentifyAs, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], details: Any, request: Any
     ) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _IdentifyStream(_IdentifyAs, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], details: Any, request: Any
     ) -> Any:
@@ -60,7 +63,7 @@ def open_channel(address: str, caller: str, tls: TlsFiles | None = None) -> grpc
     return grpc.aio.insecure_channel(
         address,
         options=_CHANNEL_OPTIONS,
-        interceptors=[_IdentifyAs(caller)],  # type: ignore[list-item]
+        interceptors=[_IdentifyUnary(caller), _IdentifyStream(caller)],  # type: ignore[list-item]
     )
 
 

@@ -30,7 +30,7 @@ from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 from prometheus_client import Gauge
 
 from services.common.changefeed import ChangeFeed, FeedKind
-from services.common.clients import open_channel
+from services.common.clients import open_peer_channel
 from services.common.config import Env, ServerSettings
 
 log = structlog.get_logger("outbox_relay")
@@ -114,6 +114,7 @@ class OutboxRelay:
     ) -> None:
         self._pool = pool
         self._service = server.service
+        self._security = server.security
         self._database_url = server.require_database()
         self._schema = schema
         self._addr = auditsvc_addr
@@ -144,7 +145,7 @@ class OutboxRelay:
 
     def _stub(self) -> audit_pb2_grpc.AuditServiceStub:
         if self._channel is None:
-            self._channel = open_channel(self._addr, caller=self._service)
+            self._channel = open_peer_channel(self._addr, self._service, self._security)
         return audit_pb2_grpc.AuditServiceStub(self._channel)
 
     async def _close_channel(self) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Self
 
 import grpc
 import structlog
@@ -104,10 +105,15 @@ class GrpcServer:
         self._stopped = asyncio.Event()
         self._stop_lock = asyncio.Lock()
 
+    @property
+    def tls(self) -> bool:
+        """Whether the service port serves TLS (false only in PHISEAL_INSECURE mode)."""
+        return self._credentials is not None
+
     @classmethod
     def from_settings(
         cls, parts: ServerParts, settings: ServerSettings, *, check_interval: float | None = None
-    ) -> GrpcServer:
+    ) -> Self:
         """The server as the settings ask: TLS + tokens, mTLS peer port, health-only port.
 
         PHISEAL_INSECURE=true serves both ports in plaintext with the development
@@ -118,22 +124,17 @@ class GrpcServer:
         parts = replace(parts, access=access)
         interval = settings.db_check_interval if check_interval is None else check_interval
 
-        def server(authenticator: Authenticator, **tls: grpc.ServerCredentials) -> GrpcServer:
-            return cls(
-                parts,
-                host=settings.host,
-                port=settings.port,
-                grace=settings.grace_seconds,
-                check_interval=interval,
-                peer_port=settings.peer_port,
-                health_port=settings.health_port,
-                authenticator=authenticator,
-                **tls,
-            )
-
+        common = {
+            "host": settings.host,
+            "port": settings.port,
+            "grace": settings.grace_seconds,
+            "check_interval": interval,
+            "peer_port": settings.peer_port,
+            "health_port": settings.health_port,
+        }
         if security.insecure:
             log.warning("insecure_transport", service=settings.service, setting="PHISEAL_INSECURE")
-            return server(DevelopmentAuthenticator())
+            return cls(parts, authenticator=DevelopmentAuthenticator(), **common)  # type: ignore[arg-type]
         files = TlsFiles.in_dir(security.secrets_dir, settings.service)
         try:
             verifier = TokenVerifier.from_file(
@@ -147,10 +148,12 @@ class GrpcServer:
             peer_credentials = mtls_server_credentials(files)
         except (FileNotFoundError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
-        return server(
-            CredentialAuthenticator(verifier, access),
+        return cls(
+            parts,
+            authenticator=CredentialAuthenticator(verifier, access),
             credentials=credentials,
             peer_credentials=peer_credentials,
+            **common,  # type: ignore[arg-type]
         )
 
     async def start(self) -> int:
@@ -178,6 +181,15 @@ class GrpcServer:
                 self.peer_port = self.server.add_secure_port(peer_address, self._peer_credentials)
         if self.health_server is not None:
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            # Reflection naming Health alone, so `grpcurl -plaintext host:port
+            # grpc.health.v1.Health/Check` works as printed (descriptors are not secrets).
+            reflection.enable_server_reflection(
+                [
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ],
+                self.health_server,
+            )
             self.health_port = self.health_server.add_insecure_port(
                 f"{self._host}:{self._health_port}"
             )

@@ -7,11 +7,14 @@ fresh copy of the template for each test.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
+import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +22,187 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from services.common.auth import Role
+from services.common.authn import AUTHORIZATION_HEADER
 from services.common.db import migrate
 from services.common.localpg import LocalPostgres
 from services.common.server import GrpcServer
+from services.common.tls import (
+    CLIENT_IDENTITIES,
+    SERVICE_IDENTITIES,
+    DevPki,
+    TlsFiles,
+    channel_credentials,
+)
+from services.common.tokens import WILDCARD, DevSigningKey, TokenMinter
 
 DB_SERVICES = ("keysvc", "policysvc", "auditsvc")
 ALL_SERVICES = ("keysvc", "policysvc", "encryptsvc", "auditsvc")
+# Identities that exist only in tests: a certificate from our CA that no allow-list names.
+TEST_IDENTITIES = ("stranger",)
+DEV_ADMIN = "dev-admin"
+
+
+@dataclass(frozen=True)
+class DevSecrets:
+    """A development secrets folder as `make run` creates it: CA, certificates, token key."""
+
+    folder: Path
+    minter: TokenMinter
+
+    @classmethod
+    def create(
+        cls, folder: Path, identities: Sequence[str] = SERVICE_IDENTITIES + CLIENT_IDENTITIES
+    ) -> DevSecrets:
+        DevPki(folder).ensure(identities)
+        key = DevSigningKey(folder)
+        key.ensure()
+        return cls(folder=folder, minter=key.minter())
+
+    @property
+    def ca_pem(self) -> bytes:
+        return (self.folder / "ca.pem").read_bytes()
+
+    def files(self, identity: str) -> TlsFiles:
+        return TlsFiles.in_dir(self.folder, identity)
+
+    def token(
+        self, subject: str, memberships: Mapping[str, Sequence[Role | str]], ttl: int = 3600
+    ) -> str:
+        return self.minter.mint(subject, memberships, ttl_seconds=ttl)
+
+    def admin_token(self, subject: str = DEV_ADMIN) -> str:
+        """Admin and auditor in every workspace: what `phiseal-token --admin` mints."""
+        return self.token(subject, {WILDCARD: [Role.ADMIN, Role.AUDITOR]})
+
+    def tokens(self, workspace_id: str, role: Role, subject: str = "alice") -> TokenCases:
+        return TokenCases(self, workspace_id, role, subject)
+
+
+# Below the role: the next rung down the ladder (auditor, beside it, lacks every other role).
+_SMALLER = {
+    Role.VIEWER: Role.AUDITOR,
+    Role.EDITOR: Role.VIEWER,
+    Role.ADMIN: Role.EDITOR,
+    Role.AUDITOR: Role.EDITOR,
+}
+
+
+@dataclass(frozen=True)
+class TokenCases:
+    """The credentials of the RPC x credential matrix, for one workspace and the role needed.
+
+    ``None`` means no ``authorization`` metadata at all.
+    """
+
+    secrets: DevSecrets
+    workspace_id: str
+    role: Role
+    subject: str = "alice"
+
+    def none(self) -> str | None:
+        return None
+
+    def malformed(self) -> str:
+        return "not-a-jwt"
+
+    def bad_signature(self) -> str:
+        other = TokenMinter(Ed25519PrivateKey.generate())
+        return other.mint(self.subject, {self.workspace_id: [self.role]})
+
+    def expired(self) -> str:
+        return self.secrets.minter.mint(
+            self.subject, {self.workspace_id: [self.role]}, now=time.time() - 7200
+        )
+
+    def other_workspace(self) -> str:
+        return self.secrets.token(self.subject, {f"{self.workspace_id}_other": [Role.ADMIN]})
+
+    def too_small_role(self) -> str:
+        # Holds the smaller role here and the needed one elsewhere: the domain's check decides.
+        return self.secrets.token(
+            self.subject,
+            {
+                self.workspace_id: [_SMALLER[self.role]],
+                f"{self.workspace_id}_other": [self.role],
+            },
+        )
+
+    def allowed(self) -> str:
+        return self.secrets.token(self.subject, {self.workspace_id: [self.role]})
+
+    def all(self) -> dict[str, str | None]:
+        """Every case by name, in the matrix's order."""
+        return {
+            "no credentials": self.none(),
+            "malformed": self.malformed(),
+            "bad signature": self.bad_signature(),
+            "expired": self.expired(),
+            "other workspace": self.other_workspace(),
+            "too small a role": self.too_small_role(),
+            "allowed": self.allowed(),
+        }
+
+
+_session_secrets: DevSecrets | None = None
+
+
+def session_secrets() -> DevSecrets:
+    """The process's development secrets, created once in a temporary folder."""
+    global _session_secrets
+    if _session_secrets is None:
+        folder = Path(tempfile.mkdtemp(prefix="phiseal-test-secrets-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _session_secrets = DevSecrets.create(
+            folder / "dev-secrets", SERVICE_IDENTITIES + CLIENT_IDENTITIES + TEST_IDENTITIES
+        )
+    return _session_secrets
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata carrying ``token``."""
+    return ((AUTHORIZATION_HEADER, f"Bearer {token}"),)
+
+
+def person(subject: str, memberships: Mapping[str, Sequence[Role | str]] | None = None) -> Any:
+    """Call metadata for a person: by default admin and auditor everywhere, as ``subject``."""
+    secrets = session_secrets()
+    roles = memberships if memberships is not None else {WILDCARD: [Role.ADMIN, Role.AUDITOR]}
+    return bearer(secrets.token(subject, roles, ttl=6 * 3600))
+
+
+class _DefaultToken:
+    """Adds ``authorization`` to calls that bring none (a call's own token wins)."""
+
+    def __init__(self, token: str) -> None:
+        self._value = f"Bearer {token}"
+
+    def _details(self, details: Any) -> Any:
+        metadata = list(details.metadata or ())
+        if not any(k == AUTHORIZATION_HEADER for k, _ in metadata):
+            metadata.append((AUTHORIZATION_HEADER, self._value))
+        return details._replace(metadata=metadata)
+
+
+# grpc.aio files an interceptor under the first call type it implements only (an elif
+# chain), so each call type needs its own object.
+class _DefaultTokenUnary(_DefaultToken, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _DefaultTokenStream(_DefaultToken, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return await continuation(self._details(details), request)
+
+
+_ADMIN: Any = object()  # channel()'s default: the development admin token
 
 
 def with_database(url: str, database: str) -> str:
@@ -105,14 +282,57 @@ class RunningService:
     settings: Any
     channels: list[grpc.aio.Channel] = field(default_factory=list)
 
+    secrets: DevSecrets | None = None
+
     @property
     def address(self) -> str:
+        """The service port: TLS for people (plaintext with PHISEAL_INSECURE=true)."""
         return f"127.0.0.1:{self.server.port}"
 
-    def channel(self) -> grpc.aio.Channel:
-        channel = grpc.aio.insecure_channel(self.address)
+    @property
+    def peer_address(self) -> str:
+        """The peer port (mutual TLS): what other services' ``*_ADDR`` point at."""
+        return f"127.0.0.1:{self.server.peer_port}"
+
+    @property
+    def health_address(self) -> str:
+        """The plaintext, health-only port."""
+        return f"127.0.0.1:{self.server.health_port}"
+
+    @property
+    def tls(self) -> bool:
+        return self.server.tls
+
+    def _keep(self, channel: grpc.aio.Channel) -> grpc.aio.Channel:
         self.channels.append(channel)
         return channel
+
+    def channel(self, token: str | None = _ADMIN) -> grpc.aio.Channel:
+        """A person's channel to the service port: TLS, carrying ``token`` on every call that
+        brings no ``authorization`` of its own. By default the development admin ("*");
+        ``token=None`` sends no credentials. Plaintext when the service runs insecure."""
+        if not self.tls or self.secrets is None:
+            return self.plaintext_channel()
+        credentials = grpc.ssl_channel_credentials(root_certificates=self.secrets.ca_pem)
+        if token is _ADMIN:
+            token = self.secrets.admin_token()
+        interceptors: list[Any] = (
+            [] if token is None else [_DefaultTokenUnary(token), _DefaultTokenStream(token)]
+        )
+        return self._keep(
+            grpc.aio.secure_channel(self.address, credentials, interceptors=interceptors)
+        )
+
+    def peer_channel(self, identity: str) -> grpc.aio.Channel:
+        """Mutual TLS to the peer port presenting ``identity``'s certificate from our CA."""
+        if not self.tls or self.secrets is None:
+            return self.plaintext_channel(self.peer_address)
+        credentials = channel_credentials(self.secrets.files(identity))
+        return self._keep(grpc.aio.secure_channel(self.peer_address, credentials))
+
+    def plaintext_channel(self, address: str | None = None) -> grpc.aio.Channel:
+        """No TLS at all (to the service port unless told otherwise)."""
+        return self._keep(grpc.aio.insecure_channel(address or self.address))
 
     async def stop(self) -> None:
         for channel in self.channels:
@@ -123,9 +343,13 @@ class RunningService:
 def service_env(
     name: str, database_url: str | None, overrides: Mapping[str, str]
 ) -> dict[str, str]:
-    """The environment a service is built from in tests: port 0, short intervals."""
+    """The environment a service is built from in tests: ports 0, short intervals, the
+    session's development secrets (TLS, mTLS peers, tokens)."""
     env = {
         f"{name.upper()}_PORT": "0",
+        f"{name.upper()}_PEER_PORT": "0",
+        f"{name.upper()}_HEALTH_PORT": "0",
+        "PHISEAL_TLS_DIR": str(session_secrets().folder),
         "SHUTDOWN_GRACE_SECONDS": "2",
         "DB_CHECK_INTERVAL_SECONDS": "0.2",
         "DB_CONNECT_TIMEOUT_SECONDS": "10",
@@ -145,4 +369,4 @@ async def start_service(
     settings = config.Settings.from_env(service_env(name, database_url, overrides or {}))
     server: GrpcServer = await app.build(settings)
     await server.start()
-    return RunningService(name=name, server=server, settings=settings)
+    return RunningService(name=name, server=server, settings=settings, secrets=session_secrets())

@@ -5,8 +5,7 @@ from __future__ import annotations
 import grpc
 from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 
-from services.common.auth import DevelopmentAuthenticator
-from services.common.clients import open_channel
+from services.common.clients import open_peer_channel
 from services.common.server import GrpcServer, ServerParts
 from services.encryptsvc.cache import Cache, DestinationCache
 from services.encryptsvc.config import Settings
@@ -20,8 +19,9 @@ SERVICE_NAME = encrypt_pb2.DESCRIPTOR.services_by_name["EncryptService"].full_na
 
 async def build(settings: Settings) -> GrpcServer:
     """Wires encryptsvc; the returned server is not started yet. It owns no database."""
-    policy_channel = open_channel(settings.policysvc_addr, caller="encryptsvc")
-    key_channel = open_channel(settings.keysvc_addr, caller="encryptsvc")
+    security = settings.server.security
+    policy_channel = open_peer_channel(settings.policysvc_addr, "encryptsvc", security)
+    key_channel = open_peer_channel(settings.keysvc_addr, "encryptsvc", security)
     policy_client = PolicyClient(policy_channel, settings.peer_timeout)
     key_client = KeyClient(key_channel, settings.peer_timeout)
     policies: Cache[Policy] = Cache(
@@ -48,15 +48,8 @@ async def build(settings: Settings) -> GrpcServer:
         name="encryptsvc",
         service_names=[SERVICE_NAME],
         register=register,
-        authenticator=DevelopmentAuthenticator(),
         checks=[watches_live],
         starters=[policies.start, keys.start],
         closers=[policies.stop, keys.stop, close_channels],
     )
-    return GrpcServer(
-        parts,
-        host=settings.server.host,
-        port=settings.server.port,
-        grace=settings.server.grace_seconds,
-        check_interval=settings.server.db_check_interval,
-    )
+    return GrpcServer.from_settings(parts, settings.server)

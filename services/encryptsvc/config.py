@@ -27,8 +27,8 @@ class Settings:
         env = Env(environ)
         return cls(
             server=ServerSettings.from_env("encryptsvc", DEFAULT_PORT, env),
-            policysvc_addr=env.address("POLICYSVC_ADDR", "localhost:50052"),
-            keysvc_addr=env.address("KEYSVC_ADDR", "localhost:50051"),
+            policysvc_addr=env.address("POLICYSVC_ADDR", "localhost:50152"),
+            keysvc_addr=env.address("KEYSVC_ADDR", "localhost:50151"),
             limits=Limits(
                 max_batch_events=env.integer(
                     "ENCRYPTSVC_MAX_BATCH_EVENTS", 1000, minimum=1, maximum=100_000

@@ -11,9 +11,9 @@ import structlog
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 
 from services.common.app import open_database
-from services.common.auth import DevelopmentAuthenticator
 from services.common.changefeed import ChangeFeed
-from services.common.clients import open_channel
+from services.common.clients import open_peer_channel
+from services.common.denials import OutboxDenialAuditor
 from services.common.health import database_check
 from services.common.outbox_relay import OutboxRelay
 from services.common.server import GrpcServer, ServerParts
@@ -58,7 +58,7 @@ async def build(settings: Settings) -> GrpcServer:
     """Wires keysvc; the returned server is not started yet."""
     pool = await open_database(settings.server, SCHEMA, MIGRATIONS)
     relay = OutboxRelay(pool, settings.server, SCHEMA, settings.auditsvc_addr, settings.outbox)
-    policysvc = open_channel(settings.policysvc_addr, caller="keysvc")
+    policysvc = open_peer_channel(settings.policysvc_addr, "keysvc", settings.server.security)
     keys = KeyManager(
         PgKeyStore(pool),
         PolicyDirectory(policysvc, timeout=settings.policysvc_timeout),
@@ -82,15 +82,9 @@ async def build(settings: Settings) -> GrpcServer:
         name="keysvc",
         service_names=[SERVICE_NAME],
         register=register,
-        authenticator=DevelopmentAuthenticator(),
+        denial_auditor=OutboxDenialAuditor(pool, "keysvc"),
         checks=[database_check(pool), relay.health_check],
         starters=[feed.start, sweeper.start, relay.start],
         closers=[sweeper.stop, feed.stop, relay.stop, close_policysvc, pool.close],
     )
-    return GrpcServer(
-        parts,
-        host=settings.server.host,
-        port=settings.server.port,
-        grace=settings.server.grace_seconds,
-        check_interval=settings.server.db_check_interval,
-    )
+    return GrpcServer.from_settings(parts, settings.server)

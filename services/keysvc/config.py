@@ -30,8 +30,8 @@ class Settings:
         env = Env(environ)
         return cls(
             server=ServerSettings.from_env("keysvc", DEFAULT_PORT, env),
-            policysvc_addr=env.address("POLICYSVC_ADDR", "localhost:50052"),
-            auditsvc_addr=env.address("AUDITSVC_ADDR", "localhost:50054"),
+            policysvc_addr=env.address("POLICYSVC_ADDR", "localhost:50152"),
+            auditsvc_addr=env.address("AUDITSVC_ADDR", "localhost:50154"),
             pending_key_ttl=env.number("KEYSVC_PENDING_KEY_TTL_SECONDS", 86_400.0, minimum=0.1),
             expiry_sweep_interval=env.number("KEYSVC_EXPIRY_SWEEP_SECONDS", 30.0, minimum=0.05),
             watch_heartbeat_interval=env.number(

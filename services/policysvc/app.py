@@ -6,8 +6,8 @@ import grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
 from services.common.app import open_database
-from services.common.auth import DevelopmentAuthenticator
 from services.common.changefeed import ChangeFeed
+from services.common.denials import OutboxDenialAuditor
 from services.common.health import database_check
 from services.common.outbox_relay import OutboxRelay
 from services.common.server import GrpcServer, ServerParts
@@ -53,16 +53,10 @@ async def build(settings: Settings) -> GrpcServer:
         name="policysvc",
         service_names=[SERVICE_NAME],
         register=register,
-        authenticator=DevelopmentAuthenticator(),
+        denial_auditor=OutboxDenialAuditor(pool, "policysvc"),
         checks=checks,
         starters=[feed.start, relay.start],
         # The feed's own connection and the relay go before the pool, in shutdown order.
         closers=[feed.stop, relay.stop, pool.close],
     )
-    return GrpcServer(
-        parts,
-        host=settings.server.host,
-        port=settings.server.port,
-        grace=settings.server.grace_seconds,
-        check_interval=settings.server.db_check_interval,
-    )
+    return GrpcServer.from_settings(parts, settings.server)

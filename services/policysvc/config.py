@@ -24,7 +24,7 @@ class Settings:
         env = Env(environ)
         return cls(
             server=ServerSettings.from_env("policysvc", DEFAULT_PORT, env),
-            auditsvc_addr=env.address("AUDITSVC_ADDR", "localhost:50054"),
+            auditsvc_addr=env.address("AUDITSVC_ADDR", "localhost:50154"),
             outbox=RelaySettings.from_env(env),
             watch_heartbeat_seconds=env.number(
                 "POLICYSVC_WATCH_HEARTBEAT_SECONDS", 1.0, minimum=0.05

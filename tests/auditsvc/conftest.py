@@ -8,7 +8,7 @@ import pytest_asyncio
 from phiseal.audit.v1 import audit_pb2_grpc
 
 from services.common.testing import RunningService
-from tests.auditsvc.helpers import stub
+from tests.auditsvc.helpers import AuditClient
 from tests.conftest import StartService
 
 
@@ -24,4 +24,4 @@ async def auditsvc(start: StartService, tmp_path: Path) -> RunningService:
 
 @pytest_asyncio.fixture
 async def audit(auditsvc: RunningService) -> audit_pb2_grpc.AuditServiceStub:
-    return stub(auditsvc.channel())
+    return AuditClient(auditsvc)

@@ -11,10 +11,9 @@ import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
-from services.common.auth import SERVICE_HEADER
+from services.common.testing import RunningService, person
 
-SERVICE_MD = ((SERVICE_HEADER, "policysvc"),)
-PERSON_MD = (("x-actor-id", "auditor@example.com"),)
+PERSON_MD = person("auditor@example.com")
 BASE_TIME = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
@@ -56,12 +55,20 @@ def stub(channel: grpc.aio.Channel) -> audit_pb2_grpc.AuditServiceStub:
     return audit_pb2_grpc.AuditServiceStub(channel)
 
 
+class AuditClient(audit_pb2_grpc.AuditServiceStub):
+    """A person's stub (the development admin) that also holds ``writer``: the same auditsvc
+    reached as policysvc over mutual TLS, since only keysvc and policysvc may record."""
+
+    def __init__(self, service: RunningService) -> None:
+        super().__init__(service.channel())
+        self.writer = audit_pb2_grpc.AuditServiceStub(service.peer_channel("policysvc"))
+
+
 async def record(
     audit: audit_pb2_grpc.AuditServiceStub, events: list[audit_pb2.AuditEvent]
 ) -> audit_pb2.RecordEventsResponse:
-    return await audit.RecordEvents(
-        audit_pb2.RecordEventsRequest(events=events), metadata=SERVICE_MD
-    )
+    writer = audit.writer if isinstance(audit, AuditClient) else audit
+    return await writer.RecordEvents(audit_pb2.RecordEventsRequest(events=events))
 
 
 async def tamper(database_url: str, *statements: str) -> None:

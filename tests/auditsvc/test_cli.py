@@ -8,8 +8,21 @@ from pathlib import Path
 
 from phiseal.audit.v1 import audit_pb2_grpc
 
-from services.common.testing import RunningService
+from services.common.testing import RunningService, session_secrets
 from tests.auditsvc.helpers import event, record, tamper
+
+
+def _secured(address: str) -> list[str]:
+    """--address plus the TLS and token options an operator passes."""
+    secrets = session_secrets()
+    return [
+        "--address",
+        address,
+        "--cacert",
+        str(secrets.folder / "ca.pem"),
+        "--token",
+        secrets.admin_token("auditor@example.com"),
+    ]
 
 
 async def _cli(*args: str) -> tuple[int, str]:
@@ -33,14 +46,14 @@ async def test_live_verify_and_export_then_offline_verify(
 ) -> None:
     """verify --address says OK; after an edit, the export verified offline names it (exit 1)."""
     await record(audit, [event("ws_cli", n=i) for i in range(3)])
-    live = await _cli("verify", "--address", auditsvc.address, "--workspace", "ws_cli")
+    live = await _cli("verify", *_secured(auditsvc.address), "--workspace", "ws_cli")
     await tamper(
         database_url,
         "UPDATE records SET end_user_id = 'x' WHERE workspace_id = 'ws_cli' AND sequence = 2",
     )
     out = tmp_path / "export.jsonl"
     exported = await _cli(
-        "export", "--address", auditsvc.address, "--workspace", "ws_cli", "--out", str(out)
+        "export", *_secured(auditsvc.address), "--workspace", "ws_cli", "--out", str(out)
     )
     offline = await _cli(
         "verify",

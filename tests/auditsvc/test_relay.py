@@ -22,7 +22,7 @@ from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 from services.common.audit import AuditEntry, append_to_outbox
 from services.common.localpg import free_port
 from services.common.outbox_relay import to_proto
-from services.common.testing import RunningService
+from services.common.testing import RunningService, session_secrets
 from tests.auditsvc.helpers import PERSON_MD, stub
 from tests.conftest import StartService
 
@@ -106,7 +106,7 @@ async def test_relay_delivers_on_commit(
     start: StartService, auditsvc: RunningService, database_url: str
 ) -> None:
     """Rows committed to policysvc's outbox reach auditsvc and are marked delivered."""
-    await start("policysvc", AUDITSVC_ADDR=auditsvc.address, OUTBOX_POLL_SECONDS="30")
+    await start("policysvc", AUDITSVC_ADDR=auditsvc.peer_address, OUTBOX_POLL_SECONDS="30")
     ids = await write_outbox(database_url, "policysvc", 3)
     audit = stub(auditsvc.channel())
     await arrived(audit, ids)
@@ -122,7 +122,7 @@ async def test_redelivery_is_deduplicated(
     start: StartService, auditsvc: RunningService, database_url: str
 ) -> None:
     """Rows sent again (a crash between ack and commit) still leave one record each."""
-    await start("keysvc", AUDITSVC_ADDR=auditsvc.address)
+    await start("keysvc", AUDITSVC_ADDR=auditsvc.peer_address)
     ids = await write_outbox(database_url, "keysvc", 2)
     audit = stub(auditsvc.channel())
     await arrived(audit, ids)
@@ -202,7 +202,7 @@ async def test_auditsvc_outage_loses_nothing_and_duplicates_nothing(
         "OUTBOX_MAX_BACKOFF_SECONDS": "0.3",
     }
     policysvc = await start("policysvc", **relay_env)
-    keysvc = await start("keysvc", POLICYSVC_ADDR=policysvc.address, **relay_env)
+    keysvc = await start("keysvc", POLICYSVC_ADDR=policysvc.peer_address, **relay_env)
     policy = policy_pb2_grpc.PolicyServiceStub(policysvc.channel())
     destinations = [await make_destination(policy, f"Clinic {i}") for i in range(2)]
     keys = keys_pb2_grpc.KeyServiceStub(keysvc.channel())
@@ -212,12 +212,12 @@ async def test_auditsvc_outage_loses_nothing_and_duplicates_nothing(
         )
 
     async def both_not_serving() -> bool:
-        statuses = {await health(policysvc.address), await health(keysvc.address)}
+        statuses = {await health(policysvc.health_address), await health(keysvc.health_address)}
         return statuses == {health_pb2.HealthCheckResponse.NOT_SERVING}
 
     await eventually(both_not_serving)
     auditsvc = await start(
-        "auditsvc", AUDITSVC_PORT=str(port), AUDITSVC_SIGNING_KEY_FILE=f"{tmp_path}/key.pem"
+        "auditsvc", AUDITSVC_PEER_PORT=str(port), AUDITSVC_SIGNING_KEY_FILE=f"{tmp_path}/key.pem"
     )
     audit = stub(auditsvc.channel())
     expected = await outbox_ids(database_url, "policysvc") | await outbox_ids(
@@ -237,17 +237,21 @@ async def test_sigkill_before_the_relay_ran_loses_nothing(
 ) -> None:
     """A keysvc process killed by SIGKILL right after committing a key generation, before its
     relay ran, delivers that record exactly once after restart."""
-    policysvc = await start("policysvc", AUDITSVC_ADDR=auditsvc.address)
+    policysvc = await start("policysvc", AUDITSVC_ADDR=auditsvc.peer_address)
     destination_id = await make_destination(
         policy_pb2_grpc.PolicyServiceStub(policysvc.channel()), "Clinic"
     )
-    port = free_port()
+    port, health_port = free_port(), free_port()
+    secrets = session_secrets()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "KEYSVC_PORT": str(port),
-        "POLICYSVC_ADDR": policysvc.address,
-        "AUDITSVC_ADDR": auditsvc.address,
+        "KEYSVC_PEER_PORT": "0",
+        "KEYSVC_HEALTH_PORT": str(health_port),
+        "PHISEAL_TLS_DIR": str(secrets.folder),
+        "POLICYSVC_ADDR": policysvc.peer_address,
+        "AUDITSVC_ADDR": auditsvc.peer_address,
         "LOG_FORMAT": "json",
     }
 
@@ -264,7 +268,8 @@ async def test_sigkill_before_the_relay_ran_loses_nothing(
         async def up() -> bool:
             try:
                 return bool(
-                    await health(f"127.0.0.1:{port}") == health_pb2.HealthCheckResponse.SERVING
+                    await health(f"127.0.0.1:{health_port}")
+                    == health_pb2.HealthCheckResponse.SERVING
                 )
             except grpc.aio.AioRpcError:
                 return False
@@ -273,7 +278,8 @@ async def test_sigkill_before_the_relay_ran_loses_nothing(
         return process
 
     first = await spawn("3600")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    credentials = grpc.ssl_channel_credentials(secrets.ca_pem)
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
         await keys_pb2_grpc.KeyServiceStub(channel).GenerateKeyPair(
             keys_pb2.GenerateKeyPairRequest(destination_id=destination_id), metadata=PERSON_MD
         )

@@ -12,12 +12,12 @@ from services.keysvc.config import Settings as KeySettings
 
 
 def test_defaults() -> None:
-    """With nothing set, keysvc listens on 50051 and finds its peers on localhost."""
+    """With nothing set, keysvc listens on 50051 and finds its peers' mTLS ports on localhost."""
     settings = KeySettings.from_env({})
     assert (settings.server.port, settings.policysvc_addr, settings.auditsvc_addr) == (
         50051,
-        "localhost:50052",
-        "localhost:50054",
+        "localhost:50152",
+        "localhost:50154",
     )
 
 

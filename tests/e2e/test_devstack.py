@@ -1,32 +1,81 @@
-"""`make run`'s stack: all four services come up, answer grpcurl, and stop cleanly on SIGTERM."""
+"""`make run`'s stack: four services on TLS + mTLS come up, answer grpcurl with the printed
+credentials, talk to each other only over mutual TLS, and stop cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from services.common.localpg import free_port
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
+NAMES = ("keysvc", "policysvc", "encryptsvc", "auditsvc")
+
+
+def grpcurl(*args: str, data: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [str(GRPCURL), *args]
+    if data is not None:
+        command[1:1] = ["-d", json.dumps(data)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+
+class Stack:
+    """How a person reaches the stack: the printed CA, the admin token, the ports."""
+
+    def __init__(self, secrets: Path, ports: dict[str, dict[str, int]]) -> None:
+        self.secrets = secrets
+        self.ports = ports
+        self.token = (secrets / "admin.token").read_text().strip()
+
+    def as_admin(self, service: str, *args: str, data: dict[str, Any] | None = None) -> Any:
+        """One call over TLS with the admin token; the JSON reply."""
+        result = grpcurl(*self.tls(service), *args, data=data)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout) if result.stdout.strip().startswith("{") else result
+
+    def tls(self, service: str) -> Sequence[str]:
+        return [
+            "-cacert",
+            str(self.secrets / "ca.pem"),
+            "-H",
+            f"authorization: Bearer {self.token}",
+            f"localhost:{self.ports[service]['port']}",
+        ]
 
 
 @pytest.mark.slow
-def test_stack_serves_and_stops_on_sigterm() -> None:
-    """A private PostgreSQL and four services start; SIGTERM ends them all with exit code 0."""
+def test_stack_serves_over_tls_and_mtls_and_stops_on_sigterm() -> None:
+    """A private PostgreSQL and four services start; TLS + token and mTLS work, plaintext and
+    certificate-less peer calls fail, a key generation (keysvc → policysvc) and its audit
+    record (keysvc → auditsvc) flow over mTLS; SIGTERM ends them all with exit code 0."""
     # Not pytest's tmp_path: its 0700 root folders are unreachable for the unprivileged
     # PostgreSQL user, and concurrent pytest sessions reset their modes.
     tmp_path = Path(tempfile.mkdtemp(prefix="phiseal-devstack-"))
-    ports = {name: free_port() for name in ("keysvc", "policysvc", "encryptsvc", "auditsvc")}
+    ports = {
+        name: {"port": free_port(), "peer": free_port(), "health": free_port()} for name in NAMES
+    }
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "PGHOST"}}
-    env.update({f"{n.upper()}_PORT": str(p) for n, p in ports.items()})
-    env.update({"PHISEAL_RUN_DIR": str(tmp_path), "PHISEAL_PG_PORT": str(free_port())})
+    for name, p in ports.items():
+        env[f"{name.upper()}_PORT"] = str(p["port"])
+        env[f"{name.upper()}_PEER_PORT"] = str(p["peer"])
+        env[f"{name.upper()}_HEALTH_PORT"] = str(p["health"])
+    env.update(
+        {
+            "PHISEAL_RUN_DIR": str(tmp_path),
+            "PHISEAL_PG_PORT": str(free_port()),
+            "OUTBOX_POLL_SECONDS": "0.2",
+        }
+    )
     log_path = tmp_path / "devstack.log"
     log_file = log_path.open("w")
     stack = subprocess.Popen(
@@ -45,29 +94,64 @@ def test_stack_serves_and_stops_on_sigterm() -> None:
             if not line:
                 break
             banner += line
-        assert "PHIseal is up" in banner
-        listed = {
-            name: subprocess.run(
-                [str(GRPCURL), "-plaintext", f"localhost:{port}", "list"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=True,
-            ).stdout.split()
-            for name, port in ports.items()
-        }
-        health = subprocess.run(
-            [
-                str(GRPCURL),
-                "-plaintext",
-                f"localhost:{ports['keysvc']}",
-                "grpc.health.v1.Health/Check",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
+        assert "PHIseal is up" in banner, log_path.read_text()[-3000:]
+        s = Stack(tmp_path / "dev-secrets", ports)
+        listed = {name: s.as_admin(name, "list").stdout.split() for name in NAMES}
+        health = grpcurl(
+            "-plaintext", f"localhost:{ports['keysvc']['health']}", "grpc.health.v1.Health/Check"
         ).stdout
+        plaintext = grpcurl("-plaintext", f"localhost:{ports['policysvc']['port']}", "list")
+        no_client_cert = grpcurl(
+            "-cacert", str(s.secrets / "ca.pem"), f"localhost:{ports['policysvc']['peer']}", "list"
+        )
+        producer = grpcurl(
+            "-cacert",
+            str(s.secrets / "ca.pem"),
+            "-cert",
+            str(s.secrets / "producer.pem"),
+            "-key",
+            str(s.secrets / "producer-key.pem"),
+            f"localhost:{ports['encryptsvc']['peer']}",
+            "list",
+        )
+        # keysvc asks policysvc (mTLS) whether the destination is real; both relays deliver
+        # their audit records to auditsvc (mTLS).
+        workspace = s.as_admin(
+            "policysvc",
+            "phiseal.policy.v1.PolicyService/CreateWorkspace",
+            data={"name": "Acme Health"},
+        )["workspace"]["workspace_id"]
+        s.as_admin(
+            "policysvc",
+            "phiseal.policy.v1.PolicyService/SetHipaaEligibility",
+            data={"workspace_id": workspace, "eligible": True, "baa_reference": "BAA-1"},
+        )
+        destination = s.as_admin(
+            "policysvc",
+            "phiseal.policy.v1.PolicyService/CreateDestination",
+            data={
+                "workspace_id": workspace,
+                "name": "Webhook",
+                "type": "DESTINATION_TYPE_EVENT_STREAM_CLOUD_MODE",
+            },
+        )["destination"]["destination_id"]
+        generated = s.as_admin(
+            "keysvc",
+            "phiseal.keys.v1.KeyService/GenerateKeyPair",
+            data={"destination_id": destination},
+        )
+        audited: set[str] = set()
+        deadline = time.monotonic() + 30
+        expected = {"Workspace HIPAA Eligibility Modified", "Destination Encryption Keys Generated"}
+        while not expected <= audited:
+            assert time.monotonic() < deadline, f"audit records seen: {sorted(audited)}"
+            time.sleep(0.3)
+            page = s.as_admin(
+                "auditsvc",
+                "phiseal.audit.v1.AuditService/QueryEvents",
+                data={"filter": {"workspace_id": workspace}},
+            )
+            audited = {r["event"]["event_type"] for r in page.get("records", [])}
         stack.send_signal(signal.SIGTERM)
         code = stack.wait(timeout=60)
     finally:
@@ -80,5 +164,14 @@ def test_stack_serves_and_stops_on_sigterm() -> None:
     ]
     assert all("grpc.health.v1.Health" in names for names in listed.values())
     assert '"status": "SERVING"' in health
+    assert (plaintext.returncode != 0, no_client_cert.returncode != 0, producer.returncode) == (
+        True,
+        True,
+        0,
+    )
+    assert generated["key"]["version"] == 1
+    assert {"Workspace HIPAA Eligibility Modified", "Destination Encryption Keys Generated"} <= (
+        audited
+    )
     log_file.close()
     assert code == 0, log_path.read_text()[-3000:]

@@ -70,6 +70,8 @@ async def encryptsvc(peers: StandInPeers) -> AsyncIterator[RunningService]:
         "encryptsvc",
         None,
         {
+            # The stand-in peers serve plaintext.
+            "PHISEAL_INSECURE": "true",
             "POLICYSVC_ADDR": peers.address,
             "KEYSVC_ADDR": peers.address,
             "ENCRYPTSVC_MAX_STALENESS_SECONDS": str(STALENESS),

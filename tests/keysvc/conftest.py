@@ -15,11 +15,10 @@ import pytest_asyncio
 from phiseal.keys.v1 import keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
-from services.common.testing import RunningService
+from services.common.testing import RunningService, person
 from tests.conftest import StartService
 
-PERSON = (("x-actor-id", "user-1"),)
-ENCRYPTSVC = (("x-phiseal-service", "encryptsvc"),)
+PERSON = person("user-1")
 PASSPHRASE = "Tide-Pool 42 otters"
 
 
@@ -49,7 +48,7 @@ class Keys:
 async def serve_keys(
     start: StartService, database_url: str, policy: RunningService, **env: str
 ) -> RunningService:
-    return await start("keysvc", POLICYSVC_ADDR=policy.address, **env)
+    return await start("keysvc", POLICYSVC_ADDR=policy.peer_address, **env)
 
 
 @pytest_asyncio.fixture

@@ -9,9 +9,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from jwcrypto import jwe, jwk
 from phiseal.common.v1 import common_pb2
-from phiseal.keys.v1 import keys_pb2
+from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 
-from tests.keysvc.conftest import ENCRYPTSVC, PERSON, Keys, audited, error_of, outbox
+from services.common.testing import person
+from tests.keysvc.conftest import PERSON, Keys, audited, error_of, outbox
 
 SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
 
@@ -157,7 +158,7 @@ async def test_list_key_versions_newest_first_with_metadata(keys: Keys) -> None:
     )
     await keys.stub.ImportPublicKey(
         import_pem(keys, _pem(x25519.X25519PrivateKey.generate().public_key())),
-        metadata=(("x-actor-id", "user-2"),),
+        metadata=person("user-2"),
     )
     reply = await keys.stub.ListKeyVersions(
         keys_pb2.ListKeyVersionsRequest(destination_id=keys.destination_id)
@@ -169,14 +170,14 @@ async def test_list_key_versions_newest_first_with_metadata(keys: Keys) -> None:
 
 
 async def test_reads_by_a_person_are_audited_and_by_a_service_not(keys: Keys) -> None:
-    """A person's Get/List write Viewed/Listed rows; encryptsvc reads without an audit row."""
+    """A person's Get/List write Viewed/Listed rows; encryptsvc (mTLS) reads without one."""
     await keys.stub.GenerateKeyPair(
         keys_pb2.GenerateKeyPairRequest(destination_id=keys.destination_id)
     )
     get = keys_pb2.GetPublicKeyRequest(destination_id=keys.destination_id)
     listing = keys_pb2.ListKeyVersionsRequest(destination_id=keys.destination_id)
-    await keys.stub.GetPublicKey(get, metadata=ENCRYPTSVC)
-    await keys.stub.ListKeyVersions(listing, metadata=ENCRYPTSVC)
+    encryptsvc = keys_pb2_grpc.KeyServiceStub(keys.service.peer_channel("encryptsvc"))
+    await encryptsvc.GetPublicKey(get)
     await keys.stub.GetPublicKey(get, metadata=PERSON)
     await keys.stub.ListKeyVersions(listing, metadata=PERSON)
     assert await audited(keys.database_url) == [

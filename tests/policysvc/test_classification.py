@@ -168,7 +168,7 @@ async def test_override_wins_over_default_matcher(stub: PolicyServiceStub) -> No
         GREEN,
         policy_pb2.DECISION_SOURCE_OVERRIDE,
     )
-    assert reply.field.decided_by == "override by anonymous"
+    assert reply.field.decided_by == "override by dev-admin"
 
 
 async def test_removing_override_restores_matcher_decision(stub: PolicyServiceStub) -> None:

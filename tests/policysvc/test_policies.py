@@ -10,7 +10,6 @@ from phiseal.common.v1 import common_pb2
 from phiseal.policy.v1 import policy_pb2
 from phiseal.policy.v1.policy_pb2_grpc import PolicyServiceStub
 
-from services.common.clients import open_channel
 from tests.conftest import StartService
 from tests.policysvc.conftest import (
     PERSON,
@@ -386,13 +385,9 @@ async def test_get_policy_by_a_service_is_not_audited(
     stub = PolicyServiceStub(service.channel())
     destination_id = await ready_destination(stub)
     before = await event_types(database_url)
-    channel = open_channel(service.address, caller="encryptsvc")
-    try:
-        reply = await PolicyServiceStub(channel).GetPolicy(
-            policy_pb2.GetPolicyRequest(destination_id=destination_id)
-        )
-    finally:
-        await channel.close(None)
+    reply = await PolicyServiceStub(service.peer_channel("encryptsvc")).GetPolicy(
+        policy_pb2.GetPolicyRequest(destination_id=destination_id)
+    )
     assert (reply.policy.destination_id, await event_types(database_url)) == (
         destination_id,
         before,
