@@ -21,12 +21,16 @@ from services.auditsvc import chain
 from services.common.auth import Principal, Role
 from services.common.authz import require
 from services.common.errors import InvalidArgument, PermissionDenied, ResourceExhausted
+from services.common.limits import json_depth
 
 SERVICE = "auditsvc"
 MAX_BATCH = 1000
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 MAX_TEXT = 512
+# Details carry names and versions (a policy's field list at most), never payloads.
+MAX_DETAILS_BYTES = 256 * 1024
+MAX_DETAILS_DEPTH = 32
 OUTCOMES = ("succeeded", "failed", "denied")
 
 # Past participles that do not end in "ed". A closed list keeps the check decidable; add to
@@ -160,6 +164,15 @@ class Event:
             details = chain.normalize_details(dict(self.details))
         except ValueError as exc:
             raise InvalidArgument(f"event {event_id}: {exc}") from None
+        if json_depth(details) > MAX_DETAILS_DEPTH:
+            raise InvalidArgument(
+                f"event {event_id}: details nest deeper than {MAX_DETAILS_DEPTH} levels"
+            )
+        if len(chain.canonical_json(details)) > MAX_DETAILS_BYTES:
+            raise InvalidArgument(
+                f"event {event_id}: details are larger than {MAX_DETAILS_BYTES} bytes as JSON; "
+                "record names and versions, not payloads"
+            )
         return Event(
             event_id=event_id,
             workspace_id=self.workspace_id,

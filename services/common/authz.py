@@ -138,8 +138,10 @@ RULES: Mapping[str, Rule] = {
     _POLICY + "ListPolicyVersions": Rule(Role.VIEWER),
     _POLICY + "PreviewEncryption": Rule(Role.EDITOR, phi=True),
     _POLICY + "WatchPolicies": Rule(Role.VIEWER, services=_ENCRYPTSVC),
-    # encryptsvc: producers are services with the "producer" identity; editors may try it.
-    _ENCRYPT + "EncryptEvents": Rule(Role.EDITOR, services=frozenset({"producer"}), phi=True),
+    # encryptsvc: the event pipeline only (client certificate "producer"). People are refused:
+    # encryptsvc caches no workspace to check a role against, and PHI has no business passing
+    # through a person's grpcurl; PreviewEncryption is their dry run.
+    _ENCRYPT + "EncryptEvents": Rule(None, services=frozenset({"producer"}), phi=True),
     # auditsvc: only keysvc and policysvc write; people read with auditor (or admin).
     _AUDIT + "RecordEvents": Rule(None, services=frozenset({"keysvc", "policysvc"})),
     _AUDIT + "QueryEvents": Rule(Role.AUDITOR, phi=True),
@@ -221,6 +223,11 @@ class Access:
         if rule.platform:
             require(principal, WILDCARD, rule.person)
             return
+        if rule.phi:
+            # The domain decides, once it knows the workspace: its denial names the workspace,
+            # so the audit record lands in that workspace's chain (every phi method's domain
+            # calls require()).
+            return
         if not any(satisfies(r, rule.person) for rs in principal.memberships.values() for r in rs):
             enough = "auditor or admin" if rule.person is Role.AUDITOR else f"{rule.person.value}"
             raise AccessDenied(
@@ -234,9 +241,12 @@ class Access:
     ) -> None:
         """Logs every denial; audits it when the method touches PHI/PII."""
         workspace_id = getattr(error, "workspace_id", "") or _workspace_of(request)
-        log.warning("access_denied", method=method, workspace_id=workspace_id)
         rule = rule_for(method, self.rules)
-        if self.auditor is None or rule is None or not rule.phi:
+        audited = self.auditor is not None and rule is not None and rule.phi and bool(workspace_id)
+        # Without a workspace there is no chain to append to (auditsvc refuses such a record,
+        # which would stall the relay): the log line is the whole trace.
+        log.warning("access_denied", method=method, workspace_id=workspace_id, audited=audited)
+        if not audited or self.auditor is None:
             return
         await self.auditor.record_denial(principal, method, workspace_id, error.message)
 

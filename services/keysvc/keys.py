@@ -16,7 +16,7 @@ import structlog
 
 from services.common.audit import AuditEntry, JSONValue, Outcome
 from services.common.auth import Role, current_principal
-from services.common.authz import require
+from services.common.authz import AccessDenied, require, visible_workspaces
 from services.common.errors import (
     AlreadyExists,
     DomainError,
@@ -199,6 +199,9 @@ class _Refusal(Exception):
         super().__init__(error.message)
         self.error = error
         self.audit = audit
+
+
+MAX_WATCH_FILTER = 1000
 
 
 def check_destination_id(destination_id: str) -> str:
@@ -468,6 +471,26 @@ class KeyManager:
             if _is_person():
                 await tx.audit(_entry("Destination Public Key Viewed", key))
             return key
+
+    async def authorize_watch(self, destination_ids: Sequence[str]) -> frozenset[str]:
+        """WatchKeys' filter, checked: services and viewers of every workspace may watch
+        everything; a person names the destinations, each in a workspace they may view."""
+        if len(destination_ids) > MAX_WATCH_FILTER:
+            raise InvalidArgument(f"at most {MAX_WATCH_FILTER} destination_ids per watch")
+        wanted = frozenset(check_destination_id(d) for d in destination_ids)
+        principal = current_principal()
+        if visible_workspaces(principal, Role.VIEWER) is None:
+            return wanted
+        if not wanted:
+            raise AccessDenied(
+                "permission denied: watching every destination needs viewer in every "
+                "workspace; name destination_ids in workspaces where you are a viewer",
+                needed=Role.VIEWER,
+            )
+        for dest_id in sorted(wanted):
+            destination = await self._directory.get(dest_id)
+            require(principal, destination.workspace_id, Role.VIEWER)
+        return wanted
 
     async def list_versions(self, destination_id: str) -> list[KeyVersion]:
         """Every version, newest first, with no private material."""

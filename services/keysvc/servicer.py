@@ -203,7 +203,7 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
     async def WatchKeys(
         self, request: keys_pb2.WatchKeysRequest, context: Context
     ) -> AsyncIterator[keys_pb2.WatchKeysResponse]:
-        wanted = frozenset(request.destination_ids)
+        wanted = await self._keys.authorize_watch(request.destination_ids)
         with self._feed.subscribe() as subscription:
             async for message in subscription:
                 observed_at = _timestamp(message.observed_at)

@@ -10,7 +10,8 @@ from enum import StrEnum
 from typing import Protocol
 
 from services.common.audit import AuditEntry
-from services.common.auth import current_principal
+from services.common.auth import Role, current_principal
+from services.common.authz import AccessDenied, require, visible_workspaces
 from services.common.errors import InvalidArgument, NotFound
 from services.policysvc.paging import Page, encode_token
 
@@ -131,7 +132,9 @@ class Catalog:
         return workspace
 
     async def get_workspace(self, workspace_id: str) -> Workspace:
-        workspace = await self._store.get_workspace(require_id(workspace_id, "workspace_id"))
+        # Authorized before the lookup: a stranger learns nothing about which workspaces exist.
+        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.VIEWER)
+        workspace = await self._store.get_workspace(workspace_id)
         if workspace is None:
             raise NotFound(f"workspace {workspace_id} does not exist; create it first")
         return workspace
@@ -140,7 +143,7 @@ class Catalog:
         self, workspace_id: str, eligible: bool, baa_reference: str
     ) -> Workspace:
         """Records who declared the workspace (in)eligible, when, and under which BAA."""
-        require_id(workspace_id, "workspace_id")
+        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.ADMIN)
         reference = baa_reference.strip()
         if eligible and not reference:
             raise InvalidArgument(
@@ -178,6 +181,7 @@ class Catalog:
     async def create_destination(
         self, workspace_id: str, name: str, type_: DestinationType
     ) -> Destination:
+        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
         destination = Destination(
             destination_id=new_id("dst_"),
             workspace_id=require_id(workspace_id, "workspace_id"),
@@ -201,7 +205,22 @@ class Catalog:
         found = await self._store.get_destination(require_id(destination_id, "destination_id"))
         if found is None:
             raise NotFound(f"destination {destination_id} does not exist")
+        require(current_principal(), found.workspace_id, Role.VIEWER)
         return found
+
+    async def authorize_watch(self, destination_ids: frozenset[str]) -> None:
+        """WatchPolicies: services and viewers of every workspace may watch everything; a person
+        names the destinations, each in a workspace where they are a viewer (or better)."""
+        if visible_workspaces(current_principal(), Role.VIEWER) is None:
+            return
+        if not destination_ids:
+            raise AccessDenied(
+                "permission denied: watching every destination needs viewer in every "
+                "workspace; name destination_ids in workspaces where you are a viewer",
+                needed=Role.VIEWER,
+            )
+        for destination_id in sorted(destination_ids):
+            await self.get_destination(destination_id)
 
     async def list_destinations(
         self, workspace_id: str, page_size: int, page_token: str

@@ -17,7 +17,8 @@ from typing import Protocol
 import orjson
 
 from services.common.audit import AuditEntry
-from services.common.auth import current_principal
+from services.common.auth import Role, current_principal
+from services.common.authz import require
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from services.common.fieldpath import FieldPath, find, parse, parse_selection
 from services.policysvc.catalog import Destination, DestinationType, Workspace, require_id
@@ -211,6 +212,7 @@ class Policies:
         names = [str(p) for p in paths]
 
         def decide(ctx: PolicyContext) -> PolicyChange:
+            require(current_principal(), ctx.workspace.workspace_id, Role.EDITOR)
             _check_version(ctx.head, expected_version)
             _require_encryptable(ctx, paths)
             before = set(ctx.head.fields) if ctx.head.enabled else set()
@@ -255,6 +257,7 @@ class Policies:
             raise InvalidArgument(f"a path cannot be both added and removed: {', '.join(both)}")
 
         def decide(ctx: PolicyContext) -> PolicyChange:
+            require(current_principal(), ctx.workspace.workspace_id, Role.EDITOR)
             _check_version(ctx.head, expected_version)
             if not ctx.head.enabled:
                 raise FailedPrecondition(
@@ -302,6 +305,8 @@ class Policies:
         """Stops future encryption; nothing already sent is decrypted."""
 
         def decide(ctx: PolicyContext) -> PolicyChange:
+            # Disabling weakens protection: admin, not editor.
+            require(current_principal(), ctx.workspace.workspace_id, Role.ADMIN)
             _check_version(ctx.head, expected_version)
             if not ctx.head.enabled:
                 raise FailedPrecondition(
@@ -364,6 +369,7 @@ class Policies:
         ctx = await self._store.load_context(require_id(destination_id, "destination_id"))
         if ctx is None:
             raise NotFound(f"destination {destination_id} does not exist")
+        require(current_principal(), ctx.workspace.workspace_id, Role.EDITOR)
         if use_proposed:
             paths, version = parse_selection(proposed), 0
         else:
@@ -393,11 +399,17 @@ def _with_summary(policy: Policy, summary: str) -> Policy:
 
 
 def _viewed_audit() -> Callable[[Policy], AuditEntry] | None:
-    """The audit record of a person reading a policy; None for a peer service (hot path)."""
-    if current_principal().kind == "service":
+    """The audit record of a person reading a policy; None for a peer service (hot path).
+
+    The store calls it once the policy (and so its workspace) is known, inside the read's
+    transaction: the person's role is checked there, before anything is answered.
+    """
+    principal = current_principal()
+    if principal.kind == "service":
         return None
 
     def audit(policy: Policy) -> AuditEntry:
+        require(principal, policy.workspace_id, Role.VIEWER)
         return AuditEntry(
             event_type="Destination Encryption Policy Viewed",
             workspace_id=policy.workspace_id,

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import orjson
-
 from services.common.audit import AuditEntry
-from services.common.auth import current_principal
+from services.common.auth import Role, current_principal
+from services.common.authz import require
 from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -18,6 +17,7 @@ from services.common.errors import (
     ResourceExhausted,
 )
 from services.common.fieldpath import find, leaf_paths, parse
+from services.common.limits import Limits
 from services.policysvc.catalog import new_id, require_id
 from services.policysvc.classification import (
     DEFAULT_MATCHERS,
@@ -101,15 +101,24 @@ def parse_samples(samples: Sequence[str], field: str = "sample_events") -> list[
     return events
 
 
+# A sample is one analytics event: the same ceilings as encryptsvc's events (size, nesting),
+# so a hostile sample cannot exhaust memory or the stack of the path walkers.
+SAMPLE_LIMITS = Limits()
+
+
 def parse_event(text: str) -> dict[str, Any] | str:
     """The event, or why it is not one (a reason safe to return: it quotes nothing)."""
+    if len(text) > SAMPLE_LIMITS.max_event_bytes:
+        return f"is longer than {SAMPLE_LIMITS.max_event_bytes} characters"
     try:
-        event = orjson.loads(text)
-    except orjson.JSONDecodeError:
+        return SAMPLE_LIMITS.parse_event(text.encode("utf-8", "surrogatepass"), what="")
+    except InvalidArgument as exc:
+        reason = exc.message.strip()
+    if reason.startswith("is not valid JSON"):
         return "is not valid JSON"
-    if not isinstance(event, dict):
+    if reason.startswith("must be a JSON object"):
         return "is not a JSON object"
-    return event
+    return reason
 
 
 def sampled_values(events: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -154,6 +163,7 @@ class Privacy:
         page_token: str,
     ) -> ClassificationPage:
         """Every known path classified; the samples' paths become known (their values never)."""
+        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.VIEWER)
         await self._require_workspace(workspace_id)
         page = Page.parse(page_size, page_token, f"classifications:{workspace_id}")
         if len(paths) > MAX_EXTRA_PATHS:
@@ -182,7 +192,7 @@ class Privacy:
         self, workspace_id: str, path_text: str, classification: Classification | None
     ) -> FieldClassification:
         """Sets (or with None removes) the override of one path; answers its new classification."""
-        require_id(workspace_id, "workspace_id")
+        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
         path = parse(path_text)
         text = str(path)
         override = (
@@ -218,7 +228,7 @@ class Privacy:
         classification: Classification | None,
     ) -> Matcher:
         """Adds a custom matcher; at most MAX_CUSTOM_MATCHERS per workspace."""
-        require_id(workspace_id, "workspace_id")
+        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
         name, target, kind, pattern = validate_matcher(name, target, kind, pattern)
         if classification is None:
             raise InvalidArgument(
@@ -260,7 +270,7 @@ class Privacy:
         return matcher
 
     async def remove_matcher(self, workspace_id: str, matcher_id: str) -> None:
-        require_id(workspace_id, "workspace_id")
+        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
         require_id(matcher_id, "remove_matcher_id")
         refuse_default(matcher_id)
 

@@ -208,6 +208,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.WatchPoliciesRequest, context: Context
     ) -> AsyncIterator[policy_pb2.WatchPoliciesResponse]:
         wanted = validate_filter(request.destination_ids)
+        await self._catalog.authorize_watch(wanted)
         async for message in self._feed.subscribe():
             observed_at = timestamp(message.observed_at)
             if message.kind is FeedKind.HEARTBEAT:

@@ -157,10 +157,36 @@ def test_method_without_rule_is_denied() -> None:
 
 
 def test_person_without_the_role_anywhere_is_denied_at_the_gate() -> None:
-    """An auditor cannot even reach a key operation's domain code."""
+    """An auditor cannot even reach the domain code of a non-PHI read of policies."""
     audrey = Principal("audrey", memberships=memberships(ws_1=Role.AUDITOR))
-    message = gate_error(audrey, "/phiseal.keys.v1.KeyService/GenerateKeyPair")
-    assert message.startswith("permission denied: GenerateKeyPair needs role admin")
+    message = gate_error(audrey, "/phiseal.policy.v1.PolicyService/ListDestinations")
+    assert message.startswith("permission denied: ListDestinations needs role viewer")
+
+
+def test_phi_methods_leave_the_decision_to_the_domain() -> None:
+    """On a PHI method the gate lets a person through so that the domain's denial names the
+    workspace (and its audit record lands in that workspace's chain)."""
+    audrey = Principal("audrey", memberships=memberships(ws_1=Role.AUDITOR))
+    Access().check_method(audrey, "/phiseal.keys.v1.KeyService/GenerateKeyPair")
+
+
+async def test_a_denial_without_a_workspace_is_logged_not_audited() -> None:
+    """auditsvc refuses a record without a workspace, so none is written (the relay would
+    stall on it); the access_denied log line remains."""
+    seen: list[str] = []
+
+    class Recorder:
+        async def record_denial(
+            self, principal: Principal, method: str, workspace_id: str, reason: str
+        ) -> None:
+            seen.append(workspace_id)
+
+    access = Access(auditor=Recorder())
+    alice = Principal("alice", memberships=memberships(ws_1=Role.VIEWER))
+    await access.denied(
+        alice, "/phiseal.keys.v1.KeyService/GenerateKeyPair", PermissionDenied("no"), None
+    )
+    assert seen == []
 
 
 def test_creating_a_workspace_needs_platform_admin() -> None:
