@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import base64
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -163,8 +165,14 @@ def kit_rate(events: list[bytes], ring: Keyring, cache_size: int) -> tuple[float
 
 
 async def control_plane(url: str) -> tuple[list[RunningService], dict[str, str], KeyPair]:
-    """policysvc + keysvc with an RSA-2048 and an X25519 destination encrypting FIELDS."""
-    env = {"LOG_LEVEL": "warning"}
+    """auditsvc, policysvc and keysvc, with an RSA-2048 and an X25519 destination encrypting
+    FIELDS. The first is the RSA key's pair."""
+    audit = await start_service(
+        "auditsvc",
+        url,
+        {"AUDITSVC_SIGNING_KEY_FILE": str(Path(tempfile.mkdtemp()) / "signing.pem")},
+    )
+    env = {"LOG_LEVEL": "warning", "AUDITSVC_ADDR": audit.address}
     policy = await start_service("policysvc", url, env)
     keys = await start_service("keysvc", url, {**env, "POLICYSVC_ADDR": policy.address})
     admin = Admin(policy.channel(), keys.channel())
@@ -174,7 +182,7 @@ async def control_plane(url: str) -> tuple[list[RunningService], dict[str, str],
     x_dest, _ = await admin.encrypting_destination(
         workspace_id, algorithm=X25519, name="X25519 webhook"
     )
-    return [keys, policy], {"rsa": rsa_dest, "x25519": x_dest}, key
+    return [keys, policy, audit], {"rsa": rsa_dest, "x25519": x_dest}, key
 
 
 async def main() -> None:
