@@ -6,16 +6,20 @@ loopback channel) and fed the same request bytes:
   echo              returns the events untouched: the transport floor
   jose-per-field    jwcrypto, one JWE with a fresh content key (one RSA-OAEP-256 op) per field
   rsa-per-field     raw RSA-OAEP-SHA256 per field (Segment's format)
-policysvc and keysvc are the in-memory stand-ins (tests/encryptsvc/stand_in_peers.py), so
-encryptsvc serves from its warm cache exactly as in production.
+encryptsvc follows a real policysvc and keysvc (on a private PostgreSQL), configured through
+their APIs as a customer would; its cache is warm, as in production, so they are off the hot
+path except for their watch streams' heartbeats. Every service runs with PHISEAL_INSECURE=true
+(plaintext loopback) so that encryptsvc and the baselines pay the same transport cost.
 """
 
 from __future__ import annotations
 
 import base64
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -30,11 +34,10 @@ from services.common.auth import DevelopmentAuthenticator
 from services.common.fieldpath import find, parse_selection
 from services.common.logging import configure_logging
 from services.common.server import GrpcServer, ServerParts
-from services.common.testing import start_service
+from services.common.testing import PgCluster, RunningService, start_service
 from services.encryptsvc.app import SERVICE_NAME
-from tests.encryptsvc.keys import rsa_key, x25519_key
-from tests.encryptsvc.stand_in_peers import StandInPeers
-from tests.encryptsvc.test_api import FIELDS, SAMPLES
+from tests.encryptsvc.keys import KeyPair
+from tests.encryptsvc.stack import FIELDS, SAMPLES, X25519, Admin, wait_serving
 
 BATCH_SIZES = (1, 100, 1000)
 SECONDS_PER_CELL = 2.0
@@ -67,11 +70,11 @@ class BaselineServicer(encrypt_pb2_grpc.EncryptServiceServicer):
         return encrypt_pb2.EncryptEventsResponse(results=results)
 
 
-def jose_per_field(public: jwk.JWK) -> Transform:
+def jose_per_field(public: jwk.JWK, kid: str) -> Transform:
     def transform(event: dict[str, Any], message_id: str) -> None:
         for path in PATHS:
             for loc in find(event, path):
-                header = {"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": "dest_1.v1"}
+                header = {"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": kid}
                 token = jwe.JWE(
                     orjson.dumps(loc.container[loc.key]),  # type: ignore[index]
                     protected=orjson.dumps(header).decode(),
@@ -162,33 +165,71 @@ def kit_rate(events: list[bytes], ring: Keyring, cache_size: int) -> tuple[float
     return fields / elapsed, decryptor.unwraps
 
 
+# Same transport for every contender (the baselines serve plaintext loopback).
+INSECURE = {"PHISEAL_INSECURE": "true"}
+
+
+async def control_plane(url: str) -> tuple[list[RunningService], dict[str, str], KeyPair]:
+    """auditsvc, policysvc and keysvc, with an RSA-2048 and an X25519 destination encrypting
+    FIELDS. The first is the RSA key's pair."""
+    audit = await start_service(
+        "auditsvc",
+        url,
+        {
+            **INSECURE,
+            "AUDITSVC_SIGNING_KEY_FILE": str(Path(tempfile.mkdtemp()) / "signing.pem"),
+        },
+    )
+    env = {**INSECURE, "LOG_LEVEL": "warning", "AUDITSVC_ADDR": audit.peer_address}
+    policy = await start_service("policysvc", url, env)
+    keys = await start_service("keysvc", url, {**env, "POLICYSVC_ADDR": policy.peer_address})
+    admin = Admin(policy.channel(), keys.channel())
+    workspace_id = await admin.workspace()
+    await admin.make_yellow(workspace_id, FIELDS)
+    rsa_dest, key = await admin.encrypting_destination(workspace_id, name="RSA webhook")
+    x_dest, _ = await admin.encrypting_destination(
+        workspace_id, algorithm=X25519, name="X25519 webhook"
+    )
+    return [keys, policy, audit], {"rsa": rsa_dest, "x25519": x_dest}, key
+
+
 async def main() -> None:
     configure_logging("warning", "json")
-    key = rsa_key("dest_1.v1")
-    peers = StandInPeers(heartbeat=0.5)  # type: ignore[abstract]
-    await peers.start()
-    peers.set_policy("dest_1", FIELDS)
-    peers.set_key("dest_1", key.public_pem)
-    peers.set_policy("dest_x", FIELDS)
-    peers.set_key("dest_x", x25519_key("dest_x.v1").public_pem)
+    cluster = PgCluster.start()
+    try:
+        await cluster.build_template()
+        await run(await cluster.create_database())
+    finally:
+        cluster.stop()
+
+
+async def run(url: str) -> None:
+    peers, destinations, key = await control_plane(url)
     service = await start_service(
         "encryptsvc",
         None,
-        {"POLICYSVC_ADDR": peers.address, "KEYSVC_ADDR": peers.address, "LOG_LEVEL": "warning"},
+        {
+            **INSECURE,
+            "POLICYSVC_ADDR": peers[1].peer_address,
+            "KEYSVC_ADDR": peers[0].peer_address,
+            "LOG_LEVEL": "warning",
+        },
     )
+    await wait_serving(service.channel())
     public = key.private.public_key()
     assert isinstance(public, rsa.RSAPublicKey)
     baselines = {
         "echo (transport floor)": await serve_baseline(None),
         "jose-per-field (jwcrypto)": await serve_baseline(
-            jose_per_field(jwk.JWK.from_pem(key.public_pem.encode()))
+            jose_per_field(jwk.JWK.from_pem(key.public_pem.encode()), key.kid)
         ),
         "rsa-per-field (raw OAEP)": await serve_baseline(rsa_per_field(public)),
     }
+    rsa_dest = destinations["rsa"]
     contenders = [
-        ("encryptsvc JWE RSA-2048", service.address, "dest_1"),
-        ("encryptsvc JWE X25519", service.address, "dest_x"),
-        *[(name, f"127.0.0.1:{srv.port}", "dest_1") for name, srv in baselines.items()],
+        ("encryptsvc JWE RSA-2048", service.address, rsa_dest),
+        ("encryptsvc JWE X25519", service.address, destinations["x25519"]),
+        *[(name, f"127.0.0.1:{srv.port}", rsa_dest) for name, srv in baselines.items()],
     ]
     sealed_1000: list[bytes] = []
     try:
@@ -222,7 +263,8 @@ async def main() -> None:
         for server in baselines.values():
             await server.stop()
         await service.stop()
-        await peers.stop()
+        for peer in peers:
+            await peer.stop()
 
 
 if __name__ == "__main__":

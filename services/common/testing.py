@@ -205,6 +205,31 @@ class _DefaultTokenStream(_DefaultToken, grpc.aio.UnaryStreamClientInterceptor):
 _ADMIN: Any = object()  # channel()'s default: the development admin token
 
 
+def person_channel(
+    address: str, token: str | None = _ADMIN, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.aio.Channel:
+    """TLS to a service port trusting the session CA, as a person: ``token`` on every call
+    that brings no ``authorization`` (default: the development admin; None: no credentials)."""
+    secrets = session_secrets()
+    credentials = grpc.ssl_channel_credentials(root_certificates=secrets.ca_pem)
+    if token is _ADMIN:
+        token = secrets.admin_token()
+    interceptors: list[Any] = (
+        [] if token is None else [_DefaultTokenUnary(token), _DefaultTokenStream(token)]
+    )
+    return grpc.aio.secure_channel(
+        address, credentials, options=list(options), interceptors=interceptors
+    )
+
+
+def peer_channel(
+    address: str, identity: str, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.aio.Channel:
+    """Mutual TLS to a peer port presenting ``identity``'s session certificate."""
+    credentials = channel_credentials(session_secrets().files(identity))
+    return grpc.aio.secure_channel(address, credentials, options=list(options))
+
+
 def with_database(url: str, database: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
@@ -311,24 +336,15 @@ class RunningService:
         """A person's channel to the service port: TLS, carrying ``token`` on every call that
         brings no ``authorization`` of its own. By default the development admin ("*");
         ``token=None`` sends no credentials. Plaintext when the service runs insecure."""
-        if not self.tls or self.secrets is None:
+        if not self.tls:
             return self.plaintext_channel()
-        credentials = grpc.ssl_channel_credentials(root_certificates=self.secrets.ca_pem)
-        if token is _ADMIN:
-            token = self.secrets.admin_token()
-        interceptors: list[Any] = (
-            [] if token is None else [_DefaultTokenUnary(token), _DefaultTokenStream(token)]
-        )
-        return self._keep(
-            grpc.aio.secure_channel(self.address, credentials, interceptors=interceptors)
-        )
+        return self._keep(person_channel(self.address, token))
 
     def peer_channel(self, identity: str) -> grpc.aio.Channel:
         """Mutual TLS to the peer port presenting ``identity``'s certificate from our CA."""
-        if not self.tls or self.secrets is None:
+        if not self.tls:
             return self.plaintext_channel(self.peer_address)
-        credentials = channel_credentials(self.secrets.files(identity))
-        return self._keep(grpc.aio.secure_channel(self.peer_address, credentials))
+        return self._keep(peer_channel(self.peer_address, identity))
 
     def plaintext_channel(self, address: str | None = None) -> grpc.aio.Channel:
         """No TLS at all (to the service port unless told otherwise)."""

@@ -78,7 +78,7 @@ class Cache(Generic[V]):
         self._inflight: dict[str, asyncio.Future[V]] = {}
         self._epoch = 0  # bumped by every invalidation: a load begun before it is not kept
         self.confirmed_at = 0.0  # the stream's last confirmation of freshness
-        self._started_at = clock()
+        self.synced = False  # the stream has delivered a RESYNC since start-up
         self.connected = False
         self.loads = 0
         self._task: asyncio.Task[None] | None = None
@@ -117,6 +117,7 @@ class Cache(Generic[V]):
     def apply(self, change: Change) -> None:
         """Applies one watch message, in stream order."""
         if change.kind is ChangeKind.RESYNC:
+            self.synced = True
             self._entries.clear()
             self._inflight.clear()
             self._epoch += 1
@@ -128,17 +129,18 @@ class Cache(Generic[V]):
         self.confirmed_at = max(self.confirmed_at, min(change.observed_at, self._clock()))
 
     def health(self) -> str | None:
-        """None while the watch stream is live or was live within the staleness bound.
+        """None once the watch stream has delivered its first RESYNC and while it is live (or
+        was, within the staleness bound); otherwise why not.
 
-        Start-up counts as a confirmation: with nothing cached yet, nothing can be stale.
+        A replica that has never heard from its stream cannot confirm that anything it loads
+        stays fresh, so it does not call itself SERVING until the stream is live.
         """
+        if not self.synced:
+            return f"{self.name} watch stream has not delivered its first RESYNC yet"
         if self.connected:
             return None
-        since = max(self.confirmed_at, self._started_at)
-        if self._clock() - since <= self._max_staleness:
+        if self._clock() - self.confirmed_at <= self._max_staleness:
             return None
-        if not self.confirmed_at:
-            return f"{self.name} watch stream has not connected since start-up"
         return f"{self.name} watch stream down for longer than {self._max_staleness:g}s"
 
     async def follow(self) -> None:

@@ -209,21 +209,23 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     ) -> AsyncIterator[policy_pb2.WatchPoliciesResponse]:
         wanted = validate_filter(request.destination_ids)
         await self._catalog.authorize_watch(wanted)
-        async for message in self._feed.subscribe():
-            observed_at = timestamp(message.observed_at)
-            if message.kind is FeedKind.HEARTBEAT:
-                yield policy_pb2.WatchPoliciesResponse(kind=HEARTBEAT, observed_at=observed_at)
-                continue
-            change = parse_change(message.payload) if message.kind is FeedKind.CHANGED else None
-            if change is None:
-                # A RESYNC, or a payload we cannot read: the watcher must reload everything.
-                yield policy_pb2.WatchPoliciesResponse(kind=RESYNC, observed_at=observed_at)
-                continue
-            destination_id, version = change
-            if not wanted or destination_id in wanted:
-                yield policy_pb2.WatchPoliciesResponse(
-                    kind=CHANGED,
-                    destination_id=destination_id,
-                    version=version,
-                    observed_at=observed_at,
-                )
+        # Leaving the stream (client gone) must unsubscribe, or the queue grows forever.
+        with self._feed.subscribe() as subscription:
+            async for message in subscription:
+                observed_at = timestamp(message.observed_at)
+                if message.kind is FeedKind.HEARTBEAT:
+                    yield policy_pb2.WatchPoliciesResponse(kind=HEARTBEAT, observed_at=observed_at)
+                    continue
+                change = parse_change(message.payload) if message.kind is FeedKind.CHANGED else None
+                if change is None:
+                    # A RESYNC, or a payload we cannot read: the watcher must reload everything.
+                    yield policy_pb2.WatchPoliciesResponse(kind=RESYNC, observed_at=observed_at)
+                    continue
+                destination_id, version = change
+                if not wanted or destination_id in wanted:
+                    yield policy_pb2.WatchPoliciesResponse(
+                        kind=CHANGED,
+                        destination_id=destination_id,
+                        version=version,
+                        observed_at=observed_at,
+                    )

@@ -59,8 +59,15 @@ async def test_reflection_lists_service_health_and_reflection(
 @pytest.mark.parametrize("name", ALL_SERVICES)
 async def test_health_is_serving_for_overall_and_service(start: StartService, name: str) -> None:
     """Health answers SERVING for "" and for the service's full name."""
-    service = await start(name)
+    peers: dict[str, str] = {}
+    if name == "encryptsvc":
+        # encryptsvc serves only once its watch streams to policysvc and keysvc are live.
+        policy = await start("policysvc")
+        keys = await start("keysvc", POLICYSVC_ADDR=policy.peer_address)
+        peers = {"POLICYSVC_ADDR": policy.peer_address, "KEYSVC_ADDR": keys.peer_address}
+    service = await start(name, **peers)
     channel = service.channel()
+    await wait_for_status(channel, SERVING)
     assert [await health_status(channel), await health_status(channel, FULL_NAMES[name])] == [
         SERVING,
         SERVING,

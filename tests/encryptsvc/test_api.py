@@ -1,97 +1,45 @@
-"""EncryptEvents over real gRPC: round trips, refusals, changes and outages while encrypting.
+"""EncryptEvents over real gRPC against real policysvc and keysvc: round trips, refusals, and
+changes and outages while encrypting.
 
-encryptsvc runs in-process exactly as deployed; policysvc and keysvc are the stand-ins in
-stand_in_peers.py (real gRPC, in-memory state) until the real services land on main.
+Every policy and key is made through policysvc and keysvc as a customer would (conftest.Stack);
+the private keys are the ones keysvc delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 import orjson
 import pytest
-import pytest_asyncio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from jwcrypto import jwe, jwk
 from phiseal.common.v1 import common_pb2
 from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 
 from phiseal_decrypt import BindingMismatch, DecryptError, Decryptor, Keyring, looks_like_jwe
 from services.common.fieldpath import find, parse_selection
-from services.common.testing import RunningService, start_service
-from tests.encryptsvc.keys import KeyPair, rsa_key, x25519_key
-from tests.encryptsvc.stand_in_peers import StandInPeers
+from tests.encryptsvc.conftest import STALENESS, Stack
+from tests.encryptsvc.keys import KeyPair
+from tests.encryptsvc.stack import (
+    EXTRA_FIELDS,
+    FIELDS,
+    RSA_2048,
+    SAMPLES,
+    SEGMENT,
+    X25519,
+    health,
+    wait_for,
+)
 
-SAMPLES = [
-    orjson.loads(line)
-    for line in (Path(__file__).parent.parent / "data" / "sample_events.jsonl")
-    .read_bytes()
-    .splitlines()
-    if line.strip()
-]
-FIELDS = [
-    "context.ip",
-    "context.traits.email",
-    "context.traits.phone",
-    "properties.allergy[*]",
-    "properties.copay",
-    "properties.diagnosis",
-    "properties.email",
-    "properties.medication",
-    "properties.notes",
-    "properties.procedure",
-    "traits.address",
-    "traits.birthdate",
-    "traits.email",
-    "traits.logins",
-    "traits.verified",
-]
-STALENESS = 1.0
-
-
-@pytest_asyncio.fixture
-async def peers() -> AsyncIterator[StandInPeers]:
-    stand_in = StandInPeers(heartbeat=0.1)  # type: ignore[abstract]
-    await stand_in.start()
-    stand_in.set_policy("dest_1", FIELDS)
-    stand_in.set_key("dest_1", rsa_key("dest_1.v1").public_pem)
-    yield stand_in
-    await stand_in.stop()
-
-
-@pytest_asyncio.fixture
-async def encryptsvc(peers: StandInPeers) -> AsyncIterator[RunningService]:
-    service = await start_service(
-        "encryptsvc",
-        None,
-        {
-            # The stand-in peers serve plaintext.
-            "PHISEAL_INSECURE": "true",
-            "POLICYSVC_ADDR": peers.address,
-            "KEYSVC_ADDR": peers.address,
-            "ENCRYPTSVC_MAX_STALENESS_SECONDS": str(STALENESS),
-            "ENCRYPTSVC_PEER_TIMEOUT_SECONDS": "0.5",
-            "ENCRYPTSVC_MAX_BATCH_EVENTS": "50",
-        },
-    )
-    # Both watch streams open and past their first RESYNC, so loaded entries stay cached.
-    await _wait_for(lambda: _watched(peers), within=5)
-    await asyncio.sleep(0.2)
-    yield service
-    await service.stop()
-
-
-def _stub(service: RunningService) -> encrypt_pb2_grpc.EncryptServiceStub:
-    return encrypt_pb2_grpc.EncryptServiceStub(service.channel())
+T = TypeVar("T")
 
 
 async def _encrypt(
-    stub: encrypt_pb2_grpc.EncryptServiceStub, events: list[bytes], destination: str = "dest_1"
+    stub: encrypt_pb2_grpc.EncryptServiceStub, events: list[bytes], destination: str
 ) -> encrypt_pb2.EncryptEventsResponse:
     request = encrypt_pb2.EncryptEventsRequest(destination_id=destination, events=events)
     return await stub.EncryptEvents(request, timeout=10)
@@ -99,6 +47,13 @@ async def _encrypt(
 
 def _samples() -> list[bytes]:
     return [orjson.dumps(e) for e in SAMPLES]
+
+
+def _decryptor(*keys: KeyPair) -> Decryptor:
+    ring = Keyring()
+    for key in keys:
+        ring.add(key.private)
+    return Decryptor(ring)
 
 
 def _assert_sealed(original: dict[str, Any], sealed: dict[str, Any], fields: list[str]) -> None:
@@ -111,22 +66,17 @@ def _assert_sealed(original: dict[str, Any], sealed: dict[str, Any], fields: lis
         assert len(list(find(original, path))) == len(list(find(sealed, path)))
 
 
-async def test_sample_events_round_trip_through_kit_and_jwcrypto(
-    encryptsvc: RunningService,
-) -> None:
+async def test_sample_events_round_trip_through_kit_and_jwcrypto(stack: Stack) -> None:
     """Every sample event, encrypted under a 15-field policy, decrypts back exactly."""
-    response = await _encrypt(_stub(encryptsvc), _samples())
-    assert (
-        response.policy_version,
-        response.kid,
-        response.encryption_enabled,
-    ) == (1, "dest_1.v1", True)
+    response = await _encrypt(stack.stub, _samples(), stack.destination_id)
+    assert (response.policy_version, response.kid, response.encryption_enabled) == (
+        1,
+        f"{stack.destination_id}.v1",
+        True,
+    )
     assert response.format == common_pb2.ENCRYPTION_FORMAT_JWE
-    key = rsa_key("dest_1.v1")
-    ring = Keyring()
-    ring.add(key.private)
-    decryptor = Decryptor(ring)
-    jwk_key = jwk.JWK.from_pem(key.private_pem)
+    decryptor = _decryptor(stack.key)
+    jwk_key = jwk.JWK.from_pem(stack.key.private_pem)
     total = 0
     for original, result in zip(SAMPLES, response.results, strict=True):
         sealed = orjson.loads(result.event)
@@ -148,14 +98,31 @@ async def test_sample_events_round_trip_through_kit_and_jwcrypto(
     assert decryptor.unwraps == 1
 
 
-async def test_altered_or_moved_ciphertext_fails(encryptsvc: RunningService) -> None:
+async def test_x25519_destination_round_trips(stack: Stack) -> None:
+    """A destination keyed X25519 by keysvc encrypts with ECDH-ES+A256KW; jwcrypto opens it."""
+    destination, key = await stack.admin.encrypting_destination(
+        stack.workspace_id, algorithm=X25519, name="X25519 webhook"
+    )
+    response = await _encrypt(stack.stub, _samples(), destination)
+    assert response.kid == key.kid
+    jwk_key = jwk.JWK.from_pem(key.private_pem)
+    decryptor = _decryptor(key)
+    for original, result in zip(SAMPLES, response.results, strict=True):
+        sealed = orjson.loads(result.event)
+        assert original == decryptor.decrypt_event(sealed)
+        for path in parse_selection(FIELDS):
+            for loc in find(sealed, path):
+                token = jwe.JWE()
+                token.deserialize(loc.container[loc.key], key=jwk_key)  # type: ignore[index]
+                assert token.jose_header["alg"] == "ECDH-ES+A256KW"
+
+
+async def test_altered_or_moved_ciphertext_fails(stack: Stack) -> None:
     """One changed character, or a value moved to another event or field, fails to decrypt."""
-    response = await _encrypt(_stub(encryptsvc), _samples()[:4])
+    response = await _encrypt(stack.stub, _samples()[:4], stack.destination_id)
     a = orjson.loads(response.results[0].event)
     b = orjson.loads(response.results[2].event)
-    ring = Keyring()
-    ring.add(rsa_key("dest_1.v1").private)
-    decryptor = Decryptor(ring)
+    decryptor = _decryptor(stack.key)
     token = a["traits"]["email"]
     altered = token[:-5] + ("A" if token[-5] != "A" else "B") + token[-4:]
     with pytest.raises(DecryptError):
@@ -166,12 +133,11 @@ async def test_altered_or_moved_ciphertext_fails(encryptsvc: RunningService) -> 
         decryptor.decrypt_event({**a, "traits": {**a["traits"], "email": a["traits"]["birthdate"]}})
 
 
-async def test_mixed_batch_gives_per_event_errors(
-    encryptsvc: RunningService, peers: StandInPeers
-) -> None:
+async def test_mixed_batch_gives_per_event_errors(stack: Stack) -> None:
     """Good, malformed, non-object, invalid UTF-8 and (SEGMENT) oversized events, in order."""
-    peers.set_policy("dest_1", FIELDS, fmt=common_pb2.ENCRYPTION_FORMAT_SEGMENT_RSA_OAEP)
-    await asyncio.sleep(0.3)  # the CHANGED reaches encryptsvc
+    destination, key = await stack.admin.encrypting_destination(
+        stack.workspace_id, fmt=SEGMENT, name="Segment-format webhook"
+    )
     long_note = {**SAMPLES[1], "properties": {**SAMPLES[1]["properties"], "notes": "z" * 500}}
     events = [
         _samples()[0],
@@ -181,15 +147,14 @@ async def test_mixed_batch_gives_per_event_errors(
         orjson.dumps(long_note),
         _samples()[1],
     ]
-    response = await _encrypt(_stub(encryptsvc), events)
+    response = await _encrypt(stack.stub, events, destination)
     kinds = [r.WhichOneof("result") for r in response.results]
     assert kinds == ["event", "error", "error", "error", "error", "event"]
     assert response.format == common_pb2.ENCRYPTION_FORMAT_SEGMENT_RSA_OAEP
     too_long = response.results[4].error
     assert (too_long.code, too_long.path) == ("FAILED_PRECONDITION", "properties.notes")
-    ring = Keyring()
-    ring.add(rsa_key("dest_1.v1").private)
-    decryptor = Decryptor(ring)
+    assert "z" * 20 not in too_long.message
+    decryptor = _decryptor(key)
     for index in (0, 5):
         sealed = orjson.loads(response.results[index].event)
         assert SAMPLES[index // 5] == decryptor.decrypt_event(sealed, segment=True)
@@ -199,166 +164,189 @@ async def test_mixed_batch_gives_per_event_errors(
     ("destination", "count", "code"),
     [
         ("", 1, grpc.StatusCode.INVALID_ARGUMENT),
-        ("nope", 1, grpc.StatusCode.NOT_FOUND),
-        ("dest_1", 51, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ("dst_does_not_exist", 1, grpc.StatusCode.NOT_FOUND),
+        ("<dest>", 51, grpc.StatusCode.RESOURCE_EXHAUSTED),
     ],
 )
 async def test_batch_refusals(
-    encryptsvc: RunningService, destination: str, count: int, code: grpc.StatusCode
+    stack: Stack, destination: str, count: int, code: grpc.StatusCode
 ) -> None:
     """Empty destination, unknown destination and an oversized batch are refused whole."""
+    destination = destination.replace("<dest>", stack.destination_id)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await _encrypt(_stub(encryptsvc), [b"{}"] * count, destination)
+        await _encrypt(stack.stub, [b"{}"] * count, destination)
     assert code == raised.value.code()
 
 
-async def test_no_active_key_is_failed_precondition(
-    encryptsvc: RunningService, peers: StandInPeers
-) -> None:
-    """Encryption enabled for a destination without a key: FAILED_PRECONDITION."""
-    peers.set_policy("dest_2", FIELDS)
+async def test_no_active_key_is_failed_precondition(stack: Stack) -> None:
+    """Encryption enabled for a destination keysvc has no key for: FAILED_PRECONDITION."""
+    destination = await stack.admin.destination(stack.workspace_id, "Keyless webhook")
+    await stack.admin.enable(destination, FIELDS)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await _encrypt(_stub(encryptsvc), _samples(), "dest_2")
+        await _encrypt(stack.stub, _samples(), destination)
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "no active key" in (raised.value.details() or "")
 
 
-async def test_disabled_policy_passes_events_through(
-    encryptsvc: RunningService, peers: StandInPeers
-) -> None:
-    """Disabling encryption returns events unchanged and says encryption_enabled=false."""
-    stub = _stub(encryptsvc)
-    await _encrypt(stub, _samples()[:1])
-    peers.set_policy("dest_1", FIELDS, enabled=False)
-    await asyncio.sleep(0.3)
-    response = await _encrypt(stub, _samples()[:2])
-    assert (response.encryption_enabled, response.kid, response.policy_version) == (False, "", 2)
+async def test_never_configured_destination_passes_events_through(stack: Stack) -> None:
+    """A destination whose policy was never configured (version 0) encrypts nothing."""
+    destination = await stack.admin.destination(stack.workspace_id, "Plain webhook")
+    response = await _encrypt(stack.stub, _samples()[:2], destination)
+    assert (response.encryption_enabled, response.kid, response.policy_version) == (False, "", 0)
     assert _samples()[:2] == [r.event for r in response.results]
 
 
-async def _wait_for(predicate: Any, within: float = STALENESS + 1) -> float:
-    started = time.monotonic()
-    while not await predicate():
-        assert time.monotonic() - started < within, "change did not take effect in time"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
+async def test_disabled_policy_passes_events_through(stack: Stack) -> None:
+    """DisableEncryption through policysvc: events come back unchanged, encryption_enabled=false."""
+    await _encrypt(stack.stub, _samples()[:1], stack.destination_id)
+    version = await stack.admin.disable(stack.destination_id)
+
+    async def passes_through() -> bool:
+        response = await _encrypt(stack.stub, _samples()[:2], stack.destination_id)
+        return not response.encryption_enabled
+
+    await wait_for(passes_through, STALENESS + 1)
+    response = await _encrypt(stack.stub, _samples()[:2], stack.destination_id)
+    assert (response.kid, response.policy_version) == ("", version)
+    assert _samples()[:2] == [r.event for r in response.results]
 
 
-async def test_policy_and_key_changes_take_effect_without_restart(
-    encryptsvc: RunningService, peers: StandInPeers
-) -> None:
-    """A new field and a rotated key are used within the staleness bound."""
-    stub = _stub(encryptsvc)
-    await _encrypt(stub, _samples()[:1])
-    peers.set_policy("dest_1", [*FIELDS, "traits.name"])
+async def test_policy_and_key_changes_take_effect_without_restart(stack: Stack) -> None:
+    """A field added through policysvc and a key rotated through keysvc are used within the
+    staleness bound."""
+    await _encrypt(stack.stub, _samples()[:1], stack.destination_id)
+    await stack.admin.update(stack.destination_id, add=["traits.name"])
 
     async def name_encrypted() -> bool:
-        sealed = orjson.loads((await _encrypt(stub, _samples()[:1])).results[0].event)
-        return looks_like_jwe(sealed["traits"]["name"])
+        reply = await _encrypt(stack.stub, _samples()[:1], stack.destination_id)
+        return looks_like_jwe(orjson.loads(reply.results[0].event)["traits"]["name"])
 
-    await _wait_for(name_encrypted)
-    new_kid = peers.set_key("dest_1", x25519_key("dest_1.v2").public_pem)
+    await wait_for(name_encrypted, STALENESS + 1)
+    new_key = await stack.admin.rotate(stack.destination_id, X25519)
 
     async def rotated() -> bool:
-        return (await _encrypt(stub, _samples()[:1])).kid == new_kid
+        reply = await _encrypt(stack.stub, _samples()[:1], stack.destination_id)
+        return reply.kid == new_key.kid
 
-    await _wait_for(rotated)
-
-
-async def _health(service: RunningService) -> int:
-    stub = health_pb2_grpc.HealthStub(service.channel())
-    response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
-    return int(response.status)
+    await wait_for(rotated, STALENESS + 1)
+    reply = await _encrypt(stack.stub, _samples()[:1], stack.destination_id)
+    assert SAMPLES[0] == _decryptor(new_key).decrypt_event(orjson.loads(reply.results[0].event))
 
 
-async def _watched(peers: StandInPeers) -> bool:
-    return peers.watchers >= 2
+async def _encrypts(stack: Stack) -> bool:
+    try:
+        await _encrypt(stack.stub, _samples()[:1], stack.destination_id)
+    except grpc.aio.AioRpcError:
+        return False
+    return True
 
 
-async def test_peer_outage_past_the_bound_is_unavailable(
-    encryptsvc: RunningService, peers: StandInPeers
+async def _not_serving(stack: Stack) -> bool:
+    status = await health(stack.encrypt.channel())
+    return bool(status == health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+@pytest.mark.parametrize("peer", ["policysvc", "keysvc"])
+async def test_peer_stopped_past_the_bound_is_unavailable_then_recovers(
+    stack: Stack, peer: str
 ) -> None:
-    """With the peers down past the bound: UNAVAILABLE and NOT_SERVING; then recovery."""
-    stub = _stub(encryptsvc)
-    await _encrypt(stub, _samples()[:1])
-    calls = peers.calls
-    await _encrypt(stub, _samples()[:1])
-    assert calls == peers.calls  # served from the cache
-    peers.outage()
+    """With policysvc or keysvc stopped past the bound: UNAVAILABLE and NOT_SERVING; a new
+    instance on the same port brings encryption back."""
+    assert await _encrypts(stack)
+    await (stack.policy if peer == "policysvc" else stack.keys).stop()
     await asyncio.sleep(STALENESS + 0.5)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await _encrypt(stub, _samples()[:1])
+        await _encrypt(stack.stub, _samples()[:1], stack.destination_id)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-
-    async def not_serving() -> bool:
-        return bool(await _health(encryptsvc) == health_pb2.HealthCheckResponse.NOT_SERVING)
-
-    await _wait_for(not_serving)
-    peers.recover()
-
-    async def encrypts_again() -> bool:
-        try:
-            await _encrypt(stub, _samples()[:1])
-        except grpc.aio.AioRpcError:
-            return False
-        return True
-
-    await _wait_for(encrypts_again, within=5)
+    await wait_for(lambda: _not_serving(stack), STALENESS + 1)
+    await (stack.start_policysvc() if peer == "policysvc" else stack.start_keysvc())
+    await wait_for(lambda: _encrypts(stack), 15)
+    await wait_for(lambda: _not_serving_is(stack, False), 15)
 
 
-async def test_no_named_field_in_plaintext_through_changes_and_outages(
-    encryptsvc: RunningService, peers: StandInPeers
-) -> None:
+async def _not_serving_is(stack: Stack, expected: bool) -> bool:
+    return await _not_serving(stack) == expected
+
+
+async def test_no_named_field_in_plaintext_through_changes_and_outages(stack: Stack) -> None:
     """Encrypting continuously while fields, keys and peer availability change: every answer
-    either encrypts every field its reported policy version names, or is UNAVAILABLE."""
-    stub = _stub(encryptsvc)
+    either encrypts every field its reported policy version names, or is UNAVAILABLE.
+
+    Changes go through a second policysvc replica, so one is made while the replica encryptsvc
+    follows is down: encryptsvc must see it (RESYNC) once that replica is back.
+    """
+    other = await stack.start("policysvc", POLICYSVC_WATCH_HEARTBEAT_SECONDS="0.1")
+    stack.admin.policy = type(stack.admin.policy)(other.channel())
+    destination = stack.destination_id
     versions: dict[int, list[str]] = {1: FIELDS}
-    keys: dict[str, KeyPair] = {"dest_1.v1": rsa_key("dest_1.v1")}
+    keys: dict[str, KeyPair] = {stack.key.kid: stack.key}
     stop = asyncio.Event()
     seen: dict[str, int] = {"ok": 0, "unavailable": 0}
     refusals: set[grpc.StatusCode] = set()
 
+    answers: list[encrypt_pb2.EncryptEventsResponse] = []
+
     async def producer() -> None:
         while not stop.is_set():
             try:
-                response = await _encrypt(stub, _samples())
+                answers.append(await _encrypt(stack.stub, _samples(), destination))
             except grpc.aio.AioRpcError as exc:
                 refusals.add(exc.code())
                 seen["unavailable"] += 1
-                await asyncio.sleep(0.02)
-                continue
-            seen["ok"] += 1
-            fields = versions[response.policy_version]
-            ring = Keyring()
-            ring.add(keys[response.kid].private)
-            decryptor = Decryptor(ring)
-            for original, result in zip(SAMPLES, response.results, strict=True):
-                sealed = orjson.loads(result.event)
-                _assert_sealed(original, sealed, fields)
-                assert original == decryptor.decrypt_event(sealed)
+            await asyncio.sleep(0.05)  # leave the (shared) CPU to the services
 
     task = asyncio.create_task(producer())
     try:
-        extra = ["traits.name", "traits.gender", "properties.clinic", "context.locale"]
+        fields = list(FIELDS)
         for step in range(4):
-            fields = [*FIELDS, *extra[: step + 1]]
-            versions[peers.set_policy("dest_1", fields)] = fields
+            fields = [*fields, EXTRA_FIELDS[step]]
+            # Recorded before the call: encryptsvc may use the version before we hear back.
+            versions[versions_next(versions)] = fields
+            assert max(versions) == await stack.admin.update(destination, add=[fields[-1]])
             await asyncio.sleep(0.2)
-            kid = f"dest_1.v{step + 2}"
-            keys[kid] = x25519_key(kid) if step % 2 else rsa_key(kid)
-            assert kid == peers.set_key("dest_1", keys[kid].public_pem)
+            # keysvc asks the restarted policysvc replica: its channel may still be reconnecting.
+            algorithm = X25519 if step % 2 else RSA_2048
+            new_key = await _retrying(lambda: stack.admin.rotate(destination, algorithm))  # noqa: B023
+            keys[new_key.kid] = new_key
             await asyncio.sleep(0.2)
             if step == 1:
-                peers.outage()
+                await stack.policy.stop()
                 await asyncio.sleep(STALENESS + 0.4)
-                # Changed during the outage: must be seen (or refused) after it.
-                fields = [*fields, "properties.title"]
-                versions[peers.set_policy("dest_1", fields)] = fields
-                peers.recover()
+                fields = [*fields, EXTRA_FIELDS[4]]
+                versions[versions_next(versions)] = fields
+                assert max(versions) == await stack.admin.update(destination, add=[fields[-1]])
+                await stack.start_policysvc()
                 await asyncio.sleep(0.5)
+        await wait_for(lambda: _encrypts(stack), 15)
+        await asyncio.sleep(0.3)
     finally:
         stop.set()
         await task
+    # Checked afterwards: a rotated key may be used before its RegenerateKeyPair reply is read.
+    for response in answers:
+        fields = versions[response.policy_version]
+        decryptor = _decryptor(keys[response.kid])
+        for original, result in zip(SAMPLES, response.results, strict=True):
+            sealed = orjson.loads(result.event)
+            _assert_sealed(original, sealed, fields)
+            assert original == decryptor.decrypt_event(sealed)
+    seen["ok"] = len(answers)
     assert seen["ok"] > 5
     assert seen["unavailable"] > 0
     assert {grpc.StatusCode.UNAVAILABLE} == refusals
+
+
+def versions_next(versions: dict[int, list[str]]) -> int:
+    return max(versions) + 1
+
+
+async def _retrying(call: Callable[[], Awaitable[T]], within: float = 15) -> T:
+    """``call()``, retried while it answers UNAVAILABLE (a peer coming back)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)

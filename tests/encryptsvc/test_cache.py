@@ -169,13 +169,24 @@ async def test_change_during_load_is_not_lost() -> None:
     assert await cache.get("d") == "d:v2"
 
 
+async def test_health_fails_until_the_first_resync() -> None:
+    """A cache whose stream has not delivered its first RESYNC is not healthy, from the start."""
+    loader, clock, stream = Loader(), FakeClock(), Stream()
+    cache = _cache(loader, clock, stream)
+    assert "has not delivered its first RESYNC" in (cache.health() or "")
+    await cache.start()
+    try:
+        stream.queue.put_nowait(Change(ChangeKind.RESYNC, "", clock.now))
+        await _settle()
+        assert (cache.synced, cache.health()) == (True, None)
+    finally:
+        await cache.stop()
+
+
 async def test_stream_reconnects_and_health_follows_it() -> None:
     """A broken stream is reopened; health fails only once it was down past the bound."""
     loader, clock, stream = Loader(), FakeClock(), Stream()
     cache = _cache(loader, clock, stream)
-    assert cache.health() is None  # just started: nothing cached, nothing stale
-    clock.now += 6
-    assert "not connected since start-up" in (cache.health() or "")
     await cache.start()
     try:
         stream.queue.put_nowait(Change(ChangeKind.RESYNC, "", clock.now))
