@@ -129,6 +129,8 @@ class ServerSettings:
     # Plaintext port serving only grpc.health.v1.Health; None: no such port.
     health_port: int | None = None
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    # Largest request or response message, in bytes (grpc answers RESOURCE_EXHAUSTED above it).
+    max_message_bytes: int = 16 * 1024 * 1024
 
     @classmethod
     def from_env(cls, service: str, default_port: int, env: Env) -> ServerSettings:
@@ -147,6 +149,9 @@ class ServerSettings:
             peer_port=env.integer(f"{prefix}_PEER_PORT", peer_default, minimum=0, maximum=65535),
             health_port=None if health_port == -1 else health_port,
             security=SecuritySettings.from_env(env),
+            max_message_bytes=env.integer(
+                "PHISEAL_MAX_MESSAGE_BYTES", 16 * 1024 * 1024, minimum=1024, maximum=256 * 1024**2
+            ),
             database_url=env.optional_text("DATABASE_URL"),
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=env.choice("LOG_FORMAT", "auto", ("auto", "json", "console")),

@@ -121,7 +121,7 @@ class GrpcServer:
         """
         security = settings.security
         access = parts.access or Access(auditor=parts.denial_auditor)
-        parts = replace(parts, access=access)
+        parts = replace(parts, access=access, max_message_bytes=settings.max_message_bytes)
         interval = settings.db_check_interval if check_interval is None else check_interval
 
         common = {

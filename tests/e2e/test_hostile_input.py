@@ -215,3 +215,14 @@ async def test_hostile_samples_and_details_are_invalid_arguments(
     recorded = await code_of(writer.RecordEvents(audit_pb2.RecordEventsRequest(events=[oversized])))
     assert (codes, recorded) == ([INVALID] * len(samples), INVALID)
     assert [await serving(policy_service), await serving(audit_service)] == [True, True]
+
+
+async def test_a_message_over_the_size_limit_is_resource_exhausted(start: StartService) -> None:
+    """PHISEAL_MAX_MESSAGE_BYTES is enforced before any handler runs; the service stays up."""
+    service = await start("policysvc", PHISEAL_MAX_MESSAGE_BYTES="4096")
+    policy = policy_pb2_grpc.PolicyServiceStub(service.channel())
+    request = policy_pb2.ListClassificationsRequest(
+        workspace_id="ws_1", sample_events=['{"traits": {"a": "' + "x" * 8192 + '"}}']
+    )
+    code = await code_of(policy.ListClassifications(request))
+    assert (code, await serving(service)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, True)

@@ -104,3 +104,31 @@ async def test_a_person_watches_named_destinations_of_their_workspaces_only(
         grpc.StatusCode.PERMISSION_DENIED,
         common_pb2.CHANGE_KIND_RESYNC,
     )
+
+
+async def test_the_credential_cases_get_their_codes_and_denials_are_audited(
+    start: StartService, database_url: str
+) -> None:
+    """SetHipaaEligibility (admin, PHI) under session_secrets().tokens(): UNAUTHENTICATED for
+    the first four, PERMISSION_DENIED (audited in the workspace) for the next two, OK last."""
+    service = await start("policysvc")
+    admin = PolicyStub(service.channel())
+    workspace_id = await new_workspace(admin, eligible=False)
+    request = policy_pb2.SetHipaaEligibilityRequest(
+        workspace_id=workspace_id, eligible=True, baa_reference="BAA-1"
+    )
+    cases = session_secrets().tokens(workspace_id, Role.ADMIN).all()
+    codes = {
+        name: await status_of(PolicyStub(service.channel(token=token)).SetHipaaEligibility(request))
+        for name, token in cases.items()
+    }
+    denied = [e for e in await outbox(database_url) if e["event_type"] == "Access Denied"]
+    unauthenticated, denied_code = (
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    assert list(codes.values()) == [unauthenticated] * 4 + [denied_code] * 2 + [grpc.StatusCode.OK]
+    assert [(e["workspace_id"], e["actor_user_id"]) for e in denied] == [
+        (workspace_id, "alice"),
+        (workspace_id, "alice"),
+    ]
