@@ -156,7 +156,13 @@ def test_stack_serves_over_tls_and_mtls_and_stops_on_sigterm() -> None:
         code = stack.wait(timeout=60)
     finally:
         if stack.poll() is None:
-            stack.kill()
+            # SIGTERM first: devstack's children live in their own sessions and would outlive
+            # a SIGKILL of devstack as orphans.
+            stack.send_signal(signal.SIGTERM)
+            try:
+                stack.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                stack.kill()
     assert listed["policysvc"] == [
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
