@@ -11,6 +11,7 @@ import importlib
 import inspect
 import pkgutil
 import sys
+import traceback
 
 import benchmarks
 
@@ -23,12 +24,20 @@ def main(argv: list[str]) -> None:
     if not wanted:
         print("no benchmarks yet" if not names else f"no benchmark matches {argv}; have {names}")
         return
+    failed = []
     for name in wanted:
         module = importlib.import_module(f"benchmarks.{name}")
         print(f"\n=== {name} ===", flush=True)
-        result = module.main()
-        if inspect.iscoroutine(result):
-            asyncio.run(result)
+        try:
+            result = module.main()
+            if inspect.iscoroutine(result):
+                asyncio.run(result)
+        except Exception:  # one broken benchmark must not hide the others' numbers
+            traceback.print_exc()
+            failed.append(name)
+    if failed:
+        print(f"\nbenchmarks that failed: {', '.join(failed)}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

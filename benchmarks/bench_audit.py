@@ -18,7 +18,6 @@ from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
 from services.auditsvc import chain
 from services.auditsvc.audit_log import Event
-from services.common.auth import SERVICE_HEADER
 from services.common.logging import configure_logging
 from services.common.testing import PgCluster, start_service
 
@@ -54,7 +53,6 @@ async def _ingest(stub: audit_pb2_grpc.AuditServiceStub, batch: int) -> float:
     for i in range(0, count, batch):
         await stub.RecordEvents(
             audit_pb2.RecordEventsRequest(events=events[i : i + batch]),
-            metadata=((SERVICE_HEADER, "bench"),),
         )
     return count / (time.perf_counter() - started)
 
@@ -93,7 +91,9 @@ async def main() -> None:
                 "auditsvc", url, {"AUDITSVC_SIGNING_KEY_FILE": f"{tmp}/key.pem"}
             )
             try:
-                stub = audit_pb2_grpc.AuditServiceStub(service.channel())
+                # RecordEvents is for services: the peer port, as keysvc (mutual TLS).
+                stub = audit_pb2_grpc.AuditServiceStub(service.peer_channel("keysvc"))
+                reader = audit_pb2_grpc.AuditServiceStub(service.channel())
                 await _ingest(stub, 100)  # warm-up: connections, prepared statements
                 rates = {b: [await _ingest(stub, b) for _ in range(ROUNDS)] for b in BATCHES}
                 # One workspace of 5,000 records, verified end to end through the RPC.
@@ -101,13 +101,12 @@ async def main() -> None:
                 events = [_event(workspace, i) for i in range(5000)]
                 for i in range(0, len(events), 500):
                     await stub.RecordEvents(
-                        audit_pb2.RecordEventsRequest(events=events[i : i + 500]),
-                        metadata=((SERVICE_HEADER, "bench"),),
+                        audit_pb2.RecordEventsRequest(events=events[i : i + 500])
                     )
                 live = []
                 for _ in range(ROUNDS):
                     started = time.perf_counter()
-                    answer = await stub.VerifyChain(
+                    answer = await reader.VerifyChain(
                         audit_pb2.VerifyChainRequest(workspace_id=workspace)
                     )
                     live.append(answer.records_checked / (time.perf_counter() - started))

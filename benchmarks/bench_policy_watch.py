@@ -29,7 +29,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def main() -> None:
-    configure_logging("warning", "json")
+    # error: without an auditsvc here, the relays retry and warn on every attempt.
+    configure_logging("error", "json")
     cluster = PgCluster.start()
     try:
         await cluster.build_template()
