@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 
-from services.common.config import Env
 from services.common.errors import InvalidArgument
 
 
@@ -23,23 +22,6 @@ class Limits:
     max_event_bytes: int = 256 * 1024
     max_json_depth: int = 32
     max_string_chars: int = 64 * 1024
-
-    @classmethod
-    def from_env(cls, env: Env) -> Limits:
-        d = cls()
-        return cls(
-            max_message_bytes=env.integer(
-                "PHISEAL_MAX_MESSAGE_BYTES", d.max_message_bytes, minimum=1024
-            ),
-            max_batch_events=env.integer("PHISEAL_MAX_BATCH_EVENTS", d.max_batch_events, minimum=1),
-            max_event_bytes=env.integer("PHISEAL_MAX_EVENT_BYTES", d.max_event_bytes, minimum=64),
-            max_json_depth=env.integer(
-                "PHISEAL_MAX_JSON_DEPTH", d.max_json_depth, minimum=2, maximum=500
-            ),
-            max_string_chars=env.integer(
-                "PHISEAL_MAX_STRING_CHARS", d.max_string_chars, minimum=16
-            ),
-        )
 
     def check_batch(self, count: int, what: str = "events") -> None:
         if count > self.max_batch_events:
