@@ -112,6 +112,9 @@ def check_event_type(event_type: str) -> None:
         )
 
 
+_MAX_SEQUENCE = 2**63 - 1
+
+
 @dataclass(frozen=True)
 class Event:
     """One audited action as a service reports it."""
@@ -472,6 +475,9 @@ class AuditLog:
         require(principal, workspace_id, Role.AUDITOR)
         if last and first > last:
             raise InvalidArgument("from_sequence must not be after to_sequence")
+        if max(first, last) > _MAX_SEQUENCE:
+            # Sequences are PostgreSQL bigint: a larger uint64 cannot name a record.
+            raise InvalidArgument(f"from_sequence and to_sequence must be at most {_MAX_SEQUENCE}")
         records, checkpoints, pems, anchor = await self._store.verify_inputs(
             workspace_id, first, last
         )

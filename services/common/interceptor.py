@@ -11,6 +11,8 @@ from typing import Any, TypeAlias
 
 import grpc
 import structlog
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from services.common import errors
 from services.common.auth import ANONYMOUS, Authenticator, Principal, bind_call
@@ -86,6 +88,32 @@ def _refuse_undecodable(request: Any) -> None:
             "the request is not a valid protobuf message for this method "
             "(malformed bytes, or invalid UTF-8 in a string field)"
         )
+    if isinstance(request, Message) and _holds_nul(request):
+        # PostgreSQL text and jsonb cannot store U+0000 (the insert fails as INTERNAL), and no
+        # field of ours means one: refuse it once, here, for every RPC.
+        raise errors.InvalidArgument(
+            "a text field holds a NUL character (U+0000), which no field accepts"
+        )
+
+
+def _holds_nul(message: Message) -> bool:
+    """Whether any string field, map key or Struct value at any depth contains U+0000."""
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if any("\x00" in v for v in (value if field.is_repeated else [value])):
+                return True
+        elif field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
+            entry = field.message_type
+            if entry is not None and entry.GetOptions().map_entry:
+                items = [*value.keys(), *value.values()]
+            else:
+                items = list(value) if field.is_repeated else [value]
+            for item in items:
+                if isinstance(item, str) and "\x00" in item:
+                    return True
+                if isinstance(item, Message) and _holds_nul(item):
+                    return True
+    return False
 
 
 def _where(exc: BaseException) -> str:
