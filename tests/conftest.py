@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+# Tests fork PostgreSQL tools (pg_dump, pg_ctl) from processes with busy in-process gRPC
+# servers; grpc's fork handlers then abort the child now and again. Nothing here forks to run
+# gRPC in a child, so the handlers are turned off before grpc is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import pytest
 import pytest_asyncio
