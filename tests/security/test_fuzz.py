@@ -277,6 +277,19 @@ def _regressions(world: World) -> dict[str, tuple[str, Message]]:
                 events=[event(world.workspace_id, details={"note": "a\x00b"})]
             ),
         ),
+        # JSON has no NaN/Infinity: a Struct number that is not finite cannot be hashed.
+        "Infinity in a Struct value": (
+            "RecordEvents",
+            audit_pb2.RecordEventsRequest(
+                events=[event(world.workspace_id, details={"n": float("inf")})]
+            ),
+        ),
+        "NaN in a Struct value": (
+            "RecordEvents",
+            audit_pb2.RecordEventsRequest(
+                events=[event(world.workspace_id, details={"n": float("nan")})]
+            ),
+        ),
         "NUL in GetWorkspace.workspace_id": (
             "GetWorkspace",
             policy_pb2.GetWorkspaceRequest(workspace_id="ws\x00"),
