@@ -294,8 +294,11 @@ def parse_public_jwk(text: str) -> PublicKey:
         raise InvalidArgument(f"public key text is over {MAX_PUBLIC_KEY_TEXT} characters")
     try:
         members = json.loads(text)
-    except ValueError:
-        raise InvalidArgument("public_key_jwk is not valid JSON") from None
+    except (ValueError, RecursionError):
+        # RecursionError: deeply nested arrays or objects; no JWK nests more than one level.
+        raise InvalidArgument(
+            "public_key_jwk is not valid JSON (or is nested too deeply)"
+        ) from None
     if not isinstance(members, dict):
         raise InvalidArgument("public_key_jwk must be a JSON object (one JWK, not a JWK set)")
     if members.get("kty") == "oct":

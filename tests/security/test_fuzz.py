@@ -266,6 +266,7 @@ async def test_garbage_authorization_is_unauthenticated(
 def _regressions(world: World) -> dict[str, tuple[str, Message]]:
     """Requests the fuzzer found answering INTERNAL, kept as fixed examples."""
     from phiseal.audit.v1 import audit_pb2
+    from phiseal.keys.v1 import keys_pb2
     from phiseal.policy.v1 import policy_pb2
 
     return {
@@ -291,6 +292,12 @@ def _regressions(world: World) -> dict[str, tuple[str, Message]]:
             "RecordEvents",
             audit_pb2.RecordEventsRequest(
                 events=[event(world.workspace_id, details={"n": float("nan")})]
+            ),
+        ),
+        "deeply nested JWK": (
+            "ImportPublicKey",
+            keys_pb2.ImportPublicKeyRequest(
+                destination_id=world.fresh_for_import, public_key_jwk="[" * 100_000
             ),
         ),
         "NUL in GetWorkspace.workspace_id": (
