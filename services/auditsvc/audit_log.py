@@ -115,6 +115,13 @@ def check_event_type(event_type: str) -> None:
 _MAX_SEQUENCE = 2**63 - 1
 
 
+def check_text(value: str, what: str) -> None:
+    """A reader's text input within what a record can hold, refused under its own name (not
+    as the 'Viewed' record's field it would otherwise fail in)."""
+    if len(value) > MAX_TEXT or not value.isprintable():
+        raise InvalidArgument(f"{what} must be printable text of at most {MAX_TEXT} characters")
+
+
 @dataclass(frozen=True)
 class Event:
     """One audited action as a service reports it."""
@@ -223,6 +230,8 @@ class Filter:
     def check(self) -> None:
         if not self.workspace_id.strip():
             raise InvalidArgument("filter.workspace_id is required")
+        for name in ("workspace_id", "actor_user_id", "event_type", "end_user_id"):
+            check_text(getattr(self, name), f"filter.{name}")
         if self.start_time and self.end_time and self.start_time >= self.end_time:
             raise InvalidArgument("filter.start_time must be before filter.end_time")
 
@@ -390,6 +399,7 @@ class AuditLog:
     ) -> tuple[list[chain.ChainRecord], str]:
         """One page, and the token for the next ("" at the end). Audited before answering."""
         flt.check()
+        check_text(access_reason, "access_reason")
         require(principal, flt.workspace_id, Role.AUDITOR)
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument(f"page_size must be 0..{MAX_PAGE} (0 means {DEFAULT_PAGE})")
@@ -414,6 +424,7 @@ class AuditLog:
     ) -> AsyncIterator[bytes]:
         """The export file in chunks. The 'Exported' record is committed before the first."""
         flt.check()
+        check_text(access_reason, "access_reason")
         require(principal, flt.workspace_id, Role.AUDITOR)
         exported = self._self_audit(
             principal,
@@ -472,6 +483,7 @@ class AuditLog:
     ) -> chain.Verdict:
         if not workspace_id.strip():
             raise InvalidArgument("workspace_id is required")
+        check_text(workspace_id, "workspace_id")
         require(principal, workspace_id, Role.AUDITOR)
         if last and first > last:
             raise InvalidArgument("from_sequence must not be after to_sequence")

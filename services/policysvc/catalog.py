@@ -78,10 +78,13 @@ def require_name(value: str, what: str) -> str:
 
 def require_id(value: str, what: str) -> str:
     """An object id from a request: required and plausibly ours (never echoed if too long)."""
-    if not value:
+    if not value.strip():
         raise InvalidArgument(f"{what} is required")
-    if len(value) > MAX_ID or not value.isprintable():
-        raise InvalidArgument(f"{what} is not a valid id")
+    # Ours are a prefix and hex (new_id): a space is always a copy-and-paste slip.
+    if len(value) > MAX_ID or not value.isprintable() or any(ch.isspace() for ch in value):
+        raise InvalidArgument(
+            f"{what} is not a valid id: use the id a Create call returned, without spaces"
+        )
     return value
 
 

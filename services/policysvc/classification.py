@@ -110,6 +110,9 @@ def compile_pattern(pattern: str) -> re2._Regexp[str]:
     except re2.error as exc:
         reason = exc.args[0] if exc.args else b""
         text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+        # RE2 quotes the offending part of the pattern after a colon ("missing ): (\d{3}-45");
+        # a value matcher's pattern can be an exact PHI value, so only the reason is kept.
+        text = text.split(":", 1)[0].strip() or "invalid pattern"
         raise InvalidArgument(
             f"pattern is not a usable RE2 regular expression ({text}); RE2 has no "
             "backreferences or lookaround, and a pattern must compile within "

@@ -122,6 +122,10 @@ async def test_queries_are_audited(audit: audit_pb2_grpc.AuditServiceStub) -> No
         (501, "", {}, "page_size"),
         (0, "!!!", {}, "page_token is malformed"),
         (0, "", {"workspace_id": ""}, "workspace_id is required"),
+        (0, "", {"workspace_id": "w" * 600}, "filter.workspace_id must be printable"),
+        (0, "", {"actor_user_id": "a\tb"}, "filter.actor_user_id must be printable"),
+        (0, "", {"event_type": "E" * 600}, "filter.event_type must be printable"),
+        (0, "", {"end_user_id": "u" * 600}, "filter.end_user_id must be printable"),
     ],
 )
 async def test_bad_queries_are_refused(
@@ -131,7 +135,8 @@ async def test_bad_queries_are_refused(
     flt: dict[str, Any],
     fragment: str,
 ) -> None:
-    """A bad page size, token or missing workspace gets INVALID_ARGUMENT."""
+    """A bad page size, token, missing workspace or unstorable filter text gets
+    INVALID_ARGUMENT naming the field (not the 'Viewed' record it would have failed in)."""
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await audit.QueryEvents(
             audit_pb2.QueryEventsRequest(
@@ -141,6 +146,41 @@ async def test_bad_queries_are_refused(
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fragment in (info.value.details() or "")
+
+
+async def test_unstorable_reader_text_is_refused_under_its_own_name(
+    audit: audit_pb2_grpc.AuditServiceStub,
+) -> None:
+    """An over-long access_reason or workspace_id on QueryEvents, ExportEvents and VerifyChain
+    is INVALID_ARGUMENT naming the request's field."""
+    long = "x" * 600
+    calls: dict[str, Any] = {
+        "access_reason": audit.QueryEvents(
+            audit_pb2.QueryEventsRequest(
+                filter=audit_pb2.AuditFilter(workspace_id=WS), access_reason=long
+            )
+        ),
+        "filter.workspace_id": audit.ExportEvents(
+            audit_pb2.ExportEventsRequest(
+                filter=audit_pb2.AuditFilter(workspace_id=long),
+                format=audit_pb2.EXPORT_FORMAT_JSONL,
+            )
+        ),
+        "workspace_id": audit.VerifyChain(audit_pb2.VerifyChainRequest(workspace_id=long)),
+    }
+    found = {}
+    for field, call in calls.items():
+        try:
+            if hasattr(call, "__aiter__"):
+                async for _ in call:
+                    pass
+            else:
+                await call
+            found[field] = "OK"
+        except grpc.aio.AioRpcError as exc:
+            found[field] = f"{exc.code().name}: {exc.details()}"
+    expected = "INVALID_ARGUMENT: {} must be printable text of at most 512 characters"
+    assert found == {field: expected.format(field) for field in calls}
 
 
 async def test_a_token_for_another_filter_is_refused(

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 
+import asyncpg
 import grpc
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, x25519
@@ -13,7 +14,16 @@ from jwcrypto import jwe, jwk
 from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2
 
-from tests.keysvc.conftest import PASSPHRASE, PERSON, Keys, asn1, audited, error_of, openssl_opens
+from tests.keysvc.conftest import (
+    PASSPHRASE,
+    PERSON,
+    Keys,
+    asn1,
+    audited,
+    error_of,
+    openssl_opens,
+    outbox,
+)
 
 OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
@@ -148,7 +158,12 @@ async def test_policysvc_down_is_unavailable(keys: Keys) -> None:
     """With policysvc unreachable nothing is created: UNAVAILABLE (fail closed)."""
     await keys.policy_service.stop()
     code, _ = await error_of(keys.stub.GenerateKeyPair(generate(keys)))
-    assert code == grpc.StatusCode.UNAVAILABLE
+    con = await asyncpg.connect(keys.database_url)
+    try:
+        stored = await con.fetchval("SELECT count(*) FROM keysvc.key_versions")
+    finally:
+        await con.close()
+    assert (code, stored, await outbox(keys.database_url)) == (grpc.StatusCode.UNAVAILABLE, 0, [])
 
 
 async def test_scrypt_is_the_default_passphrase_kdf(keys: Keys) -> None:

@@ -264,6 +264,18 @@ async def test_backreference_regex_is_invalid(stub: PolicyServiceStub) -> None:
     assert (code, "RE2" in message) == (grpc.StatusCode.INVALID_ARGUMENT, True)
 
 
+async def test_broken_regex_error_does_not_quote_the_pattern(stub: PolicyServiceStub) -> None:
+    """RE2 quotes the broken part of a pattern; the message names the problem, never the
+    pattern (a value matcher's pattern can be an exact PHI value)."""
+    workspace_id = await new_workspace(stub)
+    pattern = r"(123-45-6789|jane\.doe@example\.com"
+    code, message = await error_of(
+        add_matcher(stub, workspace_id, target=VALUE, kind=REGEX, pattern=pattern)
+    )
+    leaked = [part for part in ("123-45-6789", "jane", "example") if part in message]
+    assert (code, "missing )" in message, leaked) == (grpc.StatusCode.INVALID_ARGUMENT, True, [])
+
+
 async def test_oversized_regex_is_invalid(stub: PolicyServiceStub) -> None:
     """A pattern whose compiled program exceeds the memory budget is INVALID_ARGUMENT."""
     workspace_id = await new_workspace(stub)

@@ -74,6 +74,24 @@ async def test_get_workspace_without_id_is_invalid(stub: PolicyServiceStub) -> N
     assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_blank_or_spaced_ids_are_invalid_not_unknown(stub: PolicyServiceStub) -> None:
+    """An id of spaces is "required", an id with a space in it is no id of ours: both
+    INVALID_ARGUMENT saying so, not a NOT_FOUND quoting the blanks back."""
+    workspace_id = await new_workspace(stub)
+    answers = [
+        await error_of(stub.GetWorkspace(policy_pb2.GetWorkspaceRequest(workspace_id="  "))),
+        await error_of(
+            stub.GetWorkspace(policy_pb2.GetWorkspaceRequest(workspace_id=f" {workspace_id}"))
+        ),
+        await error_of(stub.GetPolicy(policy_pb2.GetPolicyRequest(destination_id="\t"))),
+    ]
+    assert [(code, message.split(":")[0]) for code, message in answers] == [
+        (grpc.StatusCode.INVALID_ARGUMENT, "workspace_id is required"),
+        (grpc.StatusCode.INVALID_ARGUMENT, "workspace_id is not a valid id"),
+        (grpc.StatusCode.INVALID_ARGUMENT, "destination_id is required"),
+    ]
+
+
 async def test_hipaa_eligibility_records_reference_who_and_when(stub: PolicyServiceStub) -> None:
     """SetHipaaEligibility stores the BAA reference, the actor and a timestamp."""
     workspace_id = await new_workspace(stub, eligible=False)

@@ -3,9 +3,9 @@
 Distinctive PHI values (an email, a diagnosis, a phone number), private keys keysvc delivered
 (with and without a passphrase) and passphrases (accepted and refused) go through
 EncryptEvents, PreviewEncryption, ListClassifications, SetClassification, the key RPCs,
-RecordEvents, QueryEvents and ExportEvents. None may appear in the application log, the
-PostgreSQL log, any audit record, the pg_dump of the database or the raw data directory (WAL
-included, read after a CHECKPOINT).
+RecordEvents, QueryEvents and ExportEvents. None may appear in an error message sent back, the
+application log, the PostgreSQL log, any audit record, the pg_dump of the database or the raw
+data directory (WAL included, read after a CHECKPOINT).
 
 One canary is stored on purpose: ``MATCHER``, the pattern of a VALUE matcher. A matcher is
 configuration the customer writes (policysvc must keep it to classify), so it is in policysvc's
@@ -95,7 +95,8 @@ def hostile_events() -> list[bytes]:
     ]
 
 
-async def code(call: Any) -> grpc.StatusCode:
+async def code(messages: list[str], call: Any) -> grpc.StatusCode:
+    """The call's status; an error's message is kept in ``messages`` to search for canaries."""
     try:
         if hasattr(call, "__aiter__"):  # a server stream: read it to its end
             async for _ in call:
@@ -103,6 +104,7 @@ async def code(call: Any) -> grpc.StatusCode:
         else:
             await call
     except grpc.aio.AioRpcError as exc:
+        messages.append(exc.details() or "")
         return exc.code()
     return OK
 
@@ -126,22 +128,26 @@ async def push_everything(stack: Stack, world: World) -> dict[str, Any]:
     ws = world.workspace_id
     good = [orjson.dumps(phi_event(n)) for n in range(3)]
     codes: dict[str, grpc.StatusCode] = {}
+    # Every error message a caller was sent: status details, per-event and per-sample errors.
+    messages: list[str] = []
 
     # Keys: weak passphrases refused, a plain X25519 key and a passphrase-protected RSA key.
     for i, weak in enumerate(WEAK):
         codes[f"GenerateKeyPair weak {i}"] = await code(
+            messages,
             keys.GenerateKeyPair(
                 keys_pb2.GenerateKeyPairRequest(
                     destination_id=world.fresh_for_generate, passphrase=weak
                 ),
                 metadata=PERSON,
-            )
+            ),
         )
         codes[f"RegenerateKeyPair weak {i}"] = await code(
+            messages,
             keys.RegenerateKeyPair(
                 keys_pb2.RegenerateKeyPairRequest(destination_id=world.with_key, passphrase=weak),
                 metadata=PERSON,
-            )
+            ),
         )
     plain = await keys.GenerateKeyPair(
         keys_pb2.GenerateKeyPairRequest(destination_id=world.fresh_for_generate, algorithm=X25519),
@@ -163,22 +169,25 @@ async def push_everything(stack: Stack, world: World) -> dict[str, Any]:
         "ImportPublicKey private JWK": {"public_key_jwk": private_jwk},
     }.items():
         codes[name] = await code(
+            messages,
             keys.ImportPublicKey(
                 keys_pb2.ImportPublicKeyRequest(destination_id=world.fresh_for_import, **sent),
                 metadata=PERSON,
-            )
+            ),
         )
     codes["ConfirmKey wrong answer"] = await code(
+        messages,
         keys.ConfirmKey(
             keys_pb2.ConfirmKeyRequest(
                 destination_id=world.pending, version=2, challenge_plaintext=EMAIL
             ),
             metadata=PERSON,
-        )
+        ),
     )
 
     # Classification: a VALUE matcher whose pattern is a canary; a broken regex one; samples.
     codes["SetClassification value matcher"] = await code(
+        messages,
         policy.SetClassification(
             policy_pb2.SetClassificationRequest(
                 workspace_id=ws,
@@ -191,9 +200,10 @@ async def push_everything(stack: Stack, world: World) -> dict[str, Any]:
                 ),
             ),
             metadata=PERSON,
-        )
+        ),
     )
     codes["SetClassification broken regex"] = await code(
+        messages,
         policy.SetClassification(
             policy_pb2.SetClassificationRequest(
                 workspace_id=ws,
@@ -201,38 +211,40 @@ async def push_everything(stack: Stack, world: World) -> dict[str, Any]:
                     name="broken",
                     target=policy_pb2.MATCHER_TARGET_VALUE,
                     kind=policy_pb2.MATCH_KIND_REGEX,
-                    pattern=MATCHER + "([",
+                    pattern=f"({MATCHER}",  # RE2 quotes the unclosed group in its error
                     classification=policy_pb2.CLASSIFICATION_RED,
                 ),
             ),
             metadata=PERSON,
-        )
+        ),
     )
     samples = [g.decode() for g in good]
     codes["ListClassifications samples"] = await code(
+        messages,
         policy.ListClassifications(
             policy_pb2.ListClassificationsRequest(workspace_id=ws, sample_events=samples),
             metadata=PERSON,
-        )
+        ),
     )
     for i, bad in enumerate(hostile_events()):
         codes[f"ListClassifications hostile {i}"] = await code(
+            messages,
             policy.ListClassifications(
                 policy_pb2.ListClassificationsRequest(
                     workspace_id=ws, sample_events=[bad.decode(errors="replace")]
                 ),
                 metadata=PERSON,
-            )
-        )
-    codes["PreviewEncryption"] = await code(
-        policy.PreviewEncryption(
-            policy_pb2.PreviewEncryptionRequest(
-                destination_id=world.main,
-                sample_events=samples + [b.decode(errors="replace") for b in hostile_events()],
             ),
-            metadata=PERSON,
         )
+    preview = await policy.PreviewEncryption(
+        policy_pb2.PreviewEncryptionRequest(
+            destination_id=world.main,
+            sample_events=samples + [b.decode(errors="replace") for b in hostile_events()],
+        ),
+        metadata=PERSON,
     )
+    codes["PreviewEncryption"] = OK
+    messages.extend([p.error for p in preview.previews if p.error] + list(preview.problems))
 
     # The hot path: good and hostile events, a too-long SEGMENT value, bad destinations,
     # and a person (refused) sending PHI.
@@ -252,10 +264,14 @@ async def push_everything(stack: Stack, world: World) -> dict[str, Any]:
             codes[name] = OK
         except grpc.aio.AioRpcError as exc:
             codes[name] = exc.code()
+            messages.append(exc.details() or "")
+    for reply in replies.values():
+        messages.extend(r.error.message for r in reply.results if r.HasField("error"))
     codes["EncryptEvents as a person"] = await code(
+        messages,
         person_encrypt.EncryptEvents(
             encrypt_pb2.EncryptEventsRequest(destination_id=world.main, events=good)
-        )
+        ),
     )
 
     # auditsvc: RecordEvents' failing paths with PHI in details; reads filtered by end user.
@@ -263,24 +279,27 @@ async def push_everything(stack: Stack, world: World) -> dict[str, Any]:
     phi_details.update({"email": EMAIL, "diagnosis": DX})
     nameless = event("", details={"email": EMAIL})
     codes["RecordEvents no workspace"] = await code(
-        recorder.RecordEvents(audit_pb2.RecordEventsRequest(events=[nameless]))
+        messages, recorder.RecordEvents(audit_pb2.RecordEventsRequest(events=[nameless]))
     )
     codes["RecordEvents as a person"] = await code(
+        messages,
         audit.RecordEvents(
             audit_pb2.RecordEventsRequest(events=[event(ws, details={"email": EMAIL})]),
             metadata=PERSON,
-        )
+        ),
     )
     codes["QueryEvents by end user"] = await code(
+        messages,
         audit.QueryEvents(
             audit_pb2.QueryEventsRequest(
                 filter=audit_pb2.AuditFilter(workspace_id=ws, end_user_id=END_USER),
                 access_reason="canary",
             ),
             metadata=PERSON,
-        )
+        ),
     )
     codes["ExportEvents by end user"] = await code(
+        messages,
         audit.ExportEvents(
             audit_pb2.ExportEventsRequest(
                 filter=audit_pb2.AuditFilter(workspace_id=ws, end_user_id=END_USER),
@@ -288,10 +307,11 @@ async def push_everything(stack: Stack, world: World) -> dict[str, Any]:
                 access_reason="canary",
             ),
             metadata=person("canary-auditor"),
-        )
+        ),
     )
     return {
         "codes": codes,
+        "messages": messages,
         "replies": replies,
         "keys": [(plain_pem, None), (protected.private_key.private_key_pem, PASSPHRASE)],
         "audit": audit,
@@ -376,7 +396,8 @@ async def test_canaries_appear_nowhere(
     stack: Stack, pg_cluster: PgCluster, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """No PHI canary, private key or passphrase in the logs, audit records, dump or data
-    directory; the matcher pattern only in policysvc's configuration tables."""
+    directory, nor in any error message a caller was sent; the matcher pattern only in
+    policysvc's configuration tables."""
     if pg_cluster.local is None:
         pytest.skip("needs the private PostgreSQL (DATABASE_URL points at an external server)")
     app_log = io.StringIO()
@@ -416,12 +437,18 @@ async def test_canaries_appear_nowhere(
             [("audit", audit_text.encode())], {**values, MATCHER: MATCHER.encode()}
         ),
         "database": leaks(stored, values),
+        "error messages": leaks(
+            [("messages", "\n".join(pushed["messages"]).encode())],
+            {**values, MATCHER: MATCHER.encode()},
+        ),
     }
-    assert found == {"logs": [], "audit records": [], "database": []}
+    assert found == {"logs": [], "audit records": [], "database": [], "error messages": []}
     # Positive controls: the search finds what is stored, logs and records were captured, the
     # encrypted paths really went out encrypted and the paths ran as intended.
     assert search([("pg_dump", dump)], [MATCHER.encode()]) == ["pg_dump"]
     assert END_USER in audit_text
+    # Error messages were collected: the hostile events' per-event errors among them.
+    assert any("not valid JSON" in m for m in pushed["messages"])
     assert ("rpc_finished" in app_log.getvalue(), "Keys Generated" in audit_text) == (True, True)
     main = pushed["replies"]["EncryptEvents main"].results
     assert [EMAIL in r.event.decode() for r in main[:3]] == [False] * 3
