@@ -168,10 +168,13 @@ class OutboxRelay:
                 while await self.deliver_batch(self._stub()):
                     pass
                 backoff = 0.0
-            except _RETRYABLE as exc:
+            except Exception as exc:
+                # Anything, expected (auditsvc or the database down) or not (a row auditsvc
+                # refuses, a bug): the relay must keep trying, never end silently; a backlog
+                # that stops draining turns health NOT_SERVING through health_check.
                 backoff = min(self._settings.max_backoff, max(0.05, backoff * 2))
                 code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else ""
-                log.warning(
+                (log.warning if isinstance(exc, _RETRYABLE) else log.error)(
                     "outbox_delivery_failed",
                     error_type=type(exc).__name__,
                     code=code,

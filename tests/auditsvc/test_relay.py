@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -116,6 +117,31 @@ async def test_relay_delivers_on_commit(
     finally:
         await con.close()
     assert (await recorded_ids(audit), pending) == (ids, 0)
+
+
+async def test_an_unreadable_row_does_not_stop_the_relay(
+    start: StartService, auditsvc: RunningService, database_url: str
+) -> None:
+    """A row the relay cannot turn into an event fails its batch, not the relay: once repaired,
+    it and the rows behind it are delivered."""
+    await start("policysvc", AUDITSVC_ADDR=auditsvc.peer_address, OUTBOX_POLL_SECONDS="0.2")
+    con = await asyncpg.connect(database_url, server_settings={"search_path": "policysvc"})
+    try:
+        # An outbox row from a future version: a field this version's protos do not know.
+        (good,) = await write_outbox(database_url, "policysvc", 1)
+        await con.execute(
+            "UPDATE audit_outbox SET event = event || '{\"unknown_field\": 1}'::jsonb, "
+            "delivered_at = NULL WHERE event_id = $1",
+            uuid.UUID(good),
+        )
+        behind = await write_outbox(database_url, "policysvc", 2)
+        await asyncio.sleep(1.0)  # the relay tries, fails, and backs off a few times
+        await con.execute("UPDATE audit_outbox SET event = event - 'unknown_field'")
+    finally:
+        await con.close()
+    audit = stub(auditsvc.channel())
+    await arrived(audit, [good, *behind])
+    assert set(await recorded_ids(audit)) >= {good, *behind}
 
 
 async def test_redelivery_is_deduplicated(
