@@ -47,7 +47,7 @@ from services.common.logging import configure_logging
 from services.common.testing import PgCluster, person
 from tests.auditsvc.helpers import event
 from tests.encryptsvc.stack import FIELDS, PERSON, RSA_2048, SEGMENT, X25519, Admin, wait_for
-from tests.keysvc.test_private_key_stored_nowhere import data_files, needles, search
+from tests.secret_search import data_files, flush_to_disk, needles, search
 from tests.security.conftest import Stack
 from tests.security.world import World
 
@@ -387,12 +387,7 @@ async def test_canaries_appear_nowhere(
     await asyncio.sleep(0.3)  # the relays' last log lines
     audit_text = await _audit_text(pushed["audit"], world.workspace_id)
 
-    admin = await asyncpg.connect(pg_cluster.admin_url)
-    try:
-        await admin.execute("CHECKPOINT")
-        await admin.execute("SELECT pg_switch_wal()")
-    finally:
-        await admin.close()
+    await flush_to_disk(pg_cluster.admin_url)
     local = pg_cluster.local
     database = urlsplit(stack.database_url).path.lstrip("/")
     dump = pg_dump(local.port, database)
