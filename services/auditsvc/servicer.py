@@ -51,7 +51,12 @@ def _time(ts: timestamp_pb2.Timestamp, what: str) -> datetime:
 def _event(msg: audit_pb2.AuditEvent) -> Event:
     if not msg.HasField("timestamp"):
         raise InvalidArgument(f"event {msg.event_id[:80]!r}: timestamp is required (UTC)")
-    details: dict[str, Any] = json_format.MessageToDict(msg.details)
+    try:
+        details: dict[str, Any] = json_format.MessageToDict(msg.details)
+    except ValueError:  # a Struct may carry NaN or Infinity, which JSON cannot
+        raise InvalidArgument(
+            f"event {msg.event_id[:80]!r}: details numbers must be finite (JSON has no NaN/inf)"
+        ) from None
     return Event(
         event_id=msg.event_id,
         workspace_id=msg.workspace_id,
