@@ -37,7 +37,6 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 from jwcrypto import jwk
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
-from phiseal.common.v1 import common_pb2
 from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
@@ -45,7 +44,7 @@ from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 from services.common.localpg import bin_dir
 from services.common.logging import configure_logging
 from services.common.testing import PgCluster, person
-from tests.auditsvc.helpers import event
+from tests.auditsvc.helpers import event, whole_log
 from tests.encryptsvc.stack import FIELDS, PERSON, RSA_2048, SEGMENT, X25519, Admin, wait_for
 from tests.secret_search import data_files, flush_to_disk, needles, search
 from tests.security.conftest import Stack
@@ -344,21 +343,9 @@ async def _drained(database_url: str) -> bool:
 
 
 async def _audit_text(audit: audit_pb2_grpc.AuditServiceStub, workspace_id: str) -> str:
-    records: list[audit_pb2.AuditRecord] = []
-    token = ""
-    while True:
-        reply = await audit.QueryEvents(
-            audit_pb2.QueryEventsRequest(
-                filter=audit_pb2.AuditFilter(workspace_id=workspace_id),
-                page=common_pb2.PageRequest(page_size=500, page_token=token),
-                access_reason="canary check",
-            ),
-            metadata=PERSON,
-        )
-        records += reply.records
-        token = reply.next_page_token
-        if not token:
-            break
+    records = await whole_log(
+        audit, audit_pb2.AuditFilter(workspace_id=workspace_id), "canary check", PERSON
+    )
     export = await drain(
         audit.ExportEvents(
             audit_pb2.ExportEventsRequest(
