@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import hashlib
 import io
@@ -14,7 +13,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from services.auditsvc import chain
@@ -22,11 +20,10 @@ from services.common.auth import Principal, Role
 from services.common.authz import require
 from services.common.errors import InvalidArgument, PermissionDenied, ResourceExhausted
 from services.common.limits import json_depth
+from services.common.paging import Page, encode_token
 
 SERVICE = "auditsvc"
 MAX_BATCH = 1000
-DEFAULT_PAGE = 50
-MAX_PAGE = 500
 MAX_TEXT = 512
 # Details carry names and versions (a policy's field list at most), never payloads.
 MAX_DETAILS_BYTES = 256 * 1024
@@ -266,28 +263,6 @@ class Filter:
         return [n for n in names if getattr(self, n)]
 
 
-def encode_page_token(flt: Filter, after: int) -> str:
-    raw = orjson.dumps({"v": 1, "after": after, "f": flt.digest()})
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_page_token(flt: Filter, token: str) -> int:
-    """The sequence after which the next page starts; 0 for an empty token."""
-    if not token:
-        return 0
-    try:
-        data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        after = int(data["after"])
-        same = data["f"] == flt.digest() and data["v"] == 1
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgument("page_token is malformed: pass back next_page_token as is") from None
-    if not same or after < 0:
-        raise InvalidArgument(
-            "page_token was issued for a different filter: repeat the query with the same filter"
-        )
-    return after
-
-
 class ExportFormat(StrEnum):
     JSONL = "jsonl"
     CSV = "csv"
@@ -401,18 +376,20 @@ class AuditLog:
         flt.check()
         check_text(access_reason, "access_reason")
         require(principal, flt.workspace_id, Role.AUDITOR)
-        if page_size < 0 or page_size > MAX_PAGE:
-            raise InvalidArgument(f"page_size must be 0..{MAX_PAGE} (0 means {DEFAULT_PAGE})")
-        limit = page_size or DEFAULT_PAGE
-        after = decode_page_token(flt, page_token)
+        # A token only continues the query (workspace and filters) it was issued for.
+        scope = f"audit:{flt.digest()}"
+        page = Page.parse(page_size, page_token, scope)
         viewed = self._self_audit(
             principal, "Audit Log Viewed", flt, access_reason, request_id=request_id
         )
         # One extra row says whether another page exists without a second query.
-        rows = await self._store.query_and_record(flt, after, limit + 1, viewed, self._clock())
-        page = rows[:limit]
-        token = encode_page_token(flt, page[-1].sequence) if len(rows) > limit else ""
-        return page, token
+        rows = await self._store.query_and_record(
+            flt, page.after, page.size + 1, viewed, self._clock()
+        )
+        records = rows[: page.size]
+        more = len(rows) > page.size
+        token = encode_token(scope, records[-1].sequence) if more else ""
+        return records, token
 
     async def export(
         self,

@@ -53,9 +53,6 @@ class HealthMonitor:
         self._serving: bool | None = None
         self._stopping = False
 
-    def add_check(self, check: HealthCheck) -> None:
-        self._checks.append(check)
-
     async def check_once(self) -> bool:
         reasons = [r for r in await asyncio.gather(*(c() for c in self._checks)) if r]
         serving = not reasons

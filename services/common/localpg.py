@@ -14,7 +14,6 @@ import shutil
 import socket
 import stat
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -164,23 +163,6 @@ class LocalPostgres:
     def stop(self, mode: str = "fast") -> None:
         if (self.data_dir / "postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop")
-
-    def is_running(self) -> bool:
-        try:
-            self._run("pg_ctl", "-D", str(self.data_dir), "status")
-        except RuntimeError:
-            return False
-        return True
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"PostgreSQL on port {self.port} did not come up in {timeout}s")
 
     def tool(self, name: str, *args: str) -> str:
         """Runs a client tool (pg_dump, psql) against this cluster and returns its stdout."""

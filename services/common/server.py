@@ -230,9 +230,6 @@ class GrpcServer:
             self._stopped.set()
             log.info("server_stopped", service=self.parts.name)
 
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
-
 
 async def run_until_signal(server: GrpcServer) -> None:
     """Serves until SIGTERM or SIGINT, then stops in order."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
+from operator import attrgetter
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from phiseal.common.v1 import common_pb2
@@ -11,9 +12,10 @@ from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from typing_extensions import override
 
 from services.common.auth import current_request_id
-from services.common.changefeed import ChangeFeed, FeedKind
+from services.common.changefeed import ChangeFeed
 from services.common.errors import InvalidArgument
 from services.common.interceptor import Context
+from services.common.watch import watch_events
 from services.keysvc import crypto
 from services.keysvc.crypto import Algorithm, Kdf, PrivateKeyDelivery
 from services.keysvc.keys import Activation, KeyChange, KeyManager, KeyOrigin, KeyState, KeyVersion
@@ -204,27 +206,20 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
         self, request: keys_pb2.WatchKeysRequest, context: Context
     ) -> AsyncIterator[keys_pb2.WatchKeysResponse]:
         wanted = await self._keys.authorize_watch(request.destination_ids)
+        # Leaving the stream (client gone) must unsubscribe, or the queue grows forever.
         with self._feed.subscribe() as subscription:
-            async for message in subscription:
-                observed_at = _timestamp(message.observed_at)
-                if message.kind is FeedKind.HEARTBEAT:
-                    yield keys_pb2.WatchKeysResponse(
-                        kind=common_pb2.CHANGE_KIND_HEARTBEAT, observed_at=observed_at
-                    )
-                    continue
-                change = KeyChange.from_payload(message.payload)
-                if message.kind is FeedKind.RESYNC or change is None:
-                    # Something may have been missed (or is unreadable): the cache reloads.
-                    yield keys_pb2.WatchKeysResponse(
-                        kind=common_pb2.CHANGE_KIND_RESYNC, observed_at=observed_at
-                    )
-                    continue
-                if wanted and change.destination_id not in wanted:
+            events = watch_events(
+                subscription, KeyChange.from_payload, attrgetter("destination_id"), wanted
+            )
+            async for event in events:
+                change = event.change
+                if change is None:
+                    yield keys_pb2.WatchKeysResponse(kind=event.kind, observed_at=event.observed_at)
                     continue
                 yield keys_pb2.WatchKeysResponse(
-                    kind=common_pb2.CHANGE_KIND_CHANGED,
+                    kind=event.kind,
                     destination_id=change.destination_id,
                     version=change.version,
                     state=_STATE_PROTO[change.state],
-                    observed_at=observed_at,
+                    observed_at=event.observed_at,
                 )

@@ -13,7 +13,7 @@ from services.common.audit import AuditEntry
 from services.common.auth import Role, current_principal
 from services.common.authz import AccessDenied, require, visible_workspaces
 from services.common.errors import InvalidArgument, NotFound
-from services.policysvc.paging import Page, encode_token
+from services.common.paging import Page, encode_token
 
 MAX_NAME = 200
 MAX_ID = 64

@@ -21,9 +21,9 @@ from services.common.auth import Role, current_principal
 from services.common.authz import require
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from services.common.fieldpath import FieldPath, find, parse, parse_selection
+from services.common.paging import Page, encode_token
 from services.policysvc.catalog import Destination, DestinationType, Workspace, require_id
 from services.policysvc.classification import Classification, Classifier
-from services.policysvc.paging import Page, encode_token
 from services.policysvc.privacy import parse_event
 
 MAX_PREVIEW_SAMPLES = 1000

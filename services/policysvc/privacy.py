@@ -18,6 +18,7 @@ from services.common.errors import (
 )
 from services.common.fieldpath import find, leaf_paths, parse
 from services.common.limits import Limits
+from services.common.paging import Page, encode_token
 from services.policysvc.catalog import new_id, require_id
 from services.policysvc.classification import (
     DEFAULT_MATCHERS,
@@ -31,7 +32,6 @@ from services.policysvc.classification import (
     Override,
     validate_matcher,
 )
-from services.policysvc.paging import Page, encode_token
 
 MAX_SAMPLES = 1000
 MAX_EXTRA_PATHS = 1000

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from operator import itemgetter
 
-from phiseal.common.v1 import common_pb2
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 from typing_extensions import override
 
-from services.common.changefeed import ChangeFeed, FeedKind
+from services.common.changefeed import ChangeFeed
 from services.common.errors import InvalidArgument
 from services.common.interceptor import Context
+from services.common.watch import watch_events
 from services.policysvc.catalog import Catalog
 from services.policysvc.messages import (
     classification,
@@ -23,15 +24,10 @@ from services.policysvc.messages import (
     matcher_target,
     policy_message,
     preview_message,
-    timestamp,
     workspace_message,
 )
 from services.policysvc.policy import Policies, parse_change, validate_filter
 from services.policysvc.privacy import Privacy
-
-CHANGED = common_pb2.CHANGE_KIND_CHANGED
-RESYNC = common_pb2.CHANGE_KIND_RESYNC
-HEARTBEAT = common_pb2.CHANGE_KIND_HEARTBEAT
 
 
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
@@ -211,21 +207,16 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         await self._catalog.authorize_watch(wanted)
         # Leaving the stream (client gone) must unsubscribe, or the queue grows forever.
         with self._feed.subscribe() as subscription:
-            async for message in subscription:
-                observed_at = timestamp(message.observed_at)
-                if message.kind is FeedKind.HEARTBEAT:
-                    yield policy_pb2.WatchPoliciesResponse(kind=HEARTBEAT, observed_at=observed_at)
-                    continue
-                change = parse_change(message.payload) if message.kind is FeedKind.CHANGED else None
-                if change is None:
-                    # A RESYNC, or a payload we cannot read: the watcher must reload everything.
-                    yield policy_pb2.WatchPoliciesResponse(kind=RESYNC, observed_at=observed_at)
-                    continue
-                destination_id, version = change
-                if not wanted or destination_id in wanted:
+            async for event in watch_events(subscription, parse_change, itemgetter(0), wanted):
+                if event.change is None:
                     yield policy_pb2.WatchPoliciesResponse(
-                        kind=CHANGED,
-                        destination_id=destination_id,
-                        version=version,
-                        observed_at=observed_at,
+                        kind=event.kind, observed_at=event.observed_at
                     )
+                    continue
+                destination_id, version = event.change
+                yield policy_pb2.WatchPoliciesResponse(
+                    kind=event.kind,
+                    destination_id=destination_id,
+                    version=version,
+                    observed_at=event.observed_at,
+                )

@@ -1,4 +1,4 @@
-"""Shared helpers for the auditsvc tests: events, stubs, direct SQL as a superuser."""
+"""Helpers for tests that touch auditsvc: events, stubs, the whole log, SQL as a superuser."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import asyncpg
 import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
+from phiseal.common.v1 import common_pb2
 
 from services.common.testing import RunningService, person
 
@@ -81,3 +82,27 @@ async def tamper(database_url: str, *statements: str) -> None:
                 await con.execute(sql)
     finally:
         await con.close()
+
+
+async def whole_log(
+    audit: audit_pb2_grpc.AuditServiceStub,
+    flt: audit_pb2.AuditFilter,
+    access_reason: str,
+    metadata: Any,
+) -> list[audit_pb2.AuditRecord]:
+    """Every record ``flt`` selects, following next_page_token to the last page."""
+    records: list[audit_pb2.AuditRecord] = []
+    token = ""
+    while True:
+        reply = await audit.QueryEvents(
+            audit_pb2.QueryEventsRequest(
+                filter=flt,
+                page=common_pb2.PageRequest(page_size=500, page_token=token),
+                access_reason=access_reason,
+            ),
+            metadata=metadata,
+        )
+        records += reply.records
+        token = reply.next_page_token
+        if not token:
+            return records

@@ -76,6 +76,17 @@ async def test_missing_timestamp_is_refused(audit: audit_pb2_grpc.AuditServiceSt
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_non_finite_detail_numbers_are_refused(
+    audit: audit_pb2_grpc.AuditServiceStub,
+) -> None:
+    """A details number JSON cannot carry (infinity) gets INVALID_ARGUMENT, not INTERNAL."""
+    bad = event()
+    bad.details.update({"count": float("inf")})
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await record(audit, [bad])
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_irregular_past_participles_are_accepted(
     audit: audit_pb2_grpc.AuditServiceStub,
 ) -> None:

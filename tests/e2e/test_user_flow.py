@@ -19,12 +19,12 @@ import pytest
 from google.protobuf import json_format
 from jwcrypto import jwe, jwk
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
-from phiseal.common.v1 import common_pb2
 from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 from phiseal.keys.v1 import keys_pb2
 
 from phiseal_decrypt import Decryptor, Keyring, WrongKey, looks_like_jwe
 from services.common.fieldpath import find, parse_selection
+from tests.auditsvc.helpers import whole_log
 from tests.conftest import StartService
 from tests.encryptsvc.stack import (
     PERSON,
@@ -92,21 +92,9 @@ async def _encrypt(
 async def _audit_log(
     audit: audit_pb2_grpc.AuditServiceStub, workspace_id: str
 ) -> list[audit_pb2.AuditRecord]:
-    records: list[audit_pb2.AuditRecord] = []
-    token = ""
-    while True:
-        reply = await audit.QueryEvents(
-            audit_pb2.QueryEventsRequest(
-                filter=audit_pb2.AuditFilter(workspace_id=workspace_id),
-                page=common_pb2.PageRequest(page_size=500, page_token=token),
-                access_reason="end-to-end test",
-            ),
-            metadata=PERSON,
-        )
-        records.extend(reply.records)
-        token = reply.next_page_token
-        if not token:
-            return records
+    return await whole_log(
+        audit, audit_pb2.AuditFilter(workspace_id=workspace_id), "end-to-end test", PERSON
+    )
 
 
 @pytest.mark.slow

@@ -2,70 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import io
-import re
-from collections.abc import Iterable
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import asyncpg
 import grpc
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2
 
 from services.common.logging import configure_logging
 from services.common.testing import PgCluster
 from tests.keysvc.conftest import PASSPHRASE, PERSON, Keys, error_of
-
-
-def _pem_body_lines(pem: str) -> list[str]:
-    return [line for line in pem.splitlines() if line and not line.startswith("-----")]
-
-
-def needles(private_key_pem: str, passphrase: bytes | None = None) -> list[bytes]:
-    """What would give the key away: its DER, the PEM body lines, the raw secret, hex forms."""
-    key = serialization.load_pem_private_key(private_key_pem.encode(), passphrase)
-    der = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    plain_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    if isinstance(key, x25519.X25519PrivateKey):
-        secret = key.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-    else:
-        assert isinstance(key, rsa.RSAPrivateKey)
-        p = key.private_numbers().p
-        secret = p.to_bytes((p.bit_length() + 7) // 8, "big")
-    found = [der, secret, der.hex().encode(), secret.hex().encode()]
-    found += [base64.b64encode(secret)]
-    lines = _pem_body_lines(plain_pem) + _pem_body_lines(private_key_pem)
-    found += [line.encode() for line in lines if len(line) >= 40]
-    return found
-
-
-def search(blobs: Iterable[tuple[str, bytes]], wanted: list[bytes]) -> list[str]:
-    """Names of the blobs that contain any of ``wanted``."""
-    pattern = re.compile(b"|".join(re.escape(w) for w in wanted))
-    return [name for name, blob in blobs if pattern.search(blob)]
-
-
-def data_files(data_dir: Path) -> Iterable[tuple[str, bytes]]:
-    """Every file of the cluster's data directory, pg_wal included (the tests run as root)."""
-    for path in sorted(data_dir.rglob("*")):
-        if path.is_file():
-            try:
-                yield str(path.relative_to(data_dir)), path.read_bytes()
-            except (FileNotFoundError, PermissionError):  # removed while we walk: temp files
-                continue
+from tests.secret_search import data_files, flush_to_disk, needles, pem_body_lines, search
 
 
 async def test_private_keys_appear_in_no_dump_file_wal_or_log(
@@ -115,14 +63,9 @@ async def test_private_keys_appear_in_no_dump_file_wal_or_log(
         + needles(rotated.private_key.private_key_pem)
         + [PASSPHRASE.encode(), b"weak-pass"]
     )
-    public = [line.encode() for line in _pem_body_lines(x.key.public_key_pem)]
+    public = [line.encode() for line in pem_body_lines(x.key.public_key_pem)]
 
-    admin = await asyncpg.connect(pg_cluster.admin_url)
-    try:
-        await admin.execute("CHECKPOINT")
-        await admin.execute("SELECT pg_switch_wal()")
-    finally:
-        await admin.close()
+    await flush_to_disk(pg_cluster.admin_url)
     local = pg_cluster.local
     database = urlsplit(keys.database_url).path.lstrip("/")
     dump = local.tool(

@@ -8,6 +8,7 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.common.fieldpath import parse
+from services.common.paging import Page, encode_token
 from services.policysvc.classification import (
     Classification,
     Classifier,
@@ -18,7 +19,6 @@ from services.policysvc.classification import (
     Override,
     normalize_key,
 )
-from services.policysvc.paging import Page, encode_token
 from services.policysvc.policy import parse_change
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)

@@ -37,7 +37,6 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 from jwcrypto import jwk
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
-from phiseal.common.v1 import common_pb2
 from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
@@ -45,9 +44,9 @@ from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 from services.common.localpg import bin_dir
 from services.common.logging import configure_logging
 from services.common.testing import PgCluster, person
-from tests.auditsvc.helpers import event
+from tests.auditsvc.helpers import event, whole_log
 from tests.encryptsvc.stack import FIELDS, PERSON, RSA_2048, SEGMENT, X25519, Admin, wait_for
-from tests.keysvc.test_private_key_stored_nowhere import data_files, needles, search
+from tests.secret_search import data_files, flush_to_disk, needles, search
 from tests.security.conftest import Stack
 from tests.security.world import World
 
@@ -364,21 +363,9 @@ async def _drained(database_url: str) -> bool:
 
 
 async def _audit_text(audit: audit_pb2_grpc.AuditServiceStub, workspace_id: str) -> str:
-    records: list[audit_pb2.AuditRecord] = []
-    token = ""
-    while True:
-        reply = await audit.QueryEvents(
-            audit_pb2.QueryEventsRequest(
-                filter=audit_pb2.AuditFilter(workspace_id=workspace_id),
-                page=common_pb2.PageRequest(page_size=500, page_token=token),
-                access_reason="canary check",
-            ),
-            metadata=PERSON,
-        )
-        records += reply.records
-        token = reply.next_page_token
-        if not token:
-            break
+    records = await whole_log(
+        audit, audit_pb2.AuditFilter(workspace_id=workspace_id), "canary check", PERSON
+    )
     export = await drain(
         audit.ExportEvents(
             audit_pb2.ExportEventsRequest(
@@ -408,12 +395,7 @@ async def test_canaries_appear_nowhere(
     await asyncio.sleep(0.3)  # the relays' last log lines
     audit_text = await _audit_text(pushed["audit"], world.workspace_id)
 
-    admin = await asyncpg.connect(pg_cluster.admin_url)
-    try:
-        await admin.execute("CHECKPOINT")
-        await admin.execute("SELECT pg_switch_wal()")
-    finally:
-        await admin.close()
+    await flush_to_disk(pg_cluster.admin_url)
     local = pg_cluster.local
     database = urlsplit(stack.database_url).path.lstrip("/")
     dump = pg_dump(local.port, database)

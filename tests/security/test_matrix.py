@@ -16,11 +16,11 @@ import grpc
 import pytest_asyncio
 from google.protobuf import json_format
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
-from phiseal.common.v1 import common_pb2
 
 from services.common.auth import Role
 from services.common.authz import RULES, WILDCARD
 from services.common.testing import session_secrets
+from tests.auditsvc.helpers import whole_log
 from tests.encryptsvc.stack import PERSON, wait_for
 from tests.security.calls import OK, call
 from tests.security.conftest import Stack
@@ -121,21 +121,8 @@ async def test_the_matrix_covers_service_only_rpcs_with_their_peers(matrix: Matr
 
 async def _denials(stack: Stack, workspace_id: str) -> list[audit_pb2.AuditRecord]:
     audit = audit_pb2_grpc.AuditServiceStub(stack.audit.channel())
-    records: list[audit_pb2.AuditRecord] = []
-    token = ""
-    while True:
-        reply = await audit.QueryEvents(
-            audit_pb2.QueryEventsRequest(
-                filter=audit_pb2.AuditFilter(workspace_id=workspace_id, event_type="Access Denied"),
-                page=common_pb2.PageRequest(page_size=500, page_token=token),
-                access_reason="security matrix",
-            ),
-            metadata=PERSON,
-        )
-        records += reply.records
-        token = reply.next_page_token
-        if not token:
-            return records
+    flt = audit_pb2.AuditFilter(workspace_id=workspace_id, event_type="Access Denied")
+    return await whole_log(audit, flt, "security matrix", PERSON)
 
 
 async def test_denied_phi_attempts_arrive_at_auditsvc(matrix: Matrix, stack: Stack) -> None:

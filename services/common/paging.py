@@ -1,4 +1,4 @@
-"""Pagination: page-size rules and opaque page tokens bound to one listing."""
+"""Pagination for every List*/Query* RPC: page-size rules and opaque tokens bound to one listing."""
 
 from __future__ import annotations
 
@@ -39,20 +39,25 @@ def encode_token(scope: str, after: int) -> str:
 
 def decode_token(token: str, scope: str) -> int:
     """The position a token points at; InvalidArgument if it is not one of ours for ``scope``."""
-    invalid = InvalidArgument(
-        "page_token is not valid for this listing; pass the next_page_token of the previous "
-        "response unchanged, with the same filter, or leave it empty for the first page"
+    malformed = InvalidArgument(
+        "page_token is malformed: pass back the next_page_token of the previous response as is, "
+        "or leave it empty for the first page"
     )
     if len(token) > 512:
-        raise invalid
+        raise malformed
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
     except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise invalid from None
-    if not isinstance(data, dict) or data.get("s") != scope:
-        raise invalid
+        raise malformed from None
+    if not isinstance(data, dict):
+        raise malformed
     after = data.get("a")
     if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-        raise invalid
+        raise malformed
+    if data.get("s") != scope:
+        raise InvalidArgument(
+            "page_token was issued for a different listing: repeat the request with the same "
+            "filter, or leave it empty for the first page"
+        )
     return after
