@@ -12,6 +12,7 @@ CEK. The README's "Ciphertext formats" section is the specification of this modu
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import struct
 from collections.abc import Callable
@@ -56,8 +57,12 @@ class ValueTooLong(Exception):
         self.limit = limit
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    # base64.urlsafe_b64encode without its two Python frames: four calls per field add up.
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ class JweSealer:
         self._uses = max_uses  # forces a CEK on first use
         self._aead = AESGCM(bytes(32))
         self._encrypted_key = ""
-        self._header_base: dict[str, Any] = {}
+        self._header_prefix = b""
         self.ceks_issued = 0
 
     @property
@@ -164,9 +169,13 @@ class JweSealer:
                 serialization.Encoding.Raw, serialization.PublicFormat.Raw
             )
             header["epk"] = {"kty": "OKP", "crv": "X25519", "x": b64url(epk)}
+        header[BINDING_CLAIM] = {"dst": self._destination_id}
         self._aead = AESGCM(cek)
         self._encrypted_key = b64url(wrapped)
-        self._header_base = header
+        # The header is the same for every field of this CEK up to "mid": encode that once.
+        # orjson keeps insertion order and writes no spaces, so the bytes equal orjson.dumps of
+        # the whole header.
+        self._header_prefix = orjson.dumps(header)[:-2] + b',"mid":'
         self._uses = 0
         self.ceks_issued += 1
 
@@ -174,9 +183,14 @@ class JweSealer:
         if self._uses >= self._max_uses:
             self._roll()
         self._uses += 1
-        header = dict(self._header_base)
-        header[BINDING_CLAIM] = {"dst": self._destination_id, "mid": message_id, "path": path}
-        protected = b64url(orjson.dumps(header))
+        header = (
+            self._header_prefix
+            + orjson.dumps(message_id)
+            + b',"path":'
+            + orjson.dumps(path)
+            + b"}}"
+        )
+        protected = b64url(header)
         iv = self._rng(12)
         sealed = self._aead.encrypt(iv, plaintext, protected.encode("ascii"))
         return ".".join(
