@@ -14,34 +14,28 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, x25519
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
+# The kit customers decrypt with defines the format's parameters; encrypting with the same
+# definitions keeps the two from drifting apart.
+from phiseal_decrypt.jose import ALG_ECDH, ALG_RSA, BINDING_CLAIM, ENC, OAEP, ecdh_es_kek
 from services.common.errors import FailedPrecondition, InvalidArgument
 
-ALG_RSA = "RSA-OAEP-256"
-ALG_ECDH = "ECDH-ES+A256KW"
-ENC = "A256GCM"
-# The private header parameter that carries the binding claims (RFC 7516 §4.3 allows private
-# names; we do not list it in "crit", so every JOSE library still decrypts).
-BINDING_CLAIM = "phiseal"
 # NIST SP 800-38D allows 2^32 random-IV invocations per key; we retire a CEK far earlier.
 MAX_CEK_USES = 2**20
 
 FORMAT_JWE = "JWE"
 FORMAT_SEGMENT = "SEGMENT_RSA_OAEP"
 
-_OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 # RSA-OAEP with SHA-256 carries at most k - 2*hLen - 2 bytes (RFC 8017 §7.1.1).
 _OAEP_OVERHEAD = 2 * 32 + 2
 
@@ -160,10 +154,10 @@ class JweSealer:
         header: dict[str, Any] = {"alg": self._key.algorithm, "enc": ENC, "kid": self._key.kid}
         public = self._key.public_key
         if isinstance(public, rsa.RSAPublicKey):
-            wrapped = public.encrypt(cek, _OAEP)
+            wrapped = public.encrypt(cek, OAEP)
         else:
             ephemeral = x25519.X25519PrivateKey.generate()
-            kek = ecdh_es_kek(ephemeral.exchange(public), ALG_ECDH, 256)
+            kek = ecdh_es_kek(ephemeral.exchange(public))
             wrapped = aes_key_wrap(kek, cek)
             epk = ephemeral.public_key().public_bytes(
                 serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -212,18 +206,4 @@ class SegmentSealer:
     def seal(self, plaintext: bytes, message_id: str, path: str) -> str:
         if len(plaintext) > self.limit:
             raise ValueTooLong(len(plaintext), self.limit)
-        return base64.b64encode(self._public_key.encrypt(plaintext, _OAEP)).decode("ascii")
-
-
-def ecdh_es_kek(shared_secret: bytes, algorithm_id: str, keydatalen: int) -> bytes:
-    """RFC 7518 §4.6.2: Concat KDF (SHA-256) with empty PartyUInfo and PartyVInfo."""
-    alg = algorithm_id.encode("ascii")
-    other_info = (
-        struct.pack(">I", len(alg))
-        + alg
-        + struct.pack(">I", 0)  # apu
-        + struct.pack(">I", 0)  # apv
-        + struct.pack(">I", keydatalen)
-    )
-    kdf = ConcatKDFHash(algorithm=hashes.SHA256(), length=keydatalen // 8, otherinfo=other_info)
-    return kdf.derive(shared_secret)
+        return base64.b64encode(self._public_key.encrypt(plaintext, OAEP)).decode("ascii")
