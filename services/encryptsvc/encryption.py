@@ -19,8 +19,10 @@ from services.encryptsvc.envelope import (
 )
 from services.encryptsvc.selection import Selection, compile_selection
 
-# Hand the event loop back this often so watch streams and other calls are not starved.
-_YIELD_EVERY = 64
+# Hand the event loop back after this much work (an event counts 1 plus its fields) so watch
+# streams and other calls are not starved: counting events alone let a batch of few events with
+# huge [*] arrays (16 MB of them fits a request) hold the loop for seconds.
+_YIELD_AFTER = 512
 
 
 @dataclass(frozen=True)
@@ -130,13 +132,17 @@ class Encryptor:
             policy.format, snapshot.key, destination_id, max_uses=self._limits.max_cek_uses
         )
         outcomes: list[EventOutcome] = []
-        for index, raw in enumerate(events):
-            if index and index % _YIELD_EVERY == 0:
+        work = 0
+        for raw in events:
+            if work >= _YIELD_AFTER:
                 await asyncio.sleep(0)
+                work = 0
             try:
-                outcomes.append(self._encrypt_one(raw, selection, sealer))
+                outcome = self._encrypt_one(raw, selection, sealer)
             except _Refused as refused:
-                outcomes.append(EventOutcome(None, refused.error))
+                outcome = EventOutcome(None, refused.error)
+            outcomes.append(outcome)
+            work += 1 + outcome.encrypted_fields
         return BatchResult(outcomes, policy.version, snapshot.key.kid, True, policy.format)
 
     def _encrypt_one(self, raw: bytes, selection: Selection, sealer: Sealer) -> EventOutcome:
