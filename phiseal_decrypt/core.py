@@ -6,7 +6,6 @@ import base64
 import binascii
 import json
 import re
-import struct
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,17 +14,13 @@ from typing import Any
 
 import orjson
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, x25519
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
-ALG_RSA = "RSA-OAEP-256"
-ALG_ECDH = "ECDH-ES+A256KW"
-ENC = "A256GCM"
-BINDING_CLAIM = "phiseal"
-_OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+from phiseal_decrypt.jose import ALG_ECDH, ALG_RSA, BINDING_CLAIM, ENC, OAEP, ecdh_es_kek
+
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_$@:\-]+")
 
 PrivateKey = rsa.RSAPrivateKey | x25519.X25519PrivateKey
@@ -167,12 +162,6 @@ def _parse(token: str) -> _Parsed:
     return _Parsed(parts[0], header, parts[1], iv, ct, tag)
 
 
-def _ecdh_kek(shared: bytes) -> bytes:
-    alg = ALG_ECDH.encode("ascii")
-    info = struct.pack(">I", len(alg)) + alg + struct.pack(">II", 0, 0) + struct.pack(">I", 256)
-    return ConcatKDFHash(hashes.SHA256(), 32, info).derive(shared)
-
-
 class Decryptor:
     """Decrypts PHIseal values and events; caches unwrapped content keys (LRU) by default."""
 
@@ -264,7 +253,7 @@ class Decryptor:
             if key.key_size // 8 != len(block):
                 continue
             try:
-                plaintext = key.decrypt(block, _OAEP)
+                plaintext = key.decrypt(block, OAEP)
             except ValueError:
                 continue
             self.unwraps += 1
@@ -328,10 +317,10 @@ def _try_unwrap(
         if isinstance(key, rsa.RSAPrivateKey):
             if peer is not None or key.key_size // 8 != len(wrapped):
                 return None
-            return key.decrypt(wrapped, _OAEP)
+            return key.decrypt(wrapped, OAEP)
         if peer is None:
             return None
-        return aes_key_unwrap(_ecdh_kek(key.exchange(peer)), wrapped)
+        return aes_key_unwrap(ecdh_es_kek(key.exchange(peer)), wrapped)
     except (ValueError, InvalidUnwrap):
         return None
 

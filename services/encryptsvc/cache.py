@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 
 import structlog
 
-from services.common.errors import FailedPrecondition
+from services.common.errors import FailedPrecondition, Unavailable
 from services.encryptsvc.encryption import Policy, Snapshot
 from services.encryptsvc.envelope import RecipientKey
 
@@ -75,7 +75,7 @@ class Cache(Generic[V]):
         self._clock = clock
         self._backoff = backoff
         self._entries: dict[str, _Entry[V]] = {}
-        self._inflight: dict[str, asyncio.Future[V]] = {}
+        self._inflight: dict[str, asyncio.Future[_Entry[V]]] = {}
         self._epoch = 0  # bumped by every invalidation: a load begun before it is not kept
         self.confirmed_at = 0.0  # the stream's last confirmation of freshness
         self.synced = False  # the stream has delivered a RESYNC since start-up
@@ -97,22 +97,30 @@ class Cache(Generic[V]):
             self._inflight[destination_id] = future
             future.add_done_callback(lambda done: self._forget(destination_id, done))
         # A caller that gives up must not cancel the load the other waiters share.
-        return await asyncio.shield(future)
+        loaded = await asyncio.shield(future)
+        # A load slower than the bound (ENCRYPTSVC_PEER_TIMEOUT_SECONDS may exceed it) returns
+        # a value already older than the bound allows, unless the stream confirmed it meanwhile.
+        if not self._fresh(loaded, self._clock()):
+            raise Unavailable(
+                f"loading the {self.name} took longer than the {self._max_staleness:g}s "
+                "staleness bound; retry shortly"
+            )
+        return loaded.value
 
-    def _forget(self, destination_id: str, done: asyncio.Future[V]) -> None:
+    def _forget(self, destination_id: str, done: asyncio.Future[_Entry[V]]) -> None:
         if self._inflight.get(destination_id) is done:
             del self._inflight[destination_id]
         if not done.cancelled():
             done.exception()  # retrieved: waiters re-raise it; nobody waiting is no error
 
-    async def _load(self, destination_id: str) -> V:
+    async def _load(self, destination_id: str) -> _Entry[V]:
         epoch = self._epoch
         started = self._clock()
         self.loads += 1
-        value = await self._loader(destination_id)
+        entry = _Entry(await self._loader(destination_id), started, epoch)
         if epoch == self._epoch:
-            self._entries[destination_id] = _Entry(value, started, epoch)
-        return value
+            self._entries[destination_id] = entry
+        return entry
 
     def apply(self, change: Change) -> None:
         """Applies one watch message, in stream order."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -11,7 +10,6 @@ from typing import Any, Protocol
 import orjson
 
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from services.common.fieldpath import FieldPath, find, parse_selection
 from services.encryptsvc.envelope import (
     MAX_CEK_USES,
     RecipientKey,
@@ -19,9 +17,12 @@ from services.encryptsvc.envelope import (
     ValueTooLong,
     new_sealer,
 )
+from services.encryptsvc.selection import Selection, compile_selection
 
-# Hand the event loop back this often so watch streams and other calls are not starved.
-_YIELD_EVERY = 64
+# Hand the event loop back after this much work (an event counts 1 plus its fields) so watch
+# streams and other calls are not starved: counting events alone let a batch of few events with
+# huge [*] arrays (16 MB of them fits a request) hold the loop for seconds.
+_YIELD_AFTER = 512
 
 
 @dataclass(frozen=True)
@@ -96,17 +97,6 @@ def _invalid(message: str, path: str = "") -> _Refused:
     return _Refused(EventError("INVALID_ARGUMENT", message, path))
 
 
-@functools.lru_cache(maxsize=4096)
-def parsed_fields(fields: tuple[str, ...]) -> tuple[FieldPath, ...]:
-    """A policy's paths, parsed once per distinct field list (i.e. once per policy version)."""
-    try:
-        return tuple(parse_selection(fields))
-    except InvalidArgument as exc:
-        # policysvc validates paths; if one still does not parse, encrypting "the rest" could
-        # leak the field it meant, so the batch fails instead.
-        raise FailedPrecondition(f"the destination's policy is unusable: {exc.message}") from None
-
-
 class Encryptor:
     """Encrypts batches of JSON events to a destination's active key, per its policy."""
 
@@ -137,23 +127,27 @@ class Encryptor:
                 f"encryption is enabled for destination {destination_id} but it has no active "
                 "key; generate or import one with keysvc first"
             )
-        paths = parsed_fields(policy.fields)
+        selection = compile_selection(policy.fields)
         sealer = new_sealer(
             policy.format, snapshot.key, destination_id, max_uses=self._limits.max_cek_uses
         )
         outcomes: list[EventOutcome] = []
-        for index, raw in enumerate(events):
-            if index and index % _YIELD_EVERY == 0:
+        work = 0
+        for raw in events:
+            if work >= _YIELD_AFTER:
                 await asyncio.sleep(0)
+                work = 0
             try:
-                outcomes.append(self._encrypt_one(raw, paths, sealer))
+                outcome = self._encrypt_one(raw, selection, sealer)
             except _Refused as refused:
-                outcomes.append(EventOutcome(None, refused.error))
+                outcome = EventOutcome(None, refused.error)
+            outcomes.append(outcome)
+            work += 1 + outcome.encrypted_fields
         return BatchResult(outcomes, policy.version, snapshot.key.kid, True, policy.format)
 
-    def _encrypt_one(self, raw: bytes, paths: Sequence[FieldPath], sealer: Sealer) -> EventOutcome:
+    def _encrypt_one(self, raw: bytes, selection: Selection, sealer: Sealer) -> EventOutcome:
         event = self._parse(raw)
-        located = [loc for path in paths for loc in find(event, path)]
+        located = selection.locate(event)
         if located and sealer.binds:
             message_id = event.get("messageId")
             if not isinstance(message_id, str) or not message_id.strip():
@@ -165,18 +159,18 @@ class Encryptor:
                 )
         else:
             message_id = ""
-        for loc in located:
-            plaintext = orjson.dumps(loc.container[loc.key])  # type: ignore[index]
+        for container, key, concrete in located:
+            plaintext = orjson.dumps(container[key])  # type: ignore[index]
             try:
-                loc.container[loc.key] = sealer.seal(plaintext, message_id, loc.concrete)  # type: ignore[index]
+                container[key] = sealer.seal(plaintext, message_id, concrete)  # type: ignore[index]
             except ValueTooLong as exc:
                 raise _Refused(
                     EventError(
                         "FAILED_PRECONDITION",
-                        f"the value at {loc.concrete} is too long for the SEGMENT_RSA_OAEP "
+                        f"the value at {concrete} is too long for the SEGMENT_RSA_OAEP "
                         f"format ({exc.length} bytes as JSON, at most {exc.limit} for this key); "
                         "use the JWE format, which has no size limit",
-                        loc.concrete,
+                        concrete,
                     )
                 ) from None
         # Always re-serialise, even with nothing found: the input could hide a second copy of a

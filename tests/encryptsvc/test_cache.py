@@ -119,6 +119,19 @@ async def test_stale_entry_with_peer_down_is_unavailable() -> None:
         await cache.get("d")
 
 
+async def test_load_slower_than_the_bound_is_unavailable() -> None:
+    """A load that outlasts the bound (a peer timeout above it) is UNAVAILABLE, not served."""
+    loader, clock = Loader(), FakeClock()
+    cache = _cache(loader, clock)
+    loader.gate.clear()
+    waiter = asyncio.ensure_future(cache.get("d"))
+    await _settle()
+    clock.now += 6
+    loader.gate.set()
+    with pytest.raises(Unavailable, match="staleness bound"):
+        await waiter
+
+
 async def test_heartbeats_keep_entries_fresh() -> None:
     """A heartbeat stamped within the bound confirms the entry: no reload."""
     loader, clock = Loader(), FakeClock()

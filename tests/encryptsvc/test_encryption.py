@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,3 +167,30 @@ async def test_one_wrapped_key_per_batch() -> None:
         for value in orjson.loads(o.event or b"{}")["properties"]["allergy"]
     }
     assert len(wrapped) == 1
+
+
+async def test_few_events_with_many_fields_still_yield_the_loop() -> None:
+    """A batch's yields follow the fields sealed, not only the event count: two events of 2,000
+    array elements each let other tasks run while they are encrypted."""
+    ticks = 0
+    stop = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    events = [
+        orjson.dumps({"messageId": f"m{i}", "properties": {"allergy": list(range(2000))}})
+        for i in range(2)
+    ]
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    result = await _encryptor().encrypt("dest_1", events)
+    during = ticks - before
+    stop = True
+    await task
+    assert [o.encrypted_fields for o in result.outcomes] == [2000, 2000]
+    assert during >= 1

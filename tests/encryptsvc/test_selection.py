@@ -1,0 +1,76 @@
+"""The compiled selection finds exactly the places fieldpath.find finds, path by path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.common.errors import FailedPrecondition
+from services.common.fieldpath import find
+from services.encryptsvc.selection import compile_selection
+from tests.encryptsvc.stack import EXTRA_FIELDS, FIELDS, SAMPLES
+
+# Quoted keys, indices beside [*] in other arrays, arrays of arrays, a key next to an index.
+TRICKY = (
+    "context.traits.email",
+    "properties.a[*].b",
+    "properties.a[*].c[1]",
+    "properties.m[*][*]",
+    "properties.n[0].x",
+    'properties["first name"]',
+    'traits["a.b"].c',
+    "traits.list[2]",
+    "traits.x",
+)
+KEYS = st.sampled_from(["a", "b", "c", "m", "n", "x", "list", "first name", "a.b", "email", "0"])
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
+    max_leaves=30,
+)
+EVENTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "traits": st.dictionaries(KEYS, JSON, max_size=5),
+        "properties": st.dictionaries(KEYS, JSON, max_size=5),
+        "context": st.dictionaries(KEYS | st.just("traits"), JSON, max_size=5),
+    },
+)
+
+
+def _by_find(fields: tuple[str, ...], event: dict[str, Any]) -> set[tuple[int, str | int, str]]:
+    selection = compile_selection(fields)
+    return {
+        (id(loc.container), loc.key, loc.concrete)
+        for path in selection.paths
+        for loc in find(event, path)
+    }
+
+
+def _by_locate(fields: tuple[str, ...], event: dict[str, Any]) -> set[tuple[int, str | int, str]]:
+    located = compile_selection(fields).locate(event)
+    assert len(located) == len({concrete for _, _, concrete in located})
+    return {(id(container), key, concrete) for container, key, concrete in located}
+
+
+@pytest.mark.parametrize("index", range(len(SAMPLES)))
+def test_sample_events_locate_as_find_does(index: int) -> None:
+    """Every sample event under the benchmark's policy (and its extra fields): same places."""
+    fields = (*FIELDS, *EXTRA_FIELDS)
+    assert _by_find(fields, SAMPLES[index]) == _by_locate(fields, SAMPLES[index])
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=EVENTS)
+def test_random_events_locate_as_find_does(event: dict[str, Any]) -> None:
+    """Random nested events under quoted keys, indices and [*]: same places, same spelling."""
+    assert _by_find(TRICKY, event) == _by_locate(TRICKY, event)
+
+
+def test_unusable_policy_fails_the_batch() -> None:
+    """A field list that does not parse is FAILED_PRECONDITION, never "encrypt the rest"."""
+    with pytest.raises(FailedPrecondition, match="policy is unusable"):
+        compile_selection(("traits.email", "nonsense.x"))
