@@ -51,7 +51,12 @@ async def edit_workspace(request: Any, context: Any) -> Any:
     return Resp(status=Resp.SERVING)
 
 
+# Set when a Slow call is being served: tests wait on it instead of guessing with a sleep.
+SLOW_STARTED = asyncio.Event()
+
+
 async def slow(request: Any, context: Any) -> Any:
+    SLOW_STARTED.set()
     await asyncio.sleep(float(request.service or "0.5"))
     return Resp(status=Resp.SERVING)
 

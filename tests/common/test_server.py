@@ -109,8 +109,10 @@ async def test_shutdown_finishes_in_flight_call_and_refuses_new_ones() -> None:
     server = fake_service.build(grace=3)
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        fake_service.SLOW_STARTED.clear()
         in_flight = asyncio.ensure_future(fake_service.call(channel, "Slow")(Req(service="0.7")))
-        await asyncio.sleep(0.2)
+        async with asyncio.timeout(10):
+            await fake_service.SLOW_STARTED.wait()
         stopping = asyncio.ensure_future(server.stop())
         await asyncio.sleep(0.1)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
