@@ -41,15 +41,15 @@ clean-proto:
 	rm -rf gen
 
 fmt: $(STAMP)
-	$(VENV)/bin/ruff format services tests benchmarks phiseal_decrypt
-	$(VENV)/bin/ruff check --fix services tests benchmarks phiseal_decrypt
+	$(VENV)/bin/ruff format services tests benchmarks phiseal_decrypt phiseal_dev
+	$(VENV)/bin/ruff check --fix services tests benchmarks phiseal_decrypt phiseal_dev
 
 buf-lint:
 	@command -v npx >/dev/null && npx --yes @bufbuild/buf@1.75.0 lint protos || echo "buf lint skipped: npx not found"
 
 lint: $(STAMP) buf-lint
-	$(VENV)/bin/ruff format --check services tests benchmarks phiseal_decrypt
-	$(VENV)/bin/ruff check services tests benchmarks phiseal_decrypt
+	$(VENV)/bin/ruff format --check services tests benchmarks phiseal_decrypt phiseal_dev
+	$(VENV)/bin/ruff check services tests benchmarks phiseal_decrypt phiseal_dev
 	$(VENV)/bin/mypy
 
 test: $(STAMP)
@@ -58,7 +58,7 @@ test: $(STAMP)
 check: lint test
 
 run: $(STAMP)
-	exec $(PY) -m services.devstack
+	exec $(PY) -m phiseal_dev.devstack
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

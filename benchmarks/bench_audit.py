@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from google.protobuf import struct_pb2, timestamp_pb2
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
+from phiseal_dev.testing import PgCluster, start_service
 from services.auditsvc import chain
 from services.auditsvc.audit_log import Event
-from services.common.logging import configure_logging
-from services.common.testing import PgCluster, start_service
+from services.common.server.logging import configure_logging
 
 ROUNDS = 3
 RECORDS_PER_ROUND = 1000

@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.common.auth import Role
-from services.common.authz import Access, require
-from services.common.tokens import TokenMinter, TokenVerifier
+from phiseal_dev.tokens import TokenMinter
+from services.common.security.auth import Role
+from services.common.security.authz import Access, require
+from services.common.security.tokens import TokenVerifier
 
 ROUNDS = 2000
 

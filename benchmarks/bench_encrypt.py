@@ -30,11 +30,11 @@ from jwcrypto import jwe, jwk
 from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 
 from phiseal_decrypt import Decryptor, Keyring
-from services.common.auth import DevelopmentAuthenticator
+from phiseal_dev.testing import PgCluster, RunningService, start_service
 from services.common.fieldpath import find, parse_selection
-from services.common.logging import configure_logging
-from services.common.server import GrpcServer, ServerParts
-from services.common.testing import PgCluster, RunningService, start_service
+from services.common.security.auth import DevelopmentAuthenticator
+from services.common.server.grpc_server import GrpcServer, ServerParts
+from services.common.server.logging import configure_logging
 from services.encryptsvc.app import SERVICE_NAME
 from tests.encryptsvc.keys import KeyPair
 from tests.encryptsvc.stack import FIELDS, SAMPLES, X25519, Admin, wait_serving

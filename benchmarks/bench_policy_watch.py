@@ -17,8 +17,8 @@ from phiseal.common.v1 import common_pb2
 from phiseal.policy.v1 import policy_pb2
 from phiseal.policy.v1.policy_pb2_grpc import PolicyServiceStub
 
-from services.common.logging import configure_logging
-from services.common.testing import PgCluster, start_service
+from phiseal_dev.testing import PgCluster, start_service
+from services.common.server.logging import configure_logging
 
 CHANGES = 100
 

@@ -15,8 +15,8 @@ import pytest
 import pytest_asyncio
 import structlog
 
-from services.common.logging import configure_logging
-from services.common.testing import PgCluster, RunningService, start_service
+from phiseal_dev.testing import PgCluster, RunningService, start_service
+from services.common.server.logging import configure_logging
 
 StartService = Callable[..., Awaitable[RunningService]]
 

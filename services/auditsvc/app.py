@@ -15,9 +15,9 @@ from services.auditsvc.audit_log import AuditLog
 from services.auditsvc.config import Settings
 from services.auditsvc.servicer import AuditServicer
 from services.auditsvc.store import MIGRATIONS, SCHEMA, AuditStore, open_pool
-from services.common.db import connect_with_retry, migrate
-from services.common.health import HealthCheck, database_check
-from services.common.server import GrpcServer, ServerParts
+from services.common.data.db import connect_with_retry, migrate
+from services.common.server.grpc_server import GrpcServer, ServerParts
+from services.common.server.health import HealthCheck, database_check
 
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 

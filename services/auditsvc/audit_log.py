@@ -16,11 +16,11 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from services.auditsvc import chain
-from services.common.auth import Principal, Role
-from services.common.authz import require
+from services.common.data.paging import Page, encode_token
 from services.common.errors import InvalidArgument, PermissionDenied, ResourceExhausted
 from services.common.limits import json_depth
-from services.common.paging import Page, encode_token
+from services.common.security.auth import Principal, Role
+from services.common.security.authz import require
 
 SERVICE = "auditsvc"
 MAX_BATCH = 1000

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.config import Env, ServerSettings
+from services.common.server.config import Env, ServerSettings
 
 DEFAULT_PORT = 50054
 # Development only: generated on first start when no key file exists (see README, Audit log).

@@ -12,9 +12,9 @@ from typing_extensions import override
 
 from services.auditsvc import chain
 from services.auditsvc.audit_log import AuditLog, Event, ExportFormat, Filter
-from services.common.auth import current_principal, current_request_id
 from services.common.errors import InvalidArgument
-from services.common.interceptor import Context
+from services.common.security.auth import current_principal, current_request_id
+from services.common.server.interceptor import Context
 
 _OUTCOME_TO_TEXT = {
     audit_pb2.OUTCOME_SUCCEEDED: "succeeded",

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.auditsvc import chain
-from services.common.config import ConfigError
+from services.common.server.config import ConfigError
 
 log = structlog.get_logger("auditsvc.signing")
 

@@ -14,7 +14,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services.auditsvc import chain
 from services.auditsvc.audit_log import AppendResult, Event, ExportSnapshot, Filter
-from services.common.db import MigrationSource
+from services.common.data.db import MigrationSource
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 
@@ -316,7 +316,7 @@ class AuditStore:
 
 
 async def open_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
-    """Like services.common.db.create_pool, but every connection runs as the writer role.
+    """Like services.common.data.db.create_pool, but every connection runs as the writer role.
 
     ``role`` as a start-up setting (not ``SET ROLE``) survives the ``RESET ALL`` asyncpg runs
     when a connection returns to the pool.

@@ -1,4 +1,4 @@
-"""Audit entries as the domain writes them, and their append to the service's outbox."""
+"""Audit entries as the domain writes them (``services.common.data.outbox`` stores them)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import asyncpg
-import orjson
-from asyncpg.pool import PoolConnectionProxy
-
-from services.common.auth import current_principal, current_request_id
+from services.common.security.auth import current_principal, current_request_id
 
 
 class Outcome(StrEnum):
@@ -57,23 +53,3 @@ class AuditEntry:
             "access_reason": self.access_reason,
             "details": dict(self.details),
         }
-
-
-# The NOTIFY is delivered at commit (never for a rolled-back change) and wakes the outbox relay
-# (services.common.outbox_relay) at once; the channel is per schema, so keysvc and policysvc
-# sharing a database do not wake each other.
-_INSERT_OUTBOX = """
-WITH inserted AS (
-    INSERT INTO audit_outbox (event_id, event) VALUES ($1, $2::jsonb) RETURNING seq
-)
-SELECT pg_notify(current_schema() || '_audit_outbox', '') FROM inserted
-"""
-
-
-async def append_to_outbox(
-    con: asyncpg.Connection | PoolConnectionProxy, entry: AuditEntry, service: str
-) -> None:
-    """Writes ``entry`` in the caller's transaction: it commits, or fails, with the change."""
-    await con.execute(
-        _INSERT_OUTBOX, uuid.UUID(entry.event_id), orjson.dumps(entry.to_json(service)).decode()
-    )

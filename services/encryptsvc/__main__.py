@@ -1,6 +1,6 @@
 """``python -m services.encryptsvc``."""
 
-from services.common.app import run_service
+from services.common.server.main import run_service
 from services.encryptsvc.app import build
 from services.encryptsvc.config import Settings
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 
-from services.common.clients import open_peer_channel
-from services.common.server import GrpcServer, ServerParts
+from services.common.server.clients import open_peer_channel
+from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.encryptsvc.cache import Cache, DestinationCache
 from services.encryptsvc.config import Settings
 from services.encryptsvc.encryption import Encryptor, Policy

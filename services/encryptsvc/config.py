@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.config import Env, ServerSettings
+from services.common.server.config import Env, ServerSettings
 from services.encryptsvc.encryption import Limits
 from services.encryptsvc.envelope import MAX_CEK_USES
 

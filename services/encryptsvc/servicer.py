@@ -6,7 +6,7 @@ from phiseal.common.v1 import common_pb2
 from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 from typing_extensions import override
 
-from services.common.interceptor import Context
+from services.common.server.interceptor import Context
 from services.encryptsvc.encryption import BatchResult, Encryptor, EventOutcome
 from services.encryptsvc.envelope import FORMAT_SEGMENT
 

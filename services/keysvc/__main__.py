@@ -1,6 +1,6 @@
 """``python -m services.keysvc``."""
 
-from services.common.app import run_service
+from services.common.server.main import run_service
 from services.keysvc.app import build
 from services.keysvc.config import Settings
 

@@ -10,13 +10,13 @@ import grpc
 import structlog
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 
-from services.common.app import open_database
-from services.common.changefeed import ChangeFeed
-from services.common.clients import open_peer_channel
-from services.common.denials import OutboxDenialAuditor
-from services.common.health import database_check
-from services.common.outbox_relay import OutboxRelay
-from services.common.server import GrpcServer, ServerParts
+from services.common.data.changefeed import ChangeFeed
+from services.common.data.db import open_database
+from services.common.data.outbox_relay import OutboxRelay
+from services.common.security.denials import OutboxDenialAuditor
+from services.common.server.clients import open_peer_channel
+from services.common.server.grpc_server import GrpcServer, ServerParts
+from services.common.server.health import database_check
 from services.keysvc.config import Settings
 from services.keysvc.directory import PolicyDirectory
 from services.keysvc.keys import KeyManager

@@ -15,8 +15,6 @@ from typing import Protocol, TypeVar
 import structlog
 
 from services.common.audit import AuditEntry, JSONValue, Outcome
-from services.common.auth import Role, current_principal
-from services.common.authz import AccessDenied, require, visible_workspaces
 from services.common.errors import (
     AlreadyExists,
     DomainError,
@@ -25,6 +23,8 @@ from services.common.errors import (
     NotFound,
     PermissionDenied,
 )
+from services.common.security.auth import Role, current_principal
+from services.common.security.authz import AccessDenied, require, visible_workspaces
 from services.keysvc import crypto
 from services.keysvc.crypto import Algorithm, Challenge, Kdf, PrivateKeyDelivery, PublicKey
 

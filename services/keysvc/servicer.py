@@ -11,11 +11,11 @@ from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from typing_extensions import override
 
-from services.common.auth import current_request_id
-from services.common.changefeed import ChangeFeed
+from services.common.data.changefeed import ChangeFeed
+from services.common.data.watch import watch_events
 from services.common.errors import InvalidArgument
-from services.common.interceptor import Context
-from services.common.watch import watch_events
+from services.common.security.auth import current_request_id
+from services.common.server.interceptor import Context
 from services.keysvc import crypto
 from services.keysvc.crypto import Algorithm, Kdf, PrivateKeyDelivery
 from services.keysvc.keys import Activation, KeyChange, KeyManager, KeyOrigin, KeyState, KeyVersion

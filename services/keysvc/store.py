@@ -10,8 +10,9 @@ from typing import Any, cast
 
 import asyncpg
 
-from services.common.audit import AuditEntry, append_to_outbox
-from services.common.db import COMMON_MIGRATIONS, MigrationSource
+from services.common.audit import AuditEntry
+from services.common.data.db import COMMON_MIGRATIONS, MigrationSource
+from services.common.data.outbox import append_to_outbox
 from services.common.errors import Aborted
 from services.keysvc.crypto import Algorithm
 from services.keysvc.keys import KeyChange, KeyOrigin, KeyState, KeyVersion, StoredVersion

@@ -1,6 +1,6 @@
 """``python -m services.policysvc``."""
 
-from services.common.app import run_service
+from services.common.server.main import run_service
 from services.policysvc.app import build
 from services.policysvc.config import Settings
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
-from services.common.app import open_database
-from services.common.changefeed import ChangeFeed
-from services.common.denials import OutboxDenialAuditor
-from services.common.health import database_check
-from services.common.outbox_relay import OutboxRelay
-from services.common.server import GrpcServer, ServerParts
+from services.common.data.changefeed import ChangeFeed
+from services.common.data.db import open_database
+from services.common.data.outbox_relay import OutboxRelay
+from services.common.security.denials import OutboxDenialAuditor
+from services.common.server.grpc_server import GrpcServer, ServerParts
+from services.common.server.health import database_check
 from services.policysvc.catalog import Catalog
 from services.policysvc.config import Settings
 from services.policysvc.policy import Policies

@@ -10,10 +10,10 @@ from enum import StrEnum
 from typing import Protocol
 
 from services.common.audit import AuditEntry
-from services.common.auth import Role, current_principal
-from services.common.authz import AccessDenied, require, visible_workspaces
+from services.common.data.paging import Page, encode_token
 from services.common.errors import InvalidArgument, NotFound
-from services.common.paging import Page, encode_token
+from services.common.security.auth import Role, current_principal
+from services.common.security.authz import AccessDenied, require, visible_workspaces
 
 MAX_NAME = 200
 MAX_ID = 64

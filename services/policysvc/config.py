@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.config import Env, ServerSettings
-from services.common.outbox_relay import RelaySettings
+from services.common.data.outbox_relay import RelaySettings
+from services.common.server.config import Env, ServerSettings
 
 DEFAULT_PORT = 50052
 

@@ -17,11 +17,11 @@ from typing import Protocol
 import orjson
 
 from services.common.audit import AuditEntry
-from services.common.auth import Role, current_principal
-from services.common.authz import require
+from services.common.data.paging import Page, encode_token
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from services.common.fieldpath import FieldPath, find, parse, parse_selection
-from services.common.paging import Page, encode_token
+from services.common.security.auth import Role, current_principal
+from services.common.security.authz import require
 from services.policysvc.catalog import Destination, DestinationType, Workspace, require_id
 from services.policysvc.classification import Classification, Classifier
 from services.policysvc.privacy import parse_event

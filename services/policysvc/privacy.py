@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from services.common.audit import AuditEntry
-from services.common.auth import Role, current_principal
-from services.common.authz import require
+from services.common.data.paging import Page, encode_token
 from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -18,7 +17,8 @@ from services.common.errors import (
 )
 from services.common.fieldpath import find, leaf_paths, parse
 from services.common.limits import Limits
-from services.common.paging import Page, encode_token
+from services.common.security.auth import Role, current_principal
+from services.common.security.authz import require
 from services.policysvc.catalog import new_id, require_id
 from services.policysvc.classification import (
     DEFAULT_MATCHERS,

@@ -8,10 +8,10 @@ from operator import itemgetter
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 from typing_extensions import override
 
-from services.common.changefeed import ChangeFeed
+from services.common.data.changefeed import ChangeFeed
+from services.common.data.watch import watch_events
 from services.common.errors import InvalidArgument
-from services.common.interceptor import Context
-from services.common.watch import watch_events
+from services.common.server.interceptor import Context
 from services.policysvc.catalog import Catalog
 from services.policysvc.messages import (
     classification,

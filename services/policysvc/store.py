@@ -9,8 +9,9 @@ from typing import Any, cast
 import asyncpg
 import orjson
 
-from services.common.audit import AuditEntry, append_to_outbox
-from services.common.db import COMMON_MIGRATIONS, MigrationSource
+from services.common.audit import AuditEntry
+from services.common.data.db import COMMON_MIGRATIONS, MigrationSource
+from services.common.data.outbox import append_to_outbox
 from services.common.errors import Aborted, AlreadyExists, NotFound
 from services.policysvc.catalog import Destination, DestinationType, HipaaEligibility, Workspace
 from services.policysvc.classification import (

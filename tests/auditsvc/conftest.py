@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest_asyncio
 from phiseal.audit.v1 import audit_pb2_grpc
 
-from services.common.testing import RunningService
+from phiseal_dev.testing import RunningService
 from tests.auditsvc.helpers import AuditClient
 from tests.conftest import StartService
 

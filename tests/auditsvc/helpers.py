@@ -12,7 +12,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 from phiseal.common.v1 import common_pb2
 
-from services.common.testing import RunningService, person
+from phiseal_dev.testing import RunningService, person
 
 PERSON_MD = person("auditor@example.com")
 BASE_TIME = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from phiseal.audit.v1 import audit_pb2_grpc
 
-from services.common.testing import RunningService, session_secrets
+from phiseal_dev.testing import RunningService, session_secrets
 from tests.auditsvc.helpers import event, record, tamper
 
 

@@ -8,7 +8,7 @@ import time
 import asyncpg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.testing import PgCluster, RunningService
+from phiseal_dev.testing import PgCluster, RunningService
 
 
 async def _status(service: RunningService) -> int:

@@ -16,12 +16,12 @@ from google.protobuf import json_format
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 from phiseal.common.v1 import common_pb2
 
+from phiseal_dev.testing import RunningService
 from services.auditsvc import cli
 from services.auditsvc.app import AuditServer
 from services.auditsvc.audit_log import CSV_COLUMNS, AuditLog, ExportFormat, Filter
-from services.common.auth import Principal, Role
 from services.common.errors import PermissionDenied
-from services.common.testing import RunningService
+from services.common.security.auth import Principal, Role
 from tests.auditsvc.helpers import BASE_TIME, PERSON_MD, event, record, ts
 
 WS = "ws_q"

@@ -20,10 +20,11 @@ from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
-from services.common.audit import AuditEntry, append_to_outbox
-from services.common.localpg import free_port
-from services.common.outbox_relay import to_proto
-from services.common.testing import RunningService, session_secrets
+from phiseal_dev.localpg import free_port
+from phiseal_dev.testing import RunningService, session_secrets
+from services.common.audit import AuditEntry
+from services.common.data.outbox import append_to_outbox
+from services.common.data.outbox_relay import to_proto
 from tests.auditsvc.helpers import PERSON_MD, stub
 from tests.conftest import StartService
 

@@ -8,10 +8,10 @@ import asyncpg
 import pytest
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
+from phiseal_dev.testing import RunningService
 from services.auditsvc import cli
 from services.auditsvc.app import AuditServer
 from services.auditsvc.audit_log import AuditLog
-from services.common.testing import RunningService
 from tests.auditsvc.helpers import event, record, tamper
 
 WS = "ws_t"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 import pytest_asyncio
 
-from services.common.server import GrpcServer
+from services.common.server.grpc_server import GrpcServer
 from tests.common import fake_service
 from tests.common.fake_service import RecordingAuditor
 from tests.common.secure import Secrets

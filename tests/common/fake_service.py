@@ -9,16 +9,16 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from services.common import errors
-from services.common.auth import (
+from services.common.security.auth import (
     DevelopmentAuthenticator,
     Principal,
     Role,
     current_principal,
     current_request_id,
 )
-from services.common.authz import Access, Rule, require
-from services.common.config import ServerSettings
-from services.common.server import GrpcServer, ServerParts
+from services.common.security.authz import Access, Rule, require
+from services.common.server.config import ServerSettings
+from services.common.server.grpc_server import GrpcServer, ServerParts
 
 SERVICE = "phiseal.test.Fake"
 # grpc_health ships no type information.
@@ -85,7 +85,7 @@ def register(server: grpc.aio.Server) -> None:
     )
 
 
-# The fake service's authorization table, shaped like services.common.authz.RULES.
+# The fake service's authorization table, shaped like services.common.security.authz.RULES.
 RULES = {
     f"/{SERVICE}/Echo": Rule(Role.VIEWER, services=frozenset({"encryptsvc"})),
     f"/{SERVICE}/EditWorkspace": Rule(Role.EDITOR, phi=True),

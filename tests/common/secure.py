@@ -10,10 +10,11 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.common.auth import Role
-from services.common.config import Env, ServerSettings
-from services.common.tls import DevPki, TlsFiles, channel_credentials
-from services.common.tokens import DevSigningKey, TokenMinter
+from phiseal_dev.pki import DevPki
+from phiseal_dev.tokens import DevSigningKey, TokenMinter
+from services.common.security.auth import Role
+from services.common.security.tls import TlsFiles, channel_credentials
+from services.common.server.config import Env, ServerSettings
 from tests.common.fake_service import Req, call
 
 IDENTITIES = ("keysvc", "policysvc", "encryptsvc", "auditsvc", "fake")

@@ -11,8 +11,9 @@ import grpc
 import phiseal
 import pytest
 
-from services.common.auth import Principal, Role
-from services.common.authz import (
+from services.common.errors import PermissionDenied
+from services.common.security.auth import Principal, Role
+from services.common.security.authz import (
     RULES,
     Access,
     AccessDenied,
@@ -22,7 +23,6 @@ from services.common.authz import (
     satisfies,
     visible_workspaces,
 )
-from services.common.errors import PermissionDenied
 from tests.common.conftest import SecureFake
 from tests.common.secure import (
     Secrets,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest_asyncio
 
-from services.common.changefeed import ChangeFeed, FeedKind, FeedMessage, Subscription
+from services.common.data.changefeed import ChangeFeed, FeedKind, FeedMessage, Subscription
 
 CHANNEL = "test_changes"
 

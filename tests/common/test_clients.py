@@ -7,9 +7,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
-from services.common.auth import DevelopmentAuthenticator, current_principal
-from services.common.clients import open_channel
-from services.common.server import GrpcServer, ServerParts
+from services.common.security.auth import DevelopmentAuthenticator, current_principal
+from services.common.server.clients import open_channel
+from services.common.server.grpc_server import GrpcServer, ServerParts
 
 Resp: Any = health_pb2.HealthCheckResponse
 Req: Any = health_pb2.HealthCheckRequest

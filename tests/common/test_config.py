@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from services.common.config import ConfigError
+from services.common.server.config import ConfigError
 from services.keysvc.config import Settings as KeySettings
 
 

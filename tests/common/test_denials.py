@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from services.common.auth import Principal
-from services.common.db import create_pool
-from services.common.denials import OutboxDenialAuditor
+from services.common.data.db import create_pool
+from services.common.security.auth import Principal
+from services.common.security.denials import OutboxDenialAuditor
 
 
 async def test_denial_is_written_to_the_outbox(database_url: str) -> None:

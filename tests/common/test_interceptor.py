@@ -11,9 +11,9 @@ import pytest
 import pytest_asyncio
 
 from services.common import errors
-from services.common.interceptor import STATUS_FOR_ERROR
-from services.common.logging import configure_logging
-from services.common.server import GrpcServer
+from services.common.server.grpc_server import GrpcServer
+from services.common.server.interceptor import STATUS_FOR_ERROR
+from services.common.server.logging import configure_logging
 from tests.common import fake_service
 from tests.common.fake_service import Req
 

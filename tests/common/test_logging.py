@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 import structlog
 
-from services.common.logging import REDACTED, configure_logging, redact, safe_db_error
+from services.common.server.logging import REDACTED, configure_logging, redact, safe_db_error
 
 PEM = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VuBCIEIExample\n-----END PRIVATE KEY-----"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.common.db import MigrationError, MigrationSource, migrate
+from services.common.data.db import MigrationError, MigrationSource, migrate
 
 
 def source(

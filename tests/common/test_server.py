@@ -11,8 +11,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from services.common.localpg import LocalPostgres
-from services.common.testing import ALL_SERVICES, PgCluster, start_service
+from phiseal_dev.localpg import LocalPostgres
+from phiseal_dev.testing import ALL_SERVICES, PgCluster, start_service
 from tests.common import fake_service
 from tests.common.fake_service import Req
 from tests.conftest import StartService

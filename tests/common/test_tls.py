@@ -10,8 +10,9 @@ import grpc
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.auth import Role
-from services.common.tls import CertificateAuthority, DevPki, peer_service_identity
+from phiseal_dev.pki import CertificateAuthority, DevPki
+from services.common.security.auth import Role
+from services.common.security.tls import peer_service_identity
 from tests.common import fake_service
 from tests.common.conftest import SecureFake
 from tests.common.secure import (

@@ -13,14 +13,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.common.auth import Role
+from phiseal_dev.tokens import DevSigningKey, TokenMinter, main
 from services.common.errors import Unauthenticated
-from services.common.tokens import (
-    DevSigningKey,
-    TokenMinter,
-    TokenVerifier,
-    main,
-)
+from services.common.security.auth import Role
+from services.common.security.tokens import TokenVerifier
 from tests.common.secure import public_pem
 
 KEY = Ed25519PrivateKey.generate()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from services.common.localpg import free_port
+from phiseal_dev.localpg import free_port
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 NAMES = ("keysvc", "policysvc", "encryptsvc", "auditsvc")
@@ -79,7 +79,7 @@ def test_stack_serves_over_tls_and_mtls_and_stops_on_sigterm() -> None:
     log_path = tmp_path / "devstack.log"
     log_file = log_path.open("w")
     stack = subprocess.Popen(
-        [sys.executable, "-m", "services.devstack"],
+        [sys.executable, "-m", "phiseal_dev.devstack"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=log_file,

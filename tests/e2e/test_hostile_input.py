@@ -15,7 +15,7 @@ from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
-from services.common.testing import RunningService
+from phiseal_dev.testing import RunningService
 from tests.auditsvc.helpers import event
 from tests.conftest import StartService
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest_asyncio
 from phiseal.encrypt.v1 import encrypt_pb2_grpc
 
-from services.common.localpg import free_port
-from services.common.testing import RunningService, person_channel
+from phiseal_dev.localpg import free_port
+from phiseal_dev.testing import RunningService, person_channel
 from tests.conftest import StartService
 from tests.encryptsvc.keys import KeyPair
 from tests.encryptsvc.stack import EXTRA_FIELDS, FIELDS, Admin, wait_serving

@@ -21,7 +21,7 @@ from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
-from services.common.testing import person
+from phiseal_dev.testing import person
 from tests.encryptsvc.keys import KeyPair, PrivateKey
 
 PERSON = person("user-1")

@@ -15,7 +15,7 @@ import pytest_asyncio
 from phiseal.keys.v1 import keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
-from services.common.testing import RunningService, person
+from phiseal_dev.testing import RunningService, person
 from tests.conftest import StartService
 
 PERSON = person("user-1")

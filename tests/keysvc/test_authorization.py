@@ -8,8 +8,8 @@ import grpc
 from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 
-from services.common.auth import Role
-from services.common.testing import session_secrets
+from phiseal_dev.testing import session_secrets
+from services.common.security.auth import Role
 from tests.keysvc.conftest import Keys
 
 

@@ -11,7 +11,7 @@ from jwcrypto import jwe, jwk
 from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 
-from services.common.testing import person
+from phiseal_dev.testing import person
 from tests.keysvc.conftest import PERSON, Keys, audited, error_of, outbox
 
 SPKI = serialization.PublicFormat.SubjectPublicKeyInfo

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.common.audit import AuditEntry
-from services.common.auth import ANONYMOUS, Principal, Role, bind_call
 from services.common.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
+from services.common.security.auth import ANONYMOUS, Principal, Role, bind_call
 from services.keysvc import crypto
 from services.keysvc.crypto import Algorithm
 from services.keysvc.keys import (

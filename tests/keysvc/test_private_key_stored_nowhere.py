@@ -10,8 +10,8 @@ import pytest
 from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2
 
-from services.common.logging import configure_logging
-from services.common.testing import PgCluster
+from phiseal_dev.testing import PgCluster
+from services.common.server.logging import configure_logging
 from tests.keysvc.conftest import PASSPHRASE, PERSON, Keys, error_of
 from tests.secret_search import data_files, flush_to_disk, needles, pem_body_lines, search
 

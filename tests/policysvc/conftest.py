@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
-from services.common.testing import person
+from phiseal_dev.testing import person
 from tests.conftest import StartService
 
 CLOUD = policy_pb2.DESTINATION_TYPE_EVENT_STREAM_CLOUD_MODE

@@ -8,8 +8,8 @@ import grpc
 from phiseal.common.v1 import common_pb2
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
-from services.common.auth import Role
-from services.common.testing import RunningService, session_secrets
+from phiseal_dev.testing import RunningService, session_secrets
+from services.common.security.auth import Role
 from tests.conftest import StartService
 from tests.policysvc.conftest import new_destination, new_workspace, outbox, status_of
 

@@ -1,4 +1,4 @@
-"""services.common.changefeed against a real PostgreSQL (used by WatchPolicies and WatchKeys)."""
+"""services.common.data.changefeed against a real PostgreSQL (WatchPolicies, WatchKeys)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest_asyncio
 
-from services.common.changefeed import ChangeFeed, FeedKind, FeedMessage, Subscription
+from services.common.data.changefeed import ChangeFeed, FeedKind, FeedMessage, Subscription
 
 CHANNEL = "test_changes"
 

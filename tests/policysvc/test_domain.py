@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from services.common.data.paging import Page, encode_token
 from services.common.errors import InvalidArgument
 from services.common.fieldpath import parse
-from services.common.paging import Page, encode_token
 from services.policysvc.classification import (
     Classification,
     Classifier,

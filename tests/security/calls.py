@@ -8,7 +8,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.testing import RunningService, bearer
+from phiseal_dev.testing import RunningService, bearer
 from tests.security.world import Rpc
 
 OK = grpc.StatusCode.OK

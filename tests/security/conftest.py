@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 import pytest_asyncio
 
-from services.common.testing import PgCluster, RunningService, start_service
+from phiseal_dev.testing import PgCluster, RunningService, start_service
 from tests.encryptsvc.stack import wait_serving
 
 

@@ -41,9 +41,9 @@ from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
-from services.common.localpg import bin_dir
-from services.common.logging import configure_logging
-from services.common.testing import PgCluster, person
+from phiseal_dev.localpg import bin_dir
+from phiseal_dev.testing import PgCluster, person
+from services.common.server.logging import configure_logging
 from tests.auditsvc.helpers import event, whole_log
 from tests.encryptsvc.stack import FIELDS, PERSON, RSA_2048, SEGMENT, X25519, Admin, wait_for
 from tests.secret_search import data_files, flush_to_disk, needles, search

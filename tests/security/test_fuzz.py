@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from services.common.authz import RULES
+from services.common.security.authz import RULES
 from tests.auditsvc.helpers import event
 from tests.security.calls import call, serving
 from tests.security.conftest import Stack

@@ -17,9 +17,9 @@ import pytest_asyncio
 from google.protobuf import json_format
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
-from services.common.auth import Role
-from services.common.authz import RULES, WILDCARD
-from services.common.testing import session_secrets
+from phiseal_dev.testing import session_secrets
+from services.common.security.auth import Role
+from services.common.security.authz import RULES, WILDCARD
 from tests.auditsvc.helpers import whole_log
 from tests.encryptsvc.stack import PERSON, wait_for
 from tests.security.calls import OK, call

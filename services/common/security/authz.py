@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from services.common.auth import Principal, Role
 from services.common.errors import PermissionDenied
+from services.common.security.auth import Principal, Role
 
 WILDCARD = "*"
 

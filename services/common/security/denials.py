@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.common.audit import AuditEntry, Outcome, append_to_outbox
-from services.common.auth import Principal
+from services.common.audit import AuditEntry, Outcome
+from services.common.data.outbox import append_to_outbox
+from services.common.security.auth import Principal
 
 EVENT_TYPE = "Access Denied"
 

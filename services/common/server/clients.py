@@ -7,10 +7,10 @@ from typing import Any
 
 import grpc
 
-from services.common.auth import SERVICE_HEADER
-from services.common.config import ConfigError, SecuritySettings
-from services.common.server import DEFAULT_MAX_MESSAGE_BYTES
-from services.common.tls import TlsFiles, channel_credentials
+from services.common.security.auth import SERVICE_HEADER
+from services.common.security.tls import TlsFiles, channel_credentials
+from services.common.server.config import ConfigError, SecuritySettings
+from services.common.server.grpc_server import DEFAULT_MAX_MESSAGE_BYTES
 
 # Keepalive finds dead peers: a watch stream on a half-open TCP connection would otherwise look
 # healthy forever.

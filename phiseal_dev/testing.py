@@ -24,19 +24,20 @@ import asyncpg
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.common.auth import Role
-from services.common.authn import AUTHORIZATION_HEADER
-from services.common.db import migrate
-from services.common.localpg import LocalPostgres
-from services.common.server import GrpcServer
-from services.common.tls import (
+from phiseal_dev.localpg import LocalPostgres
+from phiseal_dev.pki import DevPki
+from phiseal_dev.tokens import DevSigningKey, TokenMinter
+from services.common.data.db import migrate
+from services.common.security.auth import Role
+from services.common.security.authn import AUTHORIZATION_HEADER
+from services.common.security.tls import (
     CLIENT_IDENTITIES,
     SERVICE_IDENTITIES,
-    DevPki,
     TlsFiles,
     channel_credentials,
 )
-from services.common.tokens import WILDCARD, DevSigningKey, TokenMinter
+from services.common.security.tokens import WILDCARD
+from services.common.server.grpc_server import GrpcServer
 
 DB_SERVICES = ("keysvc", "policysvc", "auditsvc")
 ALL_SERVICES = ("keysvc", "policysvc", "encryptsvc", "auditsvc")

@@ -29,9 +29,9 @@ from google.protobuf import json_format
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 from prometheus_client import Gauge
 
-from services.common.changefeed import ChangeFeed, FeedKind
-from services.common.clients import open_peer_channel
-from services.common.config import Env, ServerSettings
+from services.common.data.changefeed import ChangeFeed, FeedKind
+from services.common.server.clients import open_peer_channel
+from services.common.server.config import Env, ServerSettings
 
 log = structlog.get_logger("outbox_relay")
 

@@ -81,7 +81,7 @@ class DevelopmentAuthenticator:
     """No authentication: every caller is a development superuser.
 
     A person is named by ``x-actor-id``; a peer service by ``x-phiseal-service`` (which
-    ``services.common.clients`` sends). Only for a developer's loopback until mTLS and tokens
+    ``services.common.server.clients`` sends). Only for a developer's loopback until mTLS and tokens
     replace it; it checks nothing.
     """
 

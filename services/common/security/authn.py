@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from services.common.auth import SERVICE_HEADER, Principal
-from services.common.authz import Access
 from services.common.errors import Unauthenticated
-from services.common.tls import peer_service_identity
-from services.common.tokens import TokenVerifier
+from services.common.security.auth import SERVICE_HEADER, Principal
+from services.common.security.authz import Access
+from services.common.security.tls import peer_service_identity
+from services.common.security.tokens import TokenVerifier
 
 AUTHORIZATION_HEADER = "authorization"
 # Not a superuser and a member of nothing: may call open methods (health, reflection) only.

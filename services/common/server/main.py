@@ -4,35 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-import asyncpg
-
-from services.common.config import ConfigError, ServerSettings
-from services.common.db import MigrationSource, connect_with_retry, create_pool, migrate
 from services.common.errors import DomainError
-from services.common.logging import configure_logging
-from services.common.server import GrpcServer, run_until_signal
-
-
-async def open_database(
-    settings: ServerSettings, schema: str, sources: Sequence[MigrationSource]
-) -> asyncpg.Pool:
-    """Waits for PostgreSQL, applies pending migrations to ``schema``, returns the pool."""
-    url = settings.require_database()
-    con = await connect_with_retry(url, settings.db_connect_timeout)
-    try:
-        await migrate(con, schema, sources)
-    finally:
-        await con.close()
-    return await create_pool(
-        url,
-        schema=schema,
-        application=settings.service,
-        min_size=settings.db_pool_min,
-        max_size=settings.db_pool_max,
-    )
+from services.common.server.config import ConfigError, ServerSettings
+from services.common.server.grpc_server import GrpcServer, run_until_signal
+from services.common.server.logging import configure_logging
 
 
 class HasServerSettings(Protocol):

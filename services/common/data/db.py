@@ -13,6 +13,7 @@ import asyncpg
 import structlog
 
 from services.common.errors import Unavailable
+from services.common.server.config import ServerSettings
 
 log = structlog.get_logger("db")
 
@@ -123,3 +124,22 @@ async def create_pool(
     )
     assert pool is not None
     return pool
+
+
+async def open_database(
+    settings: ServerSettings, schema: str, sources: Sequence[MigrationSource]
+) -> asyncpg.Pool:
+    """Waits for PostgreSQL, applies pending migrations to ``schema``, returns the pool."""
+    url = settings.require_database()
+    con = await connect_with_retry(url, settings.db_connect_timeout)
+    try:
+        await migrate(con, schema, sources)
+    finally:
+        await con.close()
+    return await create_pool(
+        url,
+        schema=schema,
+        application=settings.service,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+    )

@@ -14,14 +14,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from services.common.auth import Authenticator, DevelopmentAuthenticator
-from services.common.authn import CredentialAuthenticator
-from services.common.authz import Access, DenialAuditor
-from services.common.config import ConfigError, ServerSettings
-from services.common.health import HealthCheck, HealthMonitor
-from services.common.interceptor import ServerInterceptor
-from services.common.tls import TlsFiles, mtls_server_credentials, server_credentials
-from services.common.tokens import TokenVerifier
+from services.common.security.auth import Authenticator, DevelopmentAuthenticator
+from services.common.security.authn import CredentialAuthenticator
+from services.common.security.authz import Access, DenialAuditor
+from services.common.security.tls import TlsFiles, mtls_server_credentials, server_credentials
+from services.common.security.tokens import TokenVerifier
+from services.common.server.config import ConfigError, ServerSettings
+from services.common.server.health import HealthCheck, HealthMonitor
+from services.common.server.interceptor import ServerInterceptor
 
 log = structlog.get_logger("server")
 
@@ -46,7 +46,7 @@ class ServerParts:
     # Called after the server stopped: clients first, then the pool (order of this list).
     closers: Sequence[Closer] = field(default_factory=list)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    # Where denied PHI-related attempts are audited (services.common.authz).
+    # Where denied PHI-related attempts are audited (services.common.security.authz).
     denial_auditor: DenialAuditor | None = None
     # Per-method authorization; from_settings defaults it to authz.RULES.
     access: Access | None = None
@@ -88,7 +88,7 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", parts.max_message_bytes),
                 ("grpc.max_send_message_length", parts.max_message_bytes),
                 ("grpc.so_reuseport", 0),
-                # Peers send keepalive pings every 10 s (services.common.clients); allow them.
+                # Peers send keepalive pings every 10 s (server.clients); allow them.
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.keepalive_permit_without_calls", 1),
             ],

@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 from phiseal.common.v1 import common_pb2
 
-from services.common.changefeed import FeedKind, FeedMessage
+from services.common.data.changefeed import FeedKind, FeedMessage
 
 Change = TypeVar("Change")
 

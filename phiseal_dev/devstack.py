@@ -23,10 +23,12 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.config import ConfigError, Env
-from services.common.localpg import LocalPostgres
-from services.common.tls import DevPki, write_private
-from services.common.tokens import MAX_LIFETIME_SECONDS, WILDCARD, DevSigningKey
+from phiseal_dev.localpg import LocalPostgres
+from phiseal_dev.pki import DevPki
+from phiseal_dev.tokens import DevSigningKey
+from services.common.security.tls import write_private
+from services.common.security.tokens import MAX_LIFETIME_SECONDS, WILDCARD
+from services.common.server.config import ConfigError, Env
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,8 +15,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from services.common import errors
-from services.common.auth import ANONYMOUS, Authenticator, Principal, bind_call
-from services.common.authz import Access
+from services.common.security.auth import ANONYMOUS, Authenticator, Principal, bind_call
+from services.common.security.authz import Access
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -189,7 +189,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def __init__(self, authenticator: Authenticator, access: Access | None = None) -> None:
         self._authenticator = authenticator
-        # Per-method authorization (services.common.authz); None: the authenticator decides.
+        # Per-method authorization (security.authz); None: the authenticator decides.
         self._access = access
 
     async def intercept_service(

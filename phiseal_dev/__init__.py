@@ -1,0 +1,1 @@
+"""Development tooling no running service imports: local PostgreSQL, PKI, tokens, devstack, tests."""

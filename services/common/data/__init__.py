@@ -1,0 +1,1 @@
+"""PostgreSQL: the pool and migrations, the audit outbox and its relay, change feeds, paging."""

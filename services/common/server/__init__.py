@@ -1,0 +1,1 @@
+"""Server plumbing every service shares: the gRPC server, interceptor, health, logging, settings."""
