@@ -92,6 +92,7 @@ _TARGET_PROTOS: dict[MatcherTarget, Any] = {v: k for k, v in _TARGETS.items()}
 _KINDS: dict[int, MatchKind] = {
     policy_pb2.MATCH_KIND_EXACT: MatchKind.EXACT,
     policy_pb2.MATCH_KIND_REGEX: MatchKind.REGEX,
+    policy_pb2.MATCH_KIND_BUILTIN: MatchKind.BUILTIN,
 }
 _KIND_PROTOS: dict[MatchKind, Any] = {v: k for k, v in _KINDS.items()}
 
@@ -160,6 +161,11 @@ def field_message(field: FieldClassification) -> policy_pb2.FieldClassification:
         source=_SOURCE_PROTOS[field.source],
         matcher_id=field.matcher_id,
         decided_by=field.decided_by,
+        decided_on=(
+            _TARGET_PROTOS[field.decided_on]
+            if field.decided_on
+            else policy_pb2.MATCHER_TARGET_UNSPECIFIED
+        ),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -30,8 +30,10 @@ from services.policysvc.classification import (
     MatcherTarget,
     MatchKind,
     Override,
+    Signals,
     validate_matcher,
 )
+from services.policysvc.detectors import detect
 
 MAX_SAMPLES = 1000
 MAX_EXTRA_PATHS = 1000
@@ -44,9 +46,10 @@ class ClassifierState:
     matchers: Sequence[Matcher]
     overrides: Sequence[Override]
     value_hits: Mapping[str, frozenset[str]]
+    signals: Mapping[str, Signals] = field(default_factory=dict)
 
     def classifier(self) -> Classifier:
-        return Classifier.of(self.matchers, self.overrides, self.value_hits)
+        return Classifier.of(self.matchers, self.overrides, self.value_hits, self.signals)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,11 @@ class PrivacyStore(Protocol):
     async def known_paths(self, workspace_id: str) -> set[str]: ...
 
     async def record_samples(
-        self, workspace_id: str, paths: Iterable[str], hits: Mapping[str, frozenset[str]]
+        self,
+        workspace_id: str,
+        paths: Iterable[str],
+        hits: Mapping[str, frozenset[str]],
+        signals: Mapping[str, Signals] | None = None,
     ) -> None: ...
 
     async def set_override(
@@ -173,15 +180,22 @@ class Privacy:
         state = await self._store.classifier_state(workspace_id)
         classifier = state.classifier()
         hits = {path: classifier.value_matches(path, found) for path, found in values.items()}
+        signals = {path: Signals(*detect(found)) for path, found in values.items()}
         if values:
             await self._store.record_samples(
-                workspace_id, values, {p: h for p, h in hits.items() if h}
+                workspace_id,
+                values,
+                {p: h for p, h in hits.items() if h},
+                {p: s for p, s in signals.items() if s.detections or s.kinds},
             )
         known = sorted(await self._store.known_paths(workspace_id) | extra | set(values))
         window = known[page.after : page.after + page.size]
         end = page.after + len(window)
         return ClassificationPage(
-            fields=[classifier.classify(parse(p), hits.get(p, frozenset())) for p in window],
+            fields=[
+                classifier.classify(parse(p), hits.get(p, frozenset()), signals.get(p))
+                for p in window
+            ],
             matchers=[*DEFAULT_MATCHERS, *state.matchers],
             next_page_token=(
                 encode_token(f"classifications:{workspace_id}", end) if end < len(known) else ""

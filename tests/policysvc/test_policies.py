@@ -150,7 +150,7 @@ async def test_enable_red_field_fails_naming_it(stub: PolicyServiceStub) -> None
         stub.EnableEncryption(enable(destination_id, ["traits.email", "traits.password"]))
     )
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "traits.password is red (default matcher 'password')" in message
+    assert "traits.password is red (default matcher 'password'" in message
     assert "SetClassification" in message
     assert "traits.email" not in message
 
@@ -159,11 +159,11 @@ async def test_enable_green_fields_fails_naming_each(stub: PolicyServiceStub) ->
     """Every non-yellow field is named, not only the first."""
     destination_id = await ready_destination(stub)
     code, message = await error_of(
-        stub.EnableEncryption(enable(destination_id, ["traits.plan", "properties.copay"]))
+        stub.EnableEncryption(enable(destination_id, ["traits.plan", "properties.clinic"]))
     )
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "traits.plan is green" in message
-    assert "properties.copay is green" in message
+    assert "properties.clinic is green" in message
 
 
 async def test_override_to_yellow_makes_a_field_selectable(stub: PolicyServiceStub) -> None:
