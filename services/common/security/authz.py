@@ -2,11 +2,12 @@
 
 Each service declares its own rules beside its servicer (``services/<name>/rules.py``, one
 ``Rule`` per RPC) and its composition root hands them to the server; this module names no
-service's RPCs. Two steps. The interceptor knows the method and the caller: ``Access.check_method`` refuses a
-service outside its allow-list, a person calling a service-only method, or a person who holds
-the needed role in no workspace at all. The domain knows the workspace (often only after a
-lookup): it calls ``require(caller.principal, workspace_id, Role.X)``. A denied attempt on a method
-marked ``phi`` is handed to a ``DenialAuditor`` so it lands in the audit log.
+service's RPCs. Two steps. The interceptor knows the method and the caller:
+``Access.check_method`` refuses a service outside its allow-list, a person calling a
+service-only method, or a person who holds the needed role in no workspace at all. The domain
+knows the workspace (often only after a lookup): it calls
+``require(caller.principal, workspace_id, Role.X)``. A denied attempt on a method marked
+``phi`` is handed to a ``DenialAuditor`` so it lands in the audit log.
 
 Roles: viewer < editor < admin is a ladder; auditor stands apart and only reads the audit
 log, which admins may read too. A membership under ``"*"`` counts in every workspace.
