@@ -22,7 +22,12 @@ from services.common.errors import Aborted, FailedPrecondition, InvalidArgument,
 from services.common.fieldpath import FieldPath, find, parse, parse_selection
 from services.common.security.auth import Caller, PrincipalKind, Role
 from services.common.security.authz import require
-from services.policysvc.catalog import Destination, DestinationType, Workspace, require_id
+from services.policysvc.catalog import (
+    Destination,
+    Workspace,
+    check_can_encrypt,
+    require_id,
+)
 from services.policysvc.classification import Classification, Classifier
 from services.policysvc.privacy import parse_event
 
@@ -106,22 +111,6 @@ class PolicyStore(Protocol):
         limit: int,
         audit: Callable[[Policy], AuditEntry] | None,
     ) -> list[Policy] | None: ...
-
-
-def check_can_encrypt(workspace: Workspace, destination: Destination) -> list[str]:
-    """Why this destination cannot have encryption (empty when it can)."""
-    problems = []
-    if not workspace.hipaa.eligible:
-        problems.append(
-            f"workspace {workspace.workspace_id} is not HIPAA eligible; mark it eligible with "
-            "SetHipaaEligibility (eligible=true, baa_reference=<signed BAA id>) first"
-        )
-    if destination.type is not DestinationType.EVENT_STREAM_CLOUD_MODE:
-        problems.append(
-            f"destination {destination.destination_id} is of type {destination.type.value}; "
-            "only event-stream cloud-mode destinations can have encryption"
-        )
-    return problems
 
 
 def classification_problems(classifier: Classifier, paths: Sequence[FieldPath]) -> list[str]:

@@ -78,8 +78,14 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def GetDestination(
         self, request: policy_pb2.GetDestinationRequest, context: Context
     ) -> policy_pb2.GetDestinationResponse:
-        destination = await self._catalog.get_destination(current_caller(), request.destination_id)
-        return policy_pb2.GetDestinationResponse(destination=destination_message(destination))
+        destination, problems = await self._catalog.destination_status(
+            current_caller(), request.destination_id
+        )
+        return policy_pb2.GetDestinationResponse(
+            destination=destination_message(destination),
+            encryption_allowed=not problems,
+            encryption_problems=problems,
+        )
 
     @override
     async def ListDestinations(
