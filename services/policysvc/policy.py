@@ -155,6 +155,14 @@ def _summary(action: str, added: Sequence[str], removed: Sequence[str]) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
+# DisableEncryption's answer: the reference product says the same before it turns encryption off.
+DISABLED_NOTICE = (
+    "Encryption is off for future events only: data already sent stays encrypted and opens "
+    "only with this destination's private keys, which PHIseal does not hold. Fields named by "
+    "the previous policy now leave in plaintext; EnableEncryption turns it back on."
+)
+
+
 class Policies:
     """EnableEncryption, UpdateEncryptedFields, DisableEncryption, reads and previews."""
 
@@ -300,12 +308,21 @@ class Policies:
 
         return await self._change(destination_id, decide)
 
-    async def disable(self, caller: Caller, destination_id: str, expected_version: int) -> Policy:
-        """Stops future encryption; nothing already sent is decrypted."""
+    async def disable(
+        self, caller: Caller, destination_id: str, expected_version: int, confirmation: str
+    ) -> Policy:
+        """Stops future encryption once the caller confirmed by naming the destination; nothing
+        already sent is decrypted (DISABLED_NOTICE)."""
 
         def decide(ctx: PolicyContext) -> PolicyChange:
             # Disabling weakens protection: admin, not editor.
             require(caller.principal, ctx.workspace.workspace_id, Role.ADMIN)
+            if confirmation != ctx.destination.destination_id:
+                raise InvalidArgument(
+                    "turning encryption off needs confirmation: set confirm_destination_id to "
+                    f"{ctx.destination.destination_id}. Future events will then leave with "
+                    "their fields in plaintext; data already sent stays encrypted"
+                )
             _check_version(ctx.head, expected_version)
             if not ctx.head.enabled:
                 raise FailedPrecondition(

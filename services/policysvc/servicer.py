@@ -27,7 +27,7 @@ from services.policysvc.messages import (
     preview_message,
     workspace_message,
 )
-from services.policysvc.policy import Policies, parse_change, validate_filter
+from services.policysvc.policy import DISABLED_NOTICE, Policies, parse_change, validate_filter
 from services.policysvc.privacy import Privacy
 
 
@@ -188,9 +188,14 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.DisableEncryptionRequest, context: Context
     ) -> policy_pb2.DisableEncryptionResponse:
         policy = await self._policies.disable(
-            current_caller(), request.destination_id, request.expected_version
+            current_caller(),
+            request.destination_id,
+            request.expected_version,
+            request.confirm_destination_id,
         )
-        return policy_pb2.DisableEncryptionResponse(policy=policy_message(policy))
+        return policy_pb2.DisableEncryptionResponse(
+            policy=policy_message(policy), notice=DISABLED_NOTICE
+        )
 
     @override
     async def ListPolicyVersions(

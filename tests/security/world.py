@@ -209,6 +209,7 @@ class World:
                 fields = {
                     "destination_id": self.encrypting,
                     "expected_version": self.versions[self.encrypting],
+                    "confirm_destination_id": self.encrypting,
                 }
             case "PreviewEncryption":
                 fields = {
