@@ -29,7 +29,7 @@ from services.policysvc.catalog import (
     require_id,
 )
 from services.policysvc.classification import Classification, Classifier
-from services.policysvc.privacy import parse_event
+from services.policysvc.privacy import parse_event, samples_audit
 
 MAX_PREVIEW_SAMPLES = 1000
 MAX_DESTINATION_FILTER = 1000
@@ -99,6 +99,10 @@ class PolicyStore(Protocol):
         ...
 
     async def load_context(self, destination_id: str) -> PolicyContext | None: ...
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """Makes an audit record durable (a read that accepted PHI), before the answer."""
+        ...
 
     async def get_policy(
         self, destination_id: str, audit: Callable[[Policy], AuditEntry] | None
@@ -395,9 +399,23 @@ class Policies:
             paths, version = [parse(f) for f in fields], ctx.head.version
         problems = check_can_encrypt(ctx.workspace, ctx.destination)
         problems += classification_problems(ctx.classifier, paths)
+        parsed = [parse_event(text) for text in samples]
+        events = [e for e in parsed if not isinstance(e, str)]
+        # Sample events are PHI: the preview is audited before it is answered.
+        await self._store.record_audit(
+            samples_audit(
+                caller,
+                "Destination Encryption Previewed",
+                ctx.workspace.workspace_id,
+                ctx.destination.destination_id,
+                events,
+                proposed=use_proposed,
+                field_count=len(paths),
+                malformed_count=len(parsed) - len(events),
+            )
+        )
         previews = []
-        for index, text in enumerate(samples):
-            event = parse_event(text)
+        for index, event in enumerate(parsed):
             if isinstance(event, str):
                 previews.append(EventPreview(index, error=f"sample {index} {event}"))
                 continue

@@ -324,10 +324,13 @@ class PrivacyStore:
         paths: Iterable[str],
         hits: Mapping[str, frozenset[str]],
         signals: Mapping[str, Signals] | None = None,
+        audit: AuditEntry | None = None,
     ) -> None:
         pairs = [(path, matcher_id) for path, ids in hits.items() for matcher_id in sorted(ids)]
         found = [(p, signal) for p, s in (signals or {}).items() for signal in s.encode()]
         async with self._pool.acquire() as con, con.transaction():
+            if audit is not None:
+                await _outbox(con, audit)
             await con.execute(_INSERT_SAMPLE_PATHS, workspace_id, sorted(paths))
             if found:
                 await con.execute(
@@ -513,6 +516,10 @@ class PolicyStore:
     async def load_context(self, destination_id: str) -> PolicyContext | None:
         async with self._pool.acquire() as con, con.transaction(isolation="repeatable_read"):
             return await self._context(con, destination_id, lock=False)
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        async with self._pool.acquire() as con, con.transaction():
+            await _outbox(con, entry)
 
     async def get_policy(
         self, destination_id: str, audit: Callable[[Policy], AuditEntry] | None
