@@ -19,6 +19,7 @@ from services.policysvc.classification import (
     MatcherTarget,
     MatchKind,
 )
+from services.policysvc.picker import Picker
 from services.policysvc.policy import EncryptionFormat, Policy, Preview
 
 _DESTINATION_TYPES: dict[int, DestinationType] = {
@@ -196,4 +197,21 @@ def preview_message(preview: Preview) -> policy_pb2.PreviewEncryptionResponse:
             for p in preview.previews
         ],
         problems=preview.problems,
+    )
+
+
+def picker_message(picker: Picker) -> policy_pb2.ListSelectableFieldsResponse:
+    return policy_pb2.ListSelectableFieldsResponse(
+        selectable=[
+            policy_pb2.SelectableField(field=field_message(c.field), encrypted=c.encrypted)
+            for c in picker.selectable
+        ],
+        not_selectable=[
+            policy_pb2.UnselectableField(
+                field=field_message(c.field), how_to_change=c.how_to_change
+            )
+            for c in picker.not_selectable
+        ],
+        destination_problems=picker.destination_problems,
+        next_page_token=picker.next_page_token,
     )

@@ -23,10 +23,12 @@ from services.policysvc.messages import (
     match_kind,
     matcher_message,
     matcher_target,
+    picker_message,
     policy_message,
     preview_message,
     workspace_message,
 )
+from services.policysvc.picker import FieldPicker
 from services.policysvc.policy import DISABLED_NOTICE, Policies, parse_change, validate_filter
 from services.policysvc.privacy import Privacy
 
@@ -35,11 +37,17 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     """phiseal.policy.v1.PolicyService."""
 
     def __init__(
-        self, catalog: Catalog, privacy: Privacy, policies: Policies, feed: ChangeFeed
+        self,
+        catalog: Catalog,
+        privacy: Privacy,
+        policies: Policies,
+        picker: FieldPicker,
+        feed: ChangeFeed,
     ) -> None:
         self._catalog = catalog
         self._privacy = privacy
         self._policies = policies
+        self._picker = picker
         self._feed = feed
 
     @override
@@ -211,6 +219,20 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             versions=[policy_message(p) for p in page.versions],
             next_page_token=page.next_page_token,
         )
+
+    @override
+    async def ListSelectableFields(
+        self, request: policy_pb2.ListSelectableFieldsRequest, context: Context
+    ) -> policy_pb2.ListSelectableFieldsResponse:
+        picker = await self._picker.list(
+            current_caller(),
+            request.destination_id,
+            list(request.paths),
+            list(request.sample_events),
+            request.page.page_size,
+            request.page.page_token,
+        )
+        return picker_message(picker)
 
     @override
     async def PreviewEncryption(
