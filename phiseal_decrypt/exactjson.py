@@ -21,12 +21,13 @@ import orjson
 
 Fragment = orjson.Fragment
 
-# A number token is always preceded (after JSON whitespace) by ":", "," or "[". Inside strings
+# A number token is always preceded (after JSON whitespace) by ":", "," or "[", or starts the
+# text (a sealed value is often a bare number). Inside strings
 # the pattern can also match; that only costs the exact check below, never correctness.
-_NUMBER = re.compile(rb"[:,\[][ \t\r\n]*(-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)")
+_NUMBER = re.compile(rb"(?:^|[:,\[])[ \t\r\n]*(-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)")
 # The only numbers orjson can rewrite: a fraction or exponent, 19+ digits, or a negative zero.
 # One search over the bytes answers "all numbers are plain small integers" for most events.
-_RISKY = re.compile(rb"[:,\[][ \t\r\n]*(?:-?[0-9]+[.eE]|-?[0-9]{19}|-0[ \t\r\n]*[,}\]])")
+_RISKY = re.compile(rb"(?:^|[:,\[])[ \t\r\n]*(?:-?[0-9]+[.eE]|-?[0-9]{19}|-0[ \t\r\n]*(?:[,}\]]|$))")
 _INFINITY = "number is infinity"
 
 
