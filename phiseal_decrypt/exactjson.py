@@ -27,7 +27,9 @@ Fragment = orjson.Fragment
 _NUMBER = re.compile(rb"(?:^|[:,\[])[ \t\r\n]*(-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)")
 # The only numbers orjson can rewrite: a fraction or exponent, 19+ digits, or a negative zero.
 # One search over the bytes answers "all numbers are plain small integers" for most events.
-_RISKY = re.compile(rb"(?:^|[:,\[])[ \t\r\n]*(?:-?[0-9]+[.eE]|-?[0-9]{19}|-0[ \t\r\n]*(?:[,}\]]|$))")
+_RISKY = re.compile(
+    rb"(?:^|[:,\[])[ \t\r\n]*(?:-?[0-9]+[.eE]|-?[0-9]{19}|-0[ \t\r\n]*(?:[,}\]]|$))"
+)
 _INFINITY = "number is infinity"
 
 
