@@ -15,21 +15,24 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
 Fragment = orjson.Fragment
 
-# A number token is always preceded (after JSON whitespace) by ":", "," or "[", or starts the
-# text (a sealed value is often a bare number). Inside strings
-# the pattern can also match; that only costs the exact check below, never correctness.
-_NUMBER = re.compile(rb"(?:^|[:,\[])[ \t\r\n]*(-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)")
-# The only numbers orjson can rewrite: a fraction or exponent, 19+ digits, or a negative zero.
-# One search over the bytes answers "all numbers are plain small integers" for most events.
-_RISKY = re.compile(
-    rb"(?:^|[:,\[])[ \t\r\n]*(?:-?[0-9]+[.eE]|-?[0-9]{19}|-0[ \t\r\n]*(?:[,}\]]|$))"
-)
+# Numbers orjson may write differently from how they were read have a fraction, an exponent,
+# 19 or more digits, or are a negative zero. Each pattern starts with a literal where it can
+# (so the regex engine scans for it at C speed) and ends before the ",", "}" or "]" that
+# follows every number in a container, which keeps a timestamp's "10:00:00.000Z" from
+# matching. A string can still match; that only costs the exact check, never correctness.
+_FRACTION = re.compile(rb"\.[0-9]+(?:[eE][+-]?[0-9]+)?(?=[ \t\r\n]*[,}\]])")
+_EXPONENT = re.compile(rb"[eE][+-]?[0-9]+(?=[ \t\r\n]*[,}\]])")
+_NEGATIVE_ZERO = re.compile(rb"-0(?=[ \t\r\n]*[,}\]])")
+_LONG = re.compile(rb"[0-9]{19,}(?=[ \t\r\n]*[,}\]])")
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_NUMBER_BYTES = frozenset(b"0123456789+-.eE")
 _INFINITY = "number is infinity"
 
 
@@ -42,13 +45,34 @@ def loads(raw: bytes) -> Any:
         if _INFINITY not in str(exc):
             raise
         return _loads_keeping_text(raw)
-    if _RISKY.search(raw) is None or all(_exact(m) for m in _NUMBER.finditer(raw)):
-        return value
+    if isinstance(value, dict | list):
+        if all(_exact(token) for token in _risky_numbers(raw)):
+            return value
+    elif not isinstance(value, int | float) or _exact(raw.strip()):
+        return value  # a bare scalar (a sealed value): the whole text is the token
     return _loads_keeping_text(raw)
 
 
-def _exact(match: re.Match[bytes]) -> bool:
-    text = match.group(1)
+def _risky_numbers(raw: bytes) -> Iterator[bytes]:
+    """Every number of ``raw`` that orjson could rewrite (and some string text that looks so)."""
+    patterns = [_FRACTION, _NEGATIVE_ZERO]
+    # Cheap C-speed tests decide whether the slower patterns are worth running at all.
+    digits = raw.translate(_DIGITS_AS_ZERO)
+    if b"0e" in digits or b"0E" in digits:
+        patterns.append(_EXPONENT)
+    if b"0" * 19 in digits:
+        patterns.append(_LONG)
+    for pattern in patterns:
+        if pattern.search(raw) is None:
+            continue  # the usual answer, and cheaper than starting an iterator
+        for match in pattern.finditer(raw):
+            start = match.start()
+            while start > 0 and raw[start - 1] in _NUMBER_BYTES:
+                start -= 1
+            yield raw[start : match.end()]
+
+
+def _exact(text: bytes) -> bool:
     try:
         return orjson.dumps(orjson.loads(text)) == text
     except orjson.JSONDecodeError:
