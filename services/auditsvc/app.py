@@ -13,6 +13,7 @@ from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 from services.auditsvc import signing
 from services.auditsvc.audit_log import AuditLog
 from services.auditsvc.config import Settings
+from services.auditsvc.rules import RULES
 from services.auditsvc.servicer import AuditServicer
 from services.auditsvc.store import MIGRATIONS, SCHEMA, AuditStore, open_pool
 from services.common.data.db import connect_with_retry, migrate
@@ -108,6 +109,7 @@ async def build(settings: Settings) -> AuditServer:
         name="auditsvc",
         service_names=[SERVICE_NAME],
         register=register,
+        rules=RULES,
         # auditsvc appends its own denials to the log it keeps (no outbox, no relay).
         denial_auditor=audit_log,
         checks=[database_check(pool), durability_check(store)],

@@ -12,6 +12,7 @@ from services.encryptsvc.config import Settings
 from services.encryptsvc.encryption import Encryptor, Policy
 from services.encryptsvc.envelope import RecipientKey
 from services.encryptsvc.peers import KeyClient, PolicyClient
+from services.encryptsvc.rules import RULES
 from services.encryptsvc.servicer import EncryptServicer
 
 SERVICE_NAME = encrypt_pb2.DESCRIPTOR.services_by_name["EncryptService"].full_name
@@ -48,6 +49,7 @@ async def build(settings: Settings) -> GrpcServer:
         name="encryptsvc",
         service_names=[SERVICE_NAME],
         register=register,
+        rules=RULES,
         checks=[watches_live],
         starters=[policies.start, keys.start],
         closers=[policies.stop, keys.stop, close_channels],

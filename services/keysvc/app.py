@@ -13,13 +13,15 @@ from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from services.common.data.changefeed import ChangeFeed
 from services.common.data.db import open_database
 from services.common.data.outbox_relay import OutboxRelay
+from services.common.security.auth import Caller
 from services.common.security.denials import OutboxDenialAuditor
 from services.common.server.clients import open_peer_channel
 from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.health import database_check
 from services.keysvc.config import Settings
 from services.keysvc.directory import PolicyDirectory
-from services.keysvc.keys import KeyManager
+from services.keysvc.keys import EXPIRY_SWEEPER, KeyManager
+from services.keysvc.rules import RULES
 from services.keysvc.servicer import KeyServicer
 from services.keysvc.store import CHANGES_CHANNEL, MIGRATIONS, SCHEMA, PgKeyStore
 
@@ -49,7 +51,7 @@ class ExpirySweeper:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                await self._keys.expire_due()
+                await self._keys.expire_due(Caller.system(EXPIRY_SWEEPER))
             except Exception as exc:  # a failed sweep is retried next interval
                 log.warning("expiry_sweep_failed", error_type=type(exc).__name__)
 
@@ -82,6 +84,7 @@ async def build(settings: Settings) -> GrpcServer:
         name="keysvc",
         service_names=[SERVICE_NAME],
         register=register,
+        rules=RULES,
         denial_auditor=OutboxDenialAuditor(pool, "keysvc"),
         checks=[database_check(pool), relay.health_check],
         starters=[feed.start, sweeper.start, relay.start],

@@ -15,6 +15,7 @@ from services.policysvc.catalog import Catalog
 from services.policysvc.config import Settings
 from services.policysvc.policy import Policies
 from services.policysvc.privacy import Privacy
+from services.policysvc.rules import RULES
 from services.policysvc.servicer import PolicyServicer
 from services.policysvc.store import (
     CHANGES_CHANNEL,
@@ -53,6 +54,7 @@ async def build(settings: Settings) -> GrpcServer:
         name="policysvc",
         service_names=[SERVICE_NAME],
         register=register,
+        rules=RULES,
         denial_auditor=OutboxDenialAuditor(pool, "policysvc"),
         checks=checks,
         starters=[feed.start, relay.start],

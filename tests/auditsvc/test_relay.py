@@ -41,6 +41,7 @@ async def write_outbox(database_url: str, schema: str, count: int) -> list[str]:
             workspace_id=WS,
             target=f"destination/dst_{i}",
             actor_user_id="alice@example.com",
+            request_id=f"req-{i}",
             details={"name_length": i},
         )
         for i in range(count)
@@ -94,6 +95,7 @@ def test_outbox_rows_become_wire_events() -> None:
         workspace_id=WS,
         target="destination/d",
         actor_user_id="alice",
+        request_id="req-1",
         details={"fields": ["traits.email"]},
     )
     event = to_proto(entry.to_json("policysvc"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Self
 
@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.security.auth import Authenticator, DevelopmentAuthenticator
 from services.common.security.authn import CredentialAuthenticator
-from services.common.security.authz import Access, DenialAuditor
+from services.common.security.authz import Access, DenialAuditor, Rule
 from services.common.security.tls import TlsFiles, mtls_server_credentials, server_credentials
 from services.common.security.tokens import TokenVerifier
 from services.common.server.config import ConfigError, ServerSettings
@@ -48,8 +48,9 @@ class ServerParts:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     # Where denied PHI-related attempts are audited (services.common.security.authz).
     denial_auditor: DenialAuditor | None = None
-    # Per-method authorization; from_settings defaults it to authz.RULES.
-    access: Access | None = None
+    # The service's authorization rules (services/<name>/rules.py), one per RPC. None: no
+    # per-method gate (tests with the development authenticator); from_settings refuses None.
+    rules: Mapping[str, Rule] | None = None
 
 
 class GrpcServer:
@@ -68,6 +69,7 @@ class GrpcServer:
         peer_credentials: grpc.ServerCredentials | None = None,
         health_port: int | None = None,
         authenticator: Authenticator | None = None,
+        access: Access | None = None,
     ) -> None:
         self.parts = parts
         self._host = host
@@ -80,10 +82,12 @@ class GrpcServer:
         authenticator = authenticator or parts.authenticator
         if authenticator is None:
             raise ValueError("no authenticator: use GrpcServer.from_settings or pass one")
+        if access is None and parts.rules is not None:
+            access = Access(rules=parts.rules, auditor=parts.denial_auditor)
         self.health = HealthServicer()
         self.monitor = HealthMonitor(self.health, parts.service_names, parts.checks, check_interval)
         self.server = grpc.aio.server(
-            interceptors=[ServerInterceptor(authenticator, parts.access)],
+            interceptors=[ServerInterceptor(authenticator, access)],
             options=[
                 ("grpc.max_receive_message_length", parts.max_message_bytes),
                 ("grpc.max_send_message_length", parts.max_message_bytes),
@@ -120,8 +124,10 @@ class GrpcServer:
         authenticator (every caller a superuser): a developer's loopback only.
         """
         security = settings.security
-        access = parts.access or Access(auditor=parts.denial_auditor)
-        parts = replace(parts, access=access, max_message_bytes=settings.max_message_bytes)
+        if parts.rules is None:
+            raise ValueError(f"{parts.name}: ServerParts.rules is required (its rules.py)")
+        access = Access(rules=parts.rules, auditor=parts.denial_auditor)
+        parts = replace(parts, max_message_bytes=settings.max_message_bytes)
         interval = settings.db_check_interval if check_interval is None else check_interval
 
         common = {
@@ -131,6 +137,7 @@ class GrpcServer:
             "check_interval": interval,
             "peer_port": settings.peer_port,
             "health_port": settings.health_port,
+            "access": access,
         }
         if security.insecure:
             log.warning("insecure_transport", service=settings.service, setting="PHISEAL_INSECURE")
