@@ -31,6 +31,7 @@ import re2
 
 from services.common.errors import InvalidArgument
 from services.common.fieldpath import FieldPath
+from services.common.hostile_json import fragment_text
 from services.policysvc.detectors import BY_ID, DETECTORS
 from services.policysvc.key_rules import KeyRules, Rule, concepts_from_rows
 from services.policysvc.keywords import normalize_key
@@ -193,6 +194,8 @@ def value_text(value: Any) -> str | None:
         return value[:MAX_MATCHED_VALUE]
     if isinstance(value, int | float):
         return repr(value)
+    if (number := fragment_text(value)) is not None:
+        return number  # a number kept exactly as the sample wrote it
     return None  # null, objects and arrays: their leaves are matched on their own paths
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import re2
 
+from services.common.hostile_json import json_type
+
 # Only this many characters of one value are examined; detectors stay linear in the input.
 MAX_SCANNED = 64 * 1024
 # Elements of an array (of scalars) examined for one path.
@@ -237,19 +239,6 @@ DETECTORS: tuple[Detector, ...] = (
 BY_ID = {d.detector_id: d for d in DETECTORS}
 
 
-def kind_of(value: Any) -> str:
-    """The JSON kind of a value: string, number, boolean, null, object or array."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, int | float):
-        return "number"
-    return "object" if isinstance(value, dict) else "array"
-
-
 def _scalars(values: Iterable[Any]) -> Iterator[Any]:
     """The values and the scalar elements of arrays among them (bounded)."""
     for value in values:
@@ -264,7 +253,7 @@ def detect(values: Iterable[Any]) -> tuple[frozenset[str], frozenset[str]]:
     hits: set[str] = set()
     kinds: set[str] = set()
     for value in _scalars(values):
-        kinds.add(kind_of(value))
+        kinds.add(json_type(value))
         if not isinstance(value, str):
             continue  # numbers lose leading zeros and dashes: no detector applies to them
         text = value[:MAX_SCANNED]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Protocol
 
 import orjson
@@ -20,8 +19,10 @@ from services.common.audit import AuditEntry
 from services.common.data.paging import Page, encode_token
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from services.common.fieldpath import FieldPath, find, parse, parse_selection
+from services.common.limits import check_count
 from services.common.security.auth import Caller, PrincipalKind, Role
 from services.common.security.authz import require
+from services.common.vocabulary import EncryptionFormat
 from services.policysvc.catalog import (
     Destination,
     Workspace,
@@ -33,11 +34,6 @@ from services.policysvc.privacy import parse_event, samples_audit
 
 MAX_PREVIEW_SAMPLES = 1000
 MAX_DESTINATION_FILTER = 1000
-
-
-class EncryptionFormat(StrEnum):
-    JWE = "jwe"
-    SEGMENT_RSA_OAEP = "segment_rsa_oaep"
 
 
 @dataclass(frozen=True)
@@ -386,8 +382,7 @@ class Policies:
         use_proposed: bool,
     ) -> Preview:
         """Which paths of each sample the current or proposed fields would encrypt."""
-        if len(samples) > MAX_PREVIEW_SAMPLES:
-            raise InvalidArgument(f"at most {MAX_PREVIEW_SAMPLES} sample_events per preview")
+        check_count(len(samples), MAX_PREVIEW_SAMPLES, "sample_events")
         ctx = await self._store.load_context(require_id(destination_id, "destination_id"))
         if ctx is None:
             raise NotFound(f"destination {destination_id} does not exist")
@@ -399,7 +394,7 @@ class Policies:
             paths, version = [parse(f) for f in fields], ctx.head.version
         problems = check_can_encrypt(ctx.workspace, ctx.destination)
         problems += classification_problems(ctx.classifier, paths)
-        parsed = [parse_event(text) for text in samples]
+        parsed = [parse_event(text, f"sample_events[{i}]") for i, text in enumerate(samples)]
         events = [e for e in parsed if not isinstance(e, str)]
         # Sample events are PHI: the preview is audited before it is answered.
         await self._store.record_audit(
@@ -417,7 +412,7 @@ class Policies:
         previews = []
         for index, event in enumerate(parsed):
             if isinstance(event, str):
-                previews.append(EventPreview(index, error=f"sample {index} {event}"))
+                previews.append(EventPreview(index, error=event))
                 continue
             encrypted: list[str] = []
             missing: list[str] = []
@@ -458,8 +453,7 @@ def _viewed_audit(caller: Caller) -> Callable[[Policy], AuditEntry] | None:
 
 def validate_filter(destination_ids: Sequence[str]) -> frozenset[str]:
     """WatchPolicies' destination filter (empty means every destination)."""
-    if len(destination_ids) > MAX_DESTINATION_FILTER:
-        raise InvalidArgument(f"at most {MAX_DESTINATION_FILTER} destination_ids per watch")
+    check_count(len(destination_ids), MAX_DESTINATION_FILTER, "destination_ids")
     return frozenset(require_id(d, "destination_ids[]") for d in destination_ids)
 
 
