@@ -9,6 +9,7 @@ from pathlib import Path
 from phiseal_dev import corpus
 
 OTHER = corpus.CORPUS.parent / "classification_other_vocabulary.tsv"
+THIRD = corpus.CORPUS.parent / "classification_third_vocabulary.tsv"
 
 
 def _cost(rows: list[corpus.Row]) -> None:
@@ -32,9 +33,10 @@ def _cost(rows: list[corpus.Row]) -> None:
 def main() -> None:
     rows = corpus.load()
     print(corpus.report(rows))
-    other = corpus.load(Path(OTHER))
-    result, misses = corpus.score(other)
-    print("\n" + corpus.table(f"### other vocabulary ({len(other)})", result))
-    for row, got in misses:
-        print(f"- {row.expected} → {got.classification.value}: {row.path} — {got.decided_by}")
+    for title, path in (("other vocabulary", OTHER), ("third vocabulary", THIRD)):
+        other = corpus.load(Path(path))
+        result, misses = corpus.score(other)
+        print("\n" + corpus.table(f"### {title} ({len(other)})", result))
+        for row, got in misses:
+            print(f"- {row.expected} → {got.classification.value}: {row.path} — {got.decided_by}")
     _cost(rows)

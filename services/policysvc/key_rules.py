@@ -50,7 +50,8 @@ KEEPS_KIND = _words(
     "number id identifier code value status list hash digest detail info information data "
     "string raw last partial masked line plain plaintext cleartext encrypted entry field "
     "result level reading measurement score amount history record url uri link src "
-    "kg lb g mg ml cm mm m km ft inch mi mmhg bpm year month week day ms sec second minute hour "
+    "kg lb g mg ml dl cm mm m km ft inch mi mmhg bpm year month week day ms sec second minute "
+    "hour "
     "text label full given primary secondary current previous new old other"
 )
 # Qualifiers that name a person, for the ``person`` rule (and parents such as traits).

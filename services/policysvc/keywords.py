@@ -91,7 +91,7 @@ ABBREVIATIONS: dict[str, tuple[str, ...]] = {
     "gps": ("geolocation",),
     "coords": ("geolocation",),
     "coordinates": ("geolocation",),
-    "dl": ("driver", "license"),
+    "spo2": ("oxygen", "saturation"),
     "licence": ("license",),
     "vin": ("vehicle", "identification"),
     "plate": ("license", "plate"),
