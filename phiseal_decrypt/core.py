@@ -283,6 +283,21 @@ class Decryptor:
         # Exactly the JSON that was sealed, big or unusual numbers included.
         return exactjson.loads(plaintext)
 
+    def decrypt_challenge(self, token: str) -> str:
+        """The text of a key-rotation challenge (a compact JWE without binding claims).
+
+        ConfirmKey wants it back; for an ML-KEM-768 + X25519 key no general JOSE library opens
+        HPKE-9-KE yet, so the kit does."""
+        parsed = _parse(token)
+        aead = self._unwrap(parsed)
+        try:
+            plaintext = aead.decrypt(
+                parsed.iv, parsed.ciphertext + parsed.tag, parsed.protected.encode("ascii")
+            )
+        except InvalidTag:
+            raise DecryptError("the challenge fails authentication: it was altered") from None
+        return plaintext.decode("utf-8", errors="replace")
+
     def decrypt_segment(self, text: str) -> Any:
         """The original JSON value of one SEGMENT_RSA_OAEP field (base64 RSA-OAEP-SHA256)."""
         try:
