@@ -84,6 +84,7 @@ async def build(settings: Settings) -> GrpcServer:
         register=register,
         denial_auditor=OutboxDenialAuditor(pool, "keysvc"),
         checks=[database_check(pool), relay.health_check],
+        alarms=[relay.quarantine_alarm],
         starters=[feed.start, sweeper.start, relay.start],
         closers=[sweeper.stop, feed.stop, relay.stop, close_policysvc, pool.close],
     )

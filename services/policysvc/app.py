@@ -55,6 +55,7 @@ async def build(settings: Settings) -> GrpcServer:
         register=register,
         denial_auditor=OutboxDenialAuditor(pool, "policysvc"),
         checks=checks,
+        alarms=[relay.quarantine_alarm],
         starters=[feed.start, relay.start],
         # The feed's own connection and the relay go before the pool, in shutdown order.
         closers=[feed.stop, relay.stop, pool.close],

@@ -20,6 +20,7 @@ from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
+from phiseal_dev.dbroles import runtime_url
 from phiseal_dev.localpg import free_port
 from phiseal_dev.testing import RunningService, session_secrets
 from services.common.audit import AuditEntry
@@ -272,7 +273,7 @@ async def test_sigkill_before_the_relay_ran_loses_nothing(
     secrets = session_secrets()
     env = {
         **os.environ,
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": runtime_url(database_url, "keysvc"),
         "KEYSVC_PORT": str(port),
         "KEYSVC_PEER_PORT": "0",
         "KEYSVC_HEALTH_PORT": str(health_port),

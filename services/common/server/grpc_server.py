@@ -41,6 +41,8 @@ class ServerParts:
     # None with GrpcServer.from_settings, which picks it from the security settings.
     authenticator: Authenticator | None = None
     checks: Sequence[HealthCheck] = ()
+    # Health details that raise an alarm without stopping the service (health.ALARMS).
+    alarms: Sequence[HealthCheck] = ()
     # Background tasks started after the port is bound (relays, listeners, ...).
     starters: Sequence[Callable[[], Awaitable[None]]] = ()
     # Called after the server stopped: clients first, then the pool (order of this list).
@@ -81,7 +83,9 @@ class GrpcServer:
         if authenticator is None:
             raise ValueError("no authenticator: use GrpcServer.from_settings or pass one")
         self.health = HealthServicer()
-        self.monitor = HealthMonitor(self.health, parts.service_names, parts.checks, check_interval)
+        self.monitor = HealthMonitor(
+            self.health, parts.service_names, parts.checks, check_interval, parts.alarms
+        )
         self.server = grpc.aio.server(
             interceptors=[ServerInterceptor(authenticator, parts.access)],
             options=[
