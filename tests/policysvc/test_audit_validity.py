@@ -11,10 +11,8 @@ from datetime import datetime
 import grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
-from phiseal_dev.testing import session_secrets
 from services.common.audit_rules import TEXT_FIELDS, check_record
 from services.common.errors import InvalidArgument
-from services.common.security.auth import Role
 from tests.conftest import StartService
 from tests.policysvc.conftest import error_of, new_workspace, outbox
 
@@ -59,26 +57,3 @@ async def test_a_non_printable_classification_path_fails_the_action(
     assert (code, len(after)) == (grpc.StatusCode.INVALID_ARGUMENT, before)
     assert "printable" in message
     assert not [e for e in after if refused_by_auditsvc(e)]
-
-
-async def test_a_denial_with_an_oversized_workspace_id_leaves_nothing_auditsvc_refuses(
-    start: StartService, database_url: str
-) -> None:
-    """A denied call naming a 600-character workspace id does not put an entry auditsvc would
-    refuse into the outbox (the call is refused either way)."""
-    service = await start("policysvc")
-    token = session_secrets().token("alice", {"ws_mine": [Role.VIEWER]})
-    stub = policy_pb2_grpc.PolicyServiceStub(service.channel(token=token))
-    code, _ = await error_of(
-        stub.SetClassification(
-            policy_pb2.SetClassificationRequest(
-                workspace_id="w" * 600,
-                override=policy_pb2.PathOverride(
-                    path="traits.plan",
-                    classification=YELLOW,  # type: ignore[arg-type]
-                ),
-            )
-        )
-    )
-    assert code in {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT}
-    assert [e for e in await outbox(database_url) if refused_by_auditsvc(e)] == []
