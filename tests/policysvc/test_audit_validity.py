@@ -7,6 +7,7 @@ auditsvc refuses reaches the outbox (where it once stalled delivery for good).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
@@ -19,7 +20,7 @@ from tests.policysvc.conftest import error_of, new_workspace, outbox
 YELLOW = policy_pb2.CLASSIFICATION_YELLOW
 
 
-def refused_by_auditsvc(event: dict[str, object]) -> bool:
+def refused_by_auditsvc(event: dict[str, Any]) -> bool:
     try:
         check_record(
             event_id=str(event["event_id"]),
@@ -27,7 +28,7 @@ def refused_by_auditsvc(event: dict[str, object]) -> bool:
             outcome=str(event["outcome"]),
             timestamp=datetime.fromisoformat(str(event["timestamp"])),
             texts={name: str(event.get(name, "")) for name in TEXT_FIELDS},
-            details=event["details"],  # type: ignore[arg-type]
+            details=event["details"],
         )
     except InvalidArgument:
         return True
@@ -48,7 +49,7 @@ async def test_a_non_printable_classification_path_fails_the_action(
                 workspace_id=workspace_id,
                 override=policy_pb2.PathOverride(
                     path='traits["a\\u200bb"]',
-                    classification=YELLOW,  # type: ignore[arg-type]
+                    classification=YELLOW,
                 ),
             )
         )
