@@ -32,8 +32,9 @@ from phiseal_dev import dbroles
 from phiseal_dev.localpg import LocalPostgres
 from phiseal_dev.pki import DevPki
 from phiseal_dev.tokens import DevSigningKey
+from services.common.security.authz import WILDCARD
 from services.common.security.tls import write_private
-from services.common.security.tokens import MAX_LIFETIME_SECONDS, WILDCARD
+from services.common.security.tokens import MAX_LIFETIME_SECONDS
 from services.common.server.config import ConfigError, Env
 from services.migrate import migrate_all
 

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable
-
 import grpc
-import structlog
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
 from services.auditsvc import signing
 from services.auditsvc.audit_log import AuditLog, utc_now
 from services.auditsvc.config import Settings
 from services.auditsvc.journal import Journal
+from services.auditsvc.rules import RULES
 from services.auditsvc.servicer import AuditServicer
 from services.auditsvc.store import MIGRATIONS, RUNTIME_ROLE, SCHEMA, AuditStore
 from services.common.data.db import open_database
 from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.health import HealthCheck, database_check
+from services.common.server.lifecycle import Closing, Periodic
 
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
-
-log = structlog.get_logger("auditsvc")
 
 
 def durability_check(store: AuditStore) -> HealthCheck:
@@ -43,33 +38,6 @@ def durability_check(store: AuditStore) -> HealthCheck:
         return None
 
     return check
-
-
-class Periodic:
-    """Runs ``job`` every ``interval`` seconds until stopped; a failure is logged, not fatal."""
-
-    def __init__(self, name: str, interval: float, job: Callable[[], Awaitable[object]]) -> None:
-        self._name = name
-        self._interval = interval
-        self._job = job
-        self._task: asyncio.Task[None] | None = None
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self._job()
-            except Exception as exc:
-                log.error("periodic_job_failed", job=self._name, error_type=type(exc).__name__)
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name=self._name)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 class AuditServer(GrpcServer):
@@ -103,12 +71,12 @@ async def build(settings: Settings) -> AuditServer:
         name="auditsvc",
         service_names=[SERVICE_NAME],
         register=register,
+        rules=RULES,
         # auditsvc appends its own denials to the log it keeps (no outbox, no relay).
         denial_auditor=audit_log,
         checks=[database_check(pool), durability_check(store)],
         alarms=[audit_log.checkpoints.health_detail],
-        starters=[checkpoints.start, partitions.start],
-        closers=[checkpoints.stop, partitions.stop, pool.close],
+        components=[Closing("pool", pool.close), checkpoints, partitions],
     )
     server = AuditServer.from_settings(parts, settings.server)
     server.audit_log = audit_log

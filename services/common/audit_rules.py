@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.common.errors import InvalidArgument
-from services.common.limits import json_depth
+from services.common.hostile_json import json_depth
 
 MAX_TEXT = 512
 # Details carry names and versions (a policy's field list at most), never payloads.
