@@ -313,14 +313,20 @@ class AuditLog:
         exported = self._self_audit(
             caller, "Audit Log Exported", flt, access_reason, format=fmt.value
         )
+        # Every checkpoint signed before this instant is committed before the export's own
+        # round (rounds take turns), so it is in the export: the offline verifier holds the
+        # journal to that.
+        before = self._clock()
         await self._append([exported])
         # A fresh checkpoint covers everything exported, so the export verifies to its end.
         # It is signed only over a chain that verified: after a gap the export still streams
         # (it is evidence), with no new signature and the alarm stated in its header.
         await self.checkpoint(flt.workspace_id)
-        return self._stream(flt, fmt)
+        return self._stream(flt, fmt, before)
 
-    async def _stream(self, flt: Filter, fmt: ExportFormat) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, flt: Filter, fmt: ExportFormat, checkpoints_before: datetime
+    ) -> AsyncIterator[bytes]:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\r\n")
         async with self._store.export(flt) as snap:
@@ -335,6 +341,7 @@ class AuditLog:
                     "complete_chain": flt.whole_chain,
                     "filters": flt.used(),
                     "exported_at": chain.format_time(self._clock()),
+                    "holds_checkpoints_signed_before": chain.format_time(checkpoints_before),
                 }
                 alarm = self.checkpoints.alarms.get(flt.workspace_id)
                 if alarm is not None:

@@ -6,8 +6,9 @@
     phiseal-audit export --address localhost:50054 --workspace ws_1 --out export.jsonl
     phiseal-audit keygen --key signing-key.pem --trusted-keys trusted.json
 
-``--journal`` is auditsvc's checkpoint journal (AUDITSVC_JOURNAL_FILE, or its write-once copy):
-every checkpoint in it up to the export's newest must be in the export, unchanged.
+``--journal`` is auditsvc's checkpoint journal (AUDITSVC_JOURNAL_FILE, or its write-once copy;
+repeat it for rotated files): every checkpoint in it up to the export's newest must be in the
+export, unchanged.
 
 Exit status: 0 the chain verifies, 1 it does not (the first bad record is printed), 2 usage or
 input errors.
@@ -44,6 +45,7 @@ class ExportFile:
     workspace_id: str
     complete: bool  # a whole chain, not a filtered one
     unverified: chain.Finding | None  # the alarm auditsvc stated instead of signing
+    holds_before: str  # every checkpoint signed before this time must be in the file
 
 
 def read_export(path: Path, trusted: dict[str, chain.TrustedKey] | None) -> ExportFile:
@@ -54,6 +56,7 @@ def read_export(path: Path, trusted: dict[str, chain.TrustedKey] | None) -> Expo
     complete = False
     workspace = ""
     unverified: chain.Finding | None = None
+    holds_before = ""
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -64,6 +67,7 @@ def read_export(path: Path, trusted: dict[str, chain.TrustedKey] | None) -> Expo
                 if kind == "header":
                     complete = bool(item.get("complete_chain"))
                     workspace = str(item.get("workspace_id", ""))
+                    holds_before = str(item.get("holds_checkpoints_signed_before", ""))
                     if "unverified" in item:
                         alarm = item["unverified"]
                         unverified = chain.Finding(
@@ -84,7 +88,7 @@ def read_export(path: Path, trusted: dict[str, chain.TrustedKey] | None) -> Expo
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise InputError(f"{path}:{number}: {exc}") from None
     keys = trusted if trusted is not None else chain.trust(*embedded.values())
-    return ExportFile(records, checkpoints, keys, workspace, complete, unverified)
+    return ExportFile(records, checkpoints, keys, workspace, complete, unverified, holds_before)
 
 
 def _trusted(public_key: Path | None, trusted_keys: Path | None) -> dict[str, chain.TrustedKey]:
@@ -104,7 +108,7 @@ def verify_file(
     public_key: Path | None,
     *,
     trusted_keys: Path | None = None,
-    journal_file: Path | None = None,
+    journal_file: Path | Sequence[Path] | None = None,
 ) -> tuple[chain.Verdict, list[str]]:
     """The verdict on an export file (against the journal, when given), and notes."""
     notes: list[str] = []
@@ -116,7 +120,8 @@ def verify_file(
             "checkpoints checked against the public key inside the file; pass --trusted-keys "
             "(or --public-key) obtained from the operator to rule out a re-signed export"
         )
-    if journal_file is None:
+    journals = [journal_file] if isinstance(journal_file, Path) else list(journal_file or ())
+    if not journals:
         notes.append(
             "no --journal: checkpoints removed or rewritten together with the records they "
             "cover are not detectable from the export alone"
@@ -147,14 +152,24 @@ def verify_file(
     if verdict.problem is not None:
         return verdict, notes
     finding = chain.check_checkpoint_chain(checkpoints, keys) or export.unverified
-    if finding is None and journal_file is not None:
-        try:
-            journaled = journal.read_checkpoints(journal_file, export.workspace_id)
-        except (OSError, journal.JournalError) as exc:
-            raise InputError(f"{journal_file}: {exc}") from None
-        # Checkpoints made after the export are not in it; every earlier one must be.
+    if finding is None and journals:
+        journaled: list[chain.Checkpoint] = []
+        for path_ in journals:
+            if not path_.is_file():
+                raise InputError(f"{path_}: no such journal file")
+            try:
+                journaled += journal.read_checkpoints(path_, export.workspace_id)
+            except (OSError, journal.JournalError) as exc:
+                raise InputError(f"{path_}: {exc}") from None
+        # Checkpoints made after the export are not in it; every earlier one must be: those
+        # numbered up to its newest, and those signed before the time its header states.
         newest = max((cp.number for cp in checkpoints), default=0)
-        finding = chain.compare_journal(journaled, checkpoints, up_to_number=newest)
+        due = [
+            cp
+            for cp in journaled
+            if cp.number <= newest or (export.holds_before and cp.signed_at < export.holds_before)
+        ]
+        finding = chain.compare_journal(due, checkpoints, up_to_number=None)
     if finding is not None:
         verdict = chain.Verdict(verdict.records_checked, verdict.checkpoints_checked, finding, None)
     return verdict, notes
@@ -271,7 +286,10 @@ def _parser() -> argparse.ArgumentParser:
         "--trusted-keys", type=Path, help="trusted keys file (AUDITSVC_TRUSTED_KEYS_FILE)"
     )
     verify.add_argument(
-        "--journal", type=Path, help="auditsvc's checkpoint journal (AUDITSVC_JOURNAL_FILE)"
+        "--journal",
+        type=Path,
+        action="append",
+        help="auditsvc's checkpoint journal (AUDITSVC_JOURNAL_FILE); repeat for rotated files",
     )
     verify.add_argument("--workspace", help="workspace to verify (live)")
     verify.add_argument("--from", dest="from_seq", type=int, default=0)

@@ -259,3 +259,30 @@ async def test_a_signing_key_the_configuration_does_not_trust_is_refused(
             AUDITSVC_TRUSTED_KEYS_FILE=str(trusted),
             AUDITSVC_SIGNING_KEY_GENERATE="false",
         )
+
+
+async def test_the_offline_verifier_checks_the_export_against_the_journal(
+    audit: audit_pb2_grpc.AuditServiceStub, auditsvc: RunningService, tmp_path: Path
+) -> None:
+    """An export whose newest records and checkpoints were cut off verifies on its own, but not
+    against the journal, which holds every checkpoint signed before the export."""
+    await record(audit, [event(WS, n=i) for i in range(3)])
+    await audit_log(auditsvc).checkpoint()
+    await record(audit, [event(WS, n=3)])
+    await audit_log(auditsvc).checkpoint()
+    path = tmp_path / "export.jsonl"
+    chunks = audit.ExportEvents(
+        audit_pb2.ExportEventsRequest(filter=audit_pb2.AuditFilter(workspace_id=WS))
+    )
+    lines = b"".join([c.chunk async for c in chunks]).decode().splitlines(keepends=True)
+    # Cut records 4 and 5 (the export's own) and the checkpoints that cover them.
+    cut = [line for line in lines if '"sequence":4' not in line and '"sequence":5' not in line]
+    path.write_text("".join(cut))
+    trusted = auditsvc.settings.trusted_keys_file
+    alone, _ = cli.verify_file(path, None, trusted_keys=trusted)
+    journaled, _ = cli.verify_file(
+        path, None, trusted_keys=trusted, journal_file=auditsvc.settings.journal_file
+    )
+    assert alone.problem is None
+    assert journaled.problem is not None
+    assert journaled.problem.kind == chain.Problem.CHECKPOINT_MISSING
