@@ -19,7 +19,7 @@ import orjson
 from services.common.audit import AuditEntry
 from services.common.data.paging import Page, encode_token
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
-from services.common.fieldpath import FieldPath, find, parse, parse_selection
+from services.common.fieldpath import FieldPath, parse, parse_selection, sealed_places
 from services.common.security.auth import Role, current_principal
 from services.common.security.authz import require
 from services.policysvc.catalog import Destination, DestinationType, Workspace, require_id
@@ -386,7 +386,8 @@ class Policies:
             encrypted: list[str] = []
             missing: list[str] = []
             for path in paths:
-                found = [loc.concrete for loc in find(event, path)]
+                # What encryptsvc would replace, shape drift included (docs/shape-drift.md).
+                found = [loc.concrete for loc in sealed_places(event, path)]
                 encrypted.extend(found)
                 if not found:
                     missing.append(str(path))
