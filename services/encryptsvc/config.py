@@ -25,8 +25,9 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = Env(environ)
+        server = ServerSettings.from_env("encryptsvc", DEFAULT_PORT, env)
         return cls(
-            server=ServerSettings.from_env("encryptsvc", DEFAULT_PORT, env),
+            server=server,
             policysvc_addr=env.address("POLICYSVC_ADDR", "localhost:50152"),
             keysvc_addr=env.address("KEYSVC_ADDR", "localhost:50151"),
             limits=Limits(
@@ -41,6 +42,14 @@ class Settings:
                 max_cek_uses=env.integer(
                     "ENCRYPTSVC_MAX_CEK_USES", MAX_CEK_USES, minimum=1, maximum=MAX_CEK_USES
                 ),
+                max_event_output_bytes=env.integer(
+                    "ENCRYPTSVC_MAX_EVENT_OUTPUT_BYTES",
+                    min(1024 * 1024, server.max_message_bytes),
+                    minimum=1024,
+                    maximum=server.max_message_bytes,
+                ),
+                # A response larger than the server may send fails the whole batch.
+                max_response_bytes=server.max_message_bytes,
             ),
             max_staleness=env.number("ENCRYPTSVC_MAX_STALENESS_SECONDS", 5.0, minimum=0.1),
             peer_timeout=env.number("ENCRYPTSVC_PEER_TIMEOUT_SECONDS", 2.0, minimum=0.05),

@@ -350,3 +350,16 @@ async def _retrying(call: Callable[[], Awaitable[T]], within: float = 15) -> T:
             if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                 raise
         await asyncio.sleep(0.1)
+
+
+async def test_an_event_with_a_huge_selected_array_fails_alone(stack: Stack) -> None:
+    """120,000 selected array elements (a 52 MB response before budgets) fail that event alone
+    with RESOURCE_EXHAUSTED; the good events beside it come back encrypted."""
+    huge = orjson.dumps({"messageId": "huge", "properties": {"allergy": [0] * 120_000}})
+    events = [_samples()[0], huge, _samples()[1]]
+    response = await _encrypt(stack.stub, events, stack.destination_id)
+    kinds = [r.WhichOneof("result") for r in response.results]
+    assert kinds == ["event", "error", "event"]
+    assert response.results[1].error.code == "RESOURCE_EXHAUSTED"
+    decryptor = _decryptor(stack.key)
+    assert SAMPLES[1] == decryptor.decrypt_event(orjson.loads(response.results[2].event))
