@@ -20,7 +20,7 @@ from services.common.audit import AuditEntry
 from services.common.data.paging import Page, encode_token
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from services.common.fieldpath import FieldPath, parse, parse_selection, sealed_places
-from services.common.security.auth import Role, current_principal
+from services.common.security.auth import Caller, PrincipalKind, Role
 from services.common.security.authz import require
 from services.policysvc.catalog import Destination, DestinationType, Workspace, require_id
 from services.policysvc.classification import Classification, Classifier
@@ -174,7 +174,13 @@ class Policies:
         self._clock = clock or (lambda: datetime.now(UTC))
 
     def _next(
-        self, ctx: PolicyContext, *, enabled: bool, fmt: EncryptionFormat, fields: Sequence[str]
+        self,
+        caller: Caller,
+        ctx: PolicyContext,
+        *,
+        enabled: bool,
+        fmt: EncryptionFormat,
+        fields: Sequence[str],
     ) -> Policy:
         return Policy(
             destination_id=ctx.destination.destination_id,
@@ -184,7 +190,7 @@ class Policies:
             format=fmt,
             fields=tuple(fields),
             created_at=self._clock(),
-            created_by=current_principal().actor_id,
+            created_by=caller.actor_id,
         )
 
     async def _change(self, destination_id: str, decide: Decide) -> Policy:
@@ -197,6 +203,7 @@ class Policies:
 
     async def enable(
         self,
+        caller: Caller,
         destination_id: str,
         fields: Sequence[str],
         fmt: EncryptionFormat,
@@ -212,18 +219,19 @@ class Policies:
         names = [str(p) for p in paths]
 
         def decide(ctx: PolicyContext) -> PolicyChange:
-            require(current_principal(), ctx.workspace.workspace_id, Role.EDITOR)
+            require(caller.principal, ctx.workspace.workspace_id, Role.EDITOR)
             _check_version(ctx.head, expected_version)
             _require_encryptable(ctx, paths)
             before = set(ctx.head.fields) if ctx.head.enabled else set()
             added = [n for n in names if n not in before]
             removed = sorted(before - set(names))
             action = "changed fields" if ctx.head.enabled else "enabled"
-            policy = self._next(ctx, enabled=True, fmt=fmt, fields=names)
+            policy = self._next(caller, ctx, enabled=True, fmt=fmt, fields=names)
             policy = _with_summary(policy, _summary(f"{action} ({fmt.value})", added, removed))
             return PolicyChange(
                 policy,
-                AuditEntry(
+                AuditEntry.by(
+                    caller,
                     event_type="Destination Encryption Enabled",
                     workspace_id=ctx.workspace.workspace_id,
                     target=ctx.destination.destination_id,
@@ -242,6 +250,7 @@ class Policies:
 
     async def update(
         self,
+        caller: Caller,
         destination_id: str,
         add: Sequence[str],
         remove: Sequence[str],
@@ -257,7 +266,7 @@ class Policies:
             raise InvalidArgument(f"a path cannot be both added and removed: {', '.join(both)}")
 
         def decide(ctx: PolicyContext) -> PolicyChange:
-            require(current_principal(), ctx.workspace.workspace_id, Role.EDITOR)
+            require(caller.principal, ctx.workspace.workspace_id, Role.EDITOR)
             _check_version(ctx.head, expected_version)
             if not ctx.head.enabled:
                 raise FailedPrecondition(
@@ -282,11 +291,12 @@ class Policies:
             if to_add:
                 _require_encryptable(ctx, to_add)
             added = [str(p) for p in to_add]
-            policy = self._next(ctx, enabled=True, fmt=ctx.head.format, fields=names)
+            policy = self._next(caller, ctx, enabled=True, fmt=ctx.head.format, fields=names)
             policy = _with_summary(policy, _summary("updated", added, to_remove))
             return PolicyChange(
                 policy,
-                AuditEntry(
+                AuditEntry.by(
+                    caller,
                     event_type="Destination Encrypted Fields Modified",
                     workspace_id=ctx.workspace.workspace_id,
                     target=ctx.destination.destination_id,
@@ -301,22 +311,23 @@ class Policies:
 
         return await self._change(destination_id, decide)
 
-    async def disable(self, destination_id: str, expected_version: int) -> Policy:
+    async def disable(self, caller: Caller, destination_id: str, expected_version: int) -> Policy:
         """Stops future encryption; nothing already sent is decrypted."""
 
         def decide(ctx: PolicyContext) -> PolicyChange:
             # Disabling weakens protection: admin, not editor.
-            require(current_principal(), ctx.workspace.workspace_id, Role.ADMIN)
+            require(caller.principal, ctx.workspace.workspace_id, Role.ADMIN)
             _check_version(ctx.head, expected_version)
             if not ctx.head.enabled:
                 raise FailedPrecondition(
                     f"encryption is not enabled for destination {ctx.head.destination_id}"
                 )
-            policy = self._next(ctx, enabled=False, fmt=ctx.head.format, fields=())
+            policy = self._next(caller, ctx, enabled=False, fmt=ctx.head.format, fields=())
             policy = _with_summary(policy, "disabled")
             return PolicyChange(
                 policy,
-                AuditEntry(
+                AuditEntry.by(
+                    caller,
                     event_type="Destination Encryption Disabled",
                     workspace_id=ctx.workspace.workspace_id,
                     target=ctx.destination.destination_id,
@@ -330,17 +341,17 @@ class Policies:
 
         return await self._change(destination_id, decide)
 
-    async def get(self, destination_id: str) -> Policy:
+    async def get(self, caller: Caller, destination_id: str) -> Policy:
         """The current policy; a person's read is audited, a peer service's is not."""
         policy = await self._store.get_policy(
-            require_id(destination_id, "destination_id"), _viewed_audit()
+            require_id(destination_id, "destination_id"), _viewed_audit(caller)
         )
         if policy is None:
             raise NotFound(f"destination {destination_id} does not exist")
         return policy
 
     async def list_versions(
-        self, destination_id: str, page_size: int, page_token: str
+        self, caller: Caller, destination_id: str, page_size: int, page_token: str
     ) -> VersionPage:
         """Newest first; pages continue below the last version returned."""
         require_id(destination_id, "destination_id")
@@ -348,7 +359,7 @@ class Policies:
         page = Page.parse(page_size, page_token, scope)
         before = page.after or (1 << 62)
         rows = await self._store.list_versions(
-            destination_id, before, page.size + 1, _viewed_audit()
+            destination_id, before, page.size + 1, _viewed_audit(caller)
         )
         if rows is None:
             raise NotFound(f"destination {destination_id} does not exist")
@@ -358,6 +369,7 @@ class Policies:
 
     async def preview(
         self,
+        caller: Caller,
         destination_id: str,
         samples: Sequence[str],
         proposed: Sequence[str],
@@ -369,7 +381,7 @@ class Policies:
         ctx = await self._store.load_context(require_id(destination_id, "destination_id"))
         if ctx is None:
             raise NotFound(f"destination {destination_id} does not exist")
-        require(current_principal(), ctx.workspace.workspace_id, Role.EDITOR)
+        require(caller.principal, ctx.workspace.workspace_id, Role.EDITOR)
         if use_proposed:
             paths, version = parse_selection(proposed), 0
         else:
@@ -399,19 +411,19 @@ def _with_summary(policy: Policy, summary: str) -> Policy:
     return replace(policy, change_summary=summary)
 
 
-def _viewed_audit() -> Callable[[Policy], AuditEntry] | None:
+def _viewed_audit(caller: Caller) -> Callable[[Policy], AuditEntry] | None:
     """The audit record of a person reading a policy; None for a peer service (hot path).
 
     The store calls it once the policy (and so its workspace) is known, inside the read's
     transaction: the person's role is checked there, before anything is answered.
     """
-    principal = current_principal()
-    if principal.kind == "service":
+    if caller.principal.kind is PrincipalKind.SERVICE:
         return None
 
     def audit(policy: Policy) -> AuditEntry:
-        require(principal, policy.workspace_id, Role.VIEWER)
-        return AuditEntry(
+        require(caller.principal, policy.workspace_id, Role.VIEWER)
+        return AuditEntry.by(
+            caller,
             event_type="Destination Encryption Policy Viewed",
             workspace_id=policy.workspace_id,
             target=policy.destination_id,

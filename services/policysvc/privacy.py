@@ -17,7 +17,7 @@ from services.common.errors import (
 )
 from services.common.fieldpath import find, leaf_paths, parse
 from services.common.limits import Limits
-from services.common.security.auth import Role, current_principal
+from services.common.security.auth import Caller, Role
 from services.common.security.authz import require
 from services.policysvc.catalog import new_id, require_id
 from services.policysvc.classification import (
@@ -156,6 +156,7 @@ class Privacy:
 
     async def list_classifications(
         self,
+        caller: Caller,
         workspace_id: str,
         paths: Sequence[str],
         samples: Sequence[str],
@@ -163,7 +164,7 @@ class Privacy:
         page_token: str,
     ) -> ClassificationPage:
         """Every known path classified; the samples' paths become known (their values never)."""
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.VIEWER)
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.VIEWER)
         await self._require_workspace(workspace_id)
         page = Page.parse(page_size, page_token, f"classifications:{workspace_id}")
         if len(paths) > MAX_EXTRA_PATHS:
@@ -189,20 +190,25 @@ class Privacy:
         )
 
     async def set_override(
-        self, workspace_id: str, path_text: str, classification: Classification | None
+        self,
+        caller: Caller,
+        workspace_id: str,
+        path_text: str,
+        classification: Classification | None,
     ) -> FieldClassification:
         """Sets (or with None removes) the override of one path; answers its new classification."""
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.EDITOR)
         path = parse(path_text)
         text = str(path)
         override = (
             None
             if classification is None
-            else Override(text, classification, current_principal().actor_id, self._clock())
+            else Override(text, classification, caller.actor_id, self._clock())
         )
 
         def audit(previous: Classification | None) -> AuditEntry:
-            return AuditEntry(
+            return AuditEntry.by(
+                caller,
                 event_type="Privacy Classification Modified",
                 workspace_id=workspace_id,
                 target=text,
@@ -220,6 +226,7 @@ class Privacy:
 
     async def add_matcher(
         self,
+        caller: Caller,
         workspace_id: str,
         name: str,
         target: MatcherTarget | None,
@@ -228,7 +235,7 @@ class Privacy:
         classification: Classification | None,
     ) -> Matcher:
         """Adds a custom matcher; at most MAX_CUSTOM_MATCHERS per workspace."""
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.EDITOR)
         name, target, kind, pattern = validate_matcher(name, target, kind, pattern)
         if classification is None:
             raise InvalidArgument(
@@ -242,7 +249,7 @@ class Privacy:
             pattern=pattern,
             classification=classification,
             created_at=self._clock(),
-            created_by=current_principal().actor_id,
+            created_by=caller.actor_id,
         )
 
         def check(count: int) -> None:
@@ -253,7 +260,8 @@ class Privacy:
                 )
 
         # The pattern itself stays out of the audit record: an exact value may be sensitive.
-        audit = AuditEntry(
+        audit = AuditEntry.by(
+            caller,
             event_type="Privacy Matcher Added",
             workspace_id=workspace_id,
             target=matcher.matcher_id,
@@ -269,13 +277,14 @@ class Privacy:
             raise NotFound(f"workspace {workspace_id} does not exist; create it first")
         return matcher
 
-    async def remove_matcher(self, workspace_id: str, matcher_id: str) -> None:
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
+    async def remove_matcher(self, caller: Caller, workspace_id: str, matcher_id: str) -> None:
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.EDITOR)
         require_id(matcher_id, "remove_matcher_id")
         refuse_default(matcher_id)
 
         def audit(matcher: Matcher) -> AuditEntry:
-            return AuditEntry(
+            return AuditEntry.by(
+                caller,
                 event_type="Privacy Matcher Removed",
                 workspace_id=workspace_id,
                 target=matcher_id,
