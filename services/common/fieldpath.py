@@ -15,7 +15,7 @@ Examples: ``traits.email``, ``context.traits.phone``, ``traits.address.zipcode``
 A path names a whole value, whatever its JSON type; encrypting it replaces that value. Where an
 event's shape drifts from the path (a string where the path goes on into an array or object, an
 object where it indexes an array), the value found at that point is what the path names in this
-event: ``sealed_places`` gives it, and encryptsvc encrypts it whole (docs/shape-drift.md).
+event: ``sealed_places`` gives it, and encryptsvc encrypts it whole (docs/format.md, "Shape drift").
 """
 
 from __future__ import annotations

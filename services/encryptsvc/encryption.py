@@ -65,7 +65,7 @@ class Limits:
     max_event_bytes: int = 256 * 1024
     max_depth: int = 32
     max_cek_uses: int = MAX_CEK_USES
-    # An event whose encrypted form would be larger fails alone (docs/output-size.md).
+    # An event whose encrypted form would be larger fails alone (docs/format.md, "Output size").
     max_event_output_bytes: int = 1024 * 1024
     # The largest response gRPC will send (the server's PHISEAL_MAX_MESSAGE_BYTES).
     max_response_bytes: int = 16 * 1024 * 1024

@@ -48,7 +48,7 @@ def _follows(value: Any, trie: _Node) -> bool:
 
     A value of another type than the next segments need (a string where they index an array,
     an object where one path wants keys and another indices) is where the event's shape cuts
-    the path: it is PHI all the same, so the caller takes it whole (docs/shape-drift.md).
+    the path: it is PHI all the same, so the caller takes it whole (docs/format.md, "Shape drift").
     """
     if isinstance(value, dict):
         return not trie.items

@@ -398,7 +398,7 @@ class Policies:
             encrypted: list[str] = []
             missing: list[str] = []
             for path in paths:
-                # What encryptsvc would replace, shape drift included (docs/shape-drift.md).
+                # What encryptsvc would replace, shape drift included (docs/format.md, "Shape drift").
                 found = [loc.concrete for loc in sealed_places(event, path)]
                 encrypted.extend(found)
                 if not found:
