@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.server.config import Env, ServerSettings
-from services.encryptsvc.encryption import Limits
+from services.encryptsvc.encryption import ERROR_RESERVE, Limits
 from services.encryptsvc.envelope import MAX_CEK_USES
 
 DEFAULT_PORT = 50053
@@ -26,13 +26,18 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = Env(environ)
         server = ServerSettings.from_env("encryptsvc", DEFAULT_PORT, env)
+        # Every event's error result must fit beside the others in half a response at most.
+        most_events = max(1, min(100_000, server.max_message_bytes // (2 * ERROR_RESERVE)))
         return cls(
             server=server,
             policysvc_addr=env.address("POLICYSVC_ADDR", "localhost:50152"),
             keysvc_addr=env.address("KEYSVC_ADDR", "localhost:50151"),
             limits=Limits(
                 max_batch_events=env.integer(
-                    "ENCRYPTSVC_MAX_BATCH_EVENTS", 1000, minimum=1, maximum=100_000
+                    "ENCRYPTSVC_MAX_BATCH_EVENTS",
+                    min(1000, most_events),
+                    minimum=1,
+                    maximum=most_events,
                 ),
                 max_event_bytes=env.integer(
                     "ENCRYPTSVC_MAX_EVENT_BYTES", 256 * 1024, minimum=64, maximum=16 * 1024 * 1024

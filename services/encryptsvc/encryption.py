@@ -27,9 +27,11 @@ _YIELD_AFTER = 512
 _RESULT_OVERHEAD = 24
 # The response's own fields (versions, kid, format) beyond the results.
 _RESPONSE_OVERHEAD = 1024
-# Room kept for each event not yet answered, so that an error result always fits: messages are
-# a few hundred bytes, paths (policy paths with indices) under a kilobyte.
-_ERROR_RESERVE = 3072
+# Room kept for each event not yet answered, so that its error result always fits: error texts
+# are cut to these many bytes (messages are a few hundred, paths rarely longer than 100).
+_MAX_ERROR_MESSAGE = 600
+_MAX_ERROR_PATH = 300
+ERROR_RESERVE = 1024
 
 
 @dataclass(frozen=True)
@@ -151,12 +153,12 @@ class Encryptor:
             if work >= _YIELD_AFTER:
                 await asyncio.sleep(0)
                 work = 0
-            reserve = (len(events) - index - 1) * _ERROR_RESERVE
+            reserve = (len(events) - index - 1) * ERROR_RESERVE
             room = self._limits.max_response_bytes - used - reserve - _RESULT_OVERHEAD
             try:
                 outcome = self._encrypt_one(raw, selection, sealer, room)
             except _Refused as refused:
-                outcome = EventOutcome(None, refused.error)
+                outcome = EventOutcome(None, _bounded(refused.error))
             outcomes.append(outcome)
             used += _result_size(outcome)
             work += 1 + outcome.encrypted_fields
@@ -248,6 +250,20 @@ class Encryptor:
         if raw.count(b"{") + raw.count(b"[") > max_depth and _depth(event) > max_depth:
             raise _invalid(f"the event nests deeper than the limit of {max_depth} levels")
         return event
+
+
+def _cut(text: str, limit: int) -> str:
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode(errors="ignore") + "…"
+
+
+def _bounded(error: EventError) -> EventError:
+    """The error with its texts cut so that its result fits ERROR_RESERVE."""
+    return EventError(
+        error.code, _cut(error.message, _MAX_ERROR_MESSAGE), _cut(error.path, _MAX_ERROR_PATH)
+    )
 
 
 def _result_size(outcome: EventOutcome) -> int:

@@ -398,7 +398,7 @@ class Policies:
             encrypted: list[str] = []
             missing: list[str] = []
             for path in paths:
-                # What encryptsvc would replace, shape drift included (docs/format.md, "Shape drift").
+                # What encryptsvc replaces, shape drift included (docs/format.md).
                 found = [loc.concrete for loc in sealed_places(event, path)]
                 encrypted.extend(found)
                 if not found:

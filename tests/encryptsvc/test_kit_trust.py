@@ -67,7 +67,7 @@ async def test_only_the_given_paths_are_decrypted() -> None:
 
 
 async def test_only_takes_values_encrypted_whole_at_a_prefix() -> None:
-    """A value encrypted whole where the event's shape cut a path (docs/format.md, "Shape drift")."""
+    """A value encrypted whole where the event's shape cut a path (docs/format.md)."""
     key = rsa_key()
     drifted = {"messageId": "m", "traits": {"tags": "not-a-list"}}
     (sealed,) = await _sealed(key, [drifted])

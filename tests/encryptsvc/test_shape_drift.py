@@ -1,6 +1,6 @@
 """Shape drift: where an event's value has another type than a named path needs, that value is
-encrypted whole (docs/format.md, "Shape drift") — and, for any event and any policy, nothing at or below
-the deepest existing prefix of a named path leaves in plaintext (the property test)."""
+encrypted whole (docs/format.md, "Shape drift") — and, for any event and any policy, nothing
+at or below the deepest existing prefix of a named path leaves in plaintext (the property test)."""
 
 from __future__ import annotations
 
