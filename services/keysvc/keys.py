@@ -25,6 +25,7 @@ from services.common.errors import (
 )
 from services.common.security.auth import Caller, PrincipalKind, Role
 from services.common.security.authz import AccessDenied, require, visible_workspaces
+from services.common.vocabulary import no_active_key
 from services.keysvc import crypto
 from services.keysvc.crypto import Algorithm, Challenge, Kdf, PrivateKeyDelivery, PublicKey
 
@@ -63,10 +64,22 @@ def kid_for(destination_id: str, version: int) -> str:
 
 @dataclass(frozen=True)
 class Destination:
-    """What policysvc says about a destination: it exists, and which workspace owns it."""
+    """What policysvc says about a destination: it exists, which workspace owns it, and why it
+    may not have encryption keys (empty when it may)."""
 
     destination_id: str
     workspace_id: str
+    encryption_problems: tuple[str, ...] = ()
+
+
+def require_eligible(destination: Destination) -> None:
+    """Keys, like policies, only for cloud-mode event-stream destinations of HIPAA-eligible
+    workspaces: FAILED_PRECONDITION naming the fix otherwise."""
+    if destination.encryption_problems:
+        raise FailedPrecondition(
+            f"no encryption key for destination {destination.destination_id}: "
+            + "; ".join(destination.encryption_problems)
+        )
 
 
 @dataclass(frozen=True)
@@ -266,6 +279,7 @@ class KeyManager:
         request_hash = _request_hash(request_id)
         destination = await self._directory.get(dest_id)
         require(caller.principal, destination.workspace_id, Role.ADMIN)
+        require_eligible(destination)
 
         async def precheck(tx: KeyTransaction) -> None:
             self._may_generate(caller, await tx.versions(), destination, request_hash, algorithm)
@@ -312,6 +326,7 @@ class KeyManager:
         request_hash = _request_hash(request_id)
         destination = await self._directory.get(dest_id)
         require(caller.principal, destination.workspace_id, Role.ADMIN)
+        require_eligible(destination)
         event = "Destination Encryption Keys Regenerated"
 
         async def precheck(tx: KeyTransaction) -> Algorithm:
@@ -372,6 +387,7 @@ class KeyManager:
         request_hash = _request_hash(request_id)
         destination = await self._directory.get(dest_id)
         require(caller.principal, destination.workspace_id, Role.ADMIN)
+        require_eligible(destination)
         event = "Destination Public Key Imported"
 
         async def add(tx: KeyTransaction) -> Created:
@@ -486,12 +502,8 @@ class KeyManager:
             else:
                 key = next((k for k in keys if k.state is KeyState.ACTIVE), None)
                 if key is None:
-                    hint = (
-                        "a pending version waits for ConfirmKey"
-                        if any(k.state is KeyState.PENDING for k in keys)
-                        else "GenerateKeyPair or ImportPublicKey creates one"
-                    )
-                    raise NotFound(f"destination {dest_id} has no active key: {hint}")
+                    pending = any(k.state is KeyState.PENDING for k in keys)
+                    raise NotFound(no_active_key(dest_id, pending=pending))
             require(caller.principal, key.workspace_id, Role.VIEWER)
             if _is_person(caller):
                 await tx.audit(_entry(caller, "Destination Public Key Viewed", key))

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Protocol
 
 import orjson
@@ -20,19 +19,21 @@ from services.common.audit import AuditEntry
 from services.common.data.paging import Page, encode_token
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from services.common.fieldpath import FieldPath, parse, parse_selection, sealed_places
+from services.common.limits import check_count
 from services.common.security.auth import Caller, PrincipalKind, Role
 from services.common.security.authz import require
-from services.policysvc.catalog import Destination, DestinationType, Workspace, require_id
+from services.common.vocabulary import EncryptionFormat
+from services.policysvc.catalog import (
+    Destination,
+    Workspace,
+    check_can_encrypt,
+    require_id,
+)
 from services.policysvc.classification import Classification, Classifier
-from services.policysvc.privacy import parse_event
+from services.policysvc.privacy import parse_event, samples_audit
 
 MAX_PREVIEW_SAMPLES = 1000
 MAX_DESTINATION_FILTER = 1000
-
-
-class EncryptionFormat(StrEnum):
-    JWE = "jwe"
-    SEGMENT_RSA_OAEP = "segment_rsa_oaep"
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,10 @@ class PolicyStore(Protocol):
 
     async def load_context(self, destination_id: str) -> PolicyContext | None: ...
 
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """Makes an audit record durable (a read that accepted PHI), before the answer."""
+        ...
+
     async def get_policy(
         self, destination_id: str, audit: Callable[[Policy], AuditEntry] | None
     ) -> Policy | None: ...
@@ -106,22 +111,6 @@ class PolicyStore(Protocol):
         limit: int,
         audit: Callable[[Policy], AuditEntry] | None,
     ) -> list[Policy] | None: ...
-
-
-def check_can_encrypt(workspace: Workspace, destination: Destination) -> list[str]:
-    """Why this destination cannot have encryption (empty when it can)."""
-    problems = []
-    if not workspace.hipaa.eligible:
-        problems.append(
-            f"workspace {workspace.workspace_id} is not HIPAA eligible; mark it eligible with "
-            "SetHipaaEligibility (eligible=true, baa_reference=<signed BAA id>) first"
-        )
-    if destination.type is not DestinationType.EVENT_STREAM_CLOUD_MODE:
-        problems.append(
-            f"destination {destination.destination_id} is of type {destination.type.value}; "
-            "only event-stream cloud-mode destinations can have encryption"
-        )
-    return problems
 
 
 def classification_problems(classifier: Classifier, paths: Sequence[FieldPath]) -> list[str]:
@@ -164,6 +153,14 @@ def _summary(action: str, added: Sequence[str], removed: Sequence[str]) -> str:
         parts.append("removed " + ", ".join(removed))
     text = "; ".join(parts)
     return text if len(text) <= 500 else text[:497] + "..."
+
+
+# DisableEncryption's answer: the reference product says the same before it turns encryption off.
+DISABLED_NOTICE = (
+    "Encryption is off for future events only: data already sent stays encrypted and opens "
+    "only with this destination's private keys, which PHIseal does not hold. Fields named by "
+    "the previous policy now leave in plaintext; EnableEncryption turns it back on."
+)
 
 
 class Policies:
@@ -311,12 +308,21 @@ class Policies:
 
         return await self._change(destination_id, decide)
 
-    async def disable(self, caller: Caller, destination_id: str, expected_version: int) -> Policy:
-        """Stops future encryption; nothing already sent is decrypted."""
+    async def disable(
+        self, caller: Caller, destination_id: str, expected_version: int, confirmation: str
+    ) -> Policy:
+        """Stops future encryption once the caller confirmed by naming the destination; nothing
+        already sent is decrypted (DISABLED_NOTICE)."""
 
         def decide(ctx: PolicyContext) -> PolicyChange:
             # Disabling weakens protection: admin, not editor.
             require(caller.principal, ctx.workspace.workspace_id, Role.ADMIN)
+            if confirmation != ctx.destination.destination_id:
+                raise InvalidArgument(
+                    "turning encryption off needs confirmation: set confirm_destination_id to "
+                    f"{ctx.destination.destination_id}. Future events will then leave with "
+                    "their fields in plaintext; data already sent stays encrypted"
+                )
             _check_version(ctx.head, expected_version)
             if not ctx.head.enabled:
                 raise FailedPrecondition(
@@ -376,8 +382,7 @@ class Policies:
         use_proposed: bool,
     ) -> Preview:
         """Which paths of each sample the current or proposed fields would encrypt."""
-        if len(samples) > MAX_PREVIEW_SAMPLES:
-            raise InvalidArgument(f"at most {MAX_PREVIEW_SAMPLES} sample_events per preview")
+        check_count(len(samples), MAX_PREVIEW_SAMPLES, "sample_events")
         ctx = await self._store.load_context(require_id(destination_id, "destination_id"))
         if ctx is None:
             raise NotFound(f"destination {destination_id} does not exist")
@@ -389,11 +394,25 @@ class Policies:
             paths, version = [parse(f) for f in fields], ctx.head.version
         problems = check_can_encrypt(ctx.workspace, ctx.destination)
         problems += classification_problems(ctx.classifier, paths)
+        parsed = [parse_event(text, f"sample_events[{i}]") for i, text in enumerate(samples)]
+        events = [e for e in parsed if not isinstance(e, str)]
+        # Sample events are PHI: the preview is audited before it is answered.
+        await self._store.record_audit(
+            samples_audit(
+                caller,
+                "Destination Encryption Previewed",
+                ctx.workspace.workspace_id,
+                ctx.destination.destination_id,
+                events,
+                proposed=use_proposed,
+                field_count=len(paths),
+                malformed_count=len(parsed) - len(events),
+            )
+        )
         previews = []
-        for index, text in enumerate(samples):
-            event = parse_event(text)
+        for index, event in enumerate(parsed):
             if isinstance(event, str):
-                previews.append(EventPreview(index, error=f"sample {index} {event}"))
+                previews.append(EventPreview(index, error=event))
                 continue
             encrypted: list[str] = []
             missing: list[str] = []
@@ -435,8 +454,7 @@ def _viewed_audit(caller: Caller) -> Callable[[Policy], AuditEntry] | None:
 
 def validate_filter(destination_ids: Sequence[str]) -> frozenset[str]:
     """WatchPolicies' destination filter (empty means every destination)."""
-    if len(destination_ids) > MAX_DESTINATION_FILTER:
-        raise InvalidArgument(f"at most {MAX_DESTINATION_FILTER} destination_ids per watch")
+    check_count(len(destination_ids), MAX_DESTINATION_FILTER, "destination_ids")
     return frozenset(require_id(d, "destination_ids[]") for d in destination_ids)
 
 

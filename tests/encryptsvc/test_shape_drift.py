@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from phiseal_decrypt import Decryptor, Keyring, looks_like_jwe
 from services.common.errors import InvalidArgument
 from services.common.fieldpath import parse_selection
+from services.common.vocabulary import EncryptionFormat
 from services.encryptsvc.encryption import Encryptor, Limits, Policy
 from tests.encryptsvc.keys import x25519_key
 from tests.encryptsvc.test_encryption import FixedSource
@@ -22,7 +23,9 @@ KEY = x25519_key()
 
 
 def _encryptor(fields: tuple[str, ...]) -> Encryptor:
-    return Encryptor(FixedSource(Policy("dest_1", 1, True, "JWE", fields), KEY), Limits())
+    return Encryptor(
+        FixedSource(Policy("dest_1", 1, True, EncryptionFormat.JWE, fields), KEY), Limits()
+    )
 
 
 def _decryptor() -> Decryptor:
