@@ -21,7 +21,7 @@ from services.encryptsvc.envelope import (
     ValueTooLong,
     new_sealer,
 )
-from tests.encryptsvc.keys import KeyPair, rsa_key, x25519_key
+from tests.encryptsvc.keys import KeyPair, hybrid_key, rsa_key, x25519_key
 
 VALUES: list[Any] = [
     "jane.doe@example.com",
@@ -186,3 +186,18 @@ def test_segment_with_x25519_key_fails_the_batch() -> None:
     """SEGMENT_RSA_OAEP with an X25519 key is FAILED_PRECONDITION with a clear message."""
     with pytest.raises(FailedPrecondition, match="X25519"):
         new_sealer(EncryptionFormat.SEGMENT_RSA_OAEP, x25519_key().recipient, "dest_1")
+
+
+@pytest.mark.parametrize("kind", ["rsa", "x25519", "hybrid", "segment"])
+@pytest.mark.parametrize("value", VALUES[:4] + VALUES[-3:], ids=[f"v{i}" for i in range(7)])
+def test_predicted_length_is_the_sealed_length(kind: str, value: Any) -> None:
+    """The per-event output budget predicts every field's length before sealing it; the
+    prediction equals the length of what is sealed, for every key type (hybrid keys carry the
+    ~1.5 KB "ek" in the header instead of an epk)."""
+    key = {"rsa": rsa_key, "x25519": x25519_key, "hybrid": hybrid_key, "segment": rsa_key}[kind]()
+    fmt = EncryptionFormat.SEGMENT_RSA_OAEP if kind == "segment" else EncryptionFormat.JWE
+    sealer = new_sealer(fmt, key.recipient, "dest_1")
+    plaintext = orjson.dumps(value)[:100] if kind == "segment" else orjson.dumps(value)
+    for mid, path in [("msg-1", "traits.email"), ('ünï "q"', 'traits["a b"][3]')]:
+        expected = sealer.sealed_length(len(plaintext), mid, path)
+        assert expected == len(sealer.seal(plaintext, mid, path))
