@@ -8,6 +8,7 @@ from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 from services.common.data.changefeed import ChangeFeed
 from services.common.data.db import open_database
 from services.common.data.outbox_relay import OutboxRelay
+from services.common.offload import Offload
 from services.common.security.denials import OutboxDenialAuditor
 from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.health import database_check
@@ -39,10 +40,13 @@ async def build(settings: Settings) -> GrpcServer:
         heartbeat_interval=settings.watch_heartbeat_seconds,
         application_name="policysvc-changefeed",
     )
+    # Large samples and long path lists are analysed in a worker process (started on first
+    # use), so the loop keeps answering GetPolicy, health checks and watch streams meanwhile.
+    offload = Offload("policysvc")
     servicer = PolicyServicer(
         Catalog(CatalogStore(pool)),
-        Privacy(PrivacyStore(pool)),
-        Policies(PolicyStore(pool, CHANGES_CHANNEL)),
+        Privacy(PrivacyStore(pool), offload),
+        Policies(PolicyStore(pool, CHANGES_CHANNEL), offload),
         feed,
     )
 
@@ -57,6 +61,6 @@ async def build(settings: Settings) -> GrpcServer:
         checks=checks,
         starters=[feed.start, relay.start],
         # The feed's own connection and the relay go before the pool, in shutdown order.
-        closers=[feed.stop, relay.stop, pool.close],
+        closers=[feed.stop, relay.stop, offload.close, pool.close],
     )
     return GrpcServer.from_settings(parts, settings.server)

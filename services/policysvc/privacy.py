@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from services.common.audit import AuditEntry
 from services.common.data.paging import Page, encode_token
@@ -15,16 +15,17 @@ from services.common.errors import (
     NotFound,
     ResourceExhausted,
 )
-from services.common.fieldpath import find, leaf_paths, parse
-from services.common.limits import Limits
+from services.common.fieldpath import parse
+from services.common.offload import Offload
 from services.common.security.auth import Role, current_principal
 from services.common.security.authz import require
+from services.policysvc import analysis, caps
+from services.policysvc.analysis import ClassifierState
 from services.policysvc.catalog import new_id, require_id
 from services.policysvc.classification import (
     DEFAULT_MATCHERS,
     MAX_CUSTOM_MATCHERS,
     Classification,
-    Classifier,
     FieldClassification,
     Matcher,
     MatcherTarget,
@@ -32,21 +33,6 @@ from services.policysvc.classification import (
     Override,
     validate_matcher,
 )
-
-MAX_SAMPLES = 1000
-MAX_EXTRA_PATHS = 1000
-
-
-@dataclass(frozen=True)
-class ClassifierState:
-    """A workspace's stored classification inputs."""
-
-    matchers: Sequence[Matcher]
-    overrides: Sequence[Override]
-    value_hits: Mapping[str, frozenset[str]]
-
-    def classifier(self) -> Classifier:
-        return Classifier.of(self.matchers, self.overrides, self.value_hits)
 
 
 @dataclass(frozen=True)
@@ -64,8 +50,14 @@ class PrivacyStore(Protocol):
     async def known_paths(self, workspace_id: str) -> set[str]: ...
 
     async def record_samples(
-        self, workspace_id: str, paths: Iterable[str], hits: Mapping[str, frozenset[str]]
-    ) -> None: ...
+        self,
+        workspace_id: str,
+        paths: Iterable[str],
+        hits: Mapping[str, frozenset[str]],
+        check: Callable[[int], None],
+    ) -> None:
+        """Stores the paths and hits; ``check`` sees the workspace's path count before commit."""
+        ...
 
     async def set_override(
         self,
@@ -73,7 +65,10 @@ class PrivacyStore(Protocol):
         path: str,
         override: Override | None,
         audit: Callable[[Classification | None], AuditEntry],
-    ) -> bool: ...
+        check: Callable[[int], None],
+    ) -> bool:
+        """``check`` sees the workspace's override count when one is added."""
+        ...
 
     async def add_matcher(
         self,
@@ -88,53 +83,6 @@ class PrivacyStore(Protocol):
     ) -> Matcher | None: ...
 
 
-def parse_samples(samples: Sequence[str], field: str = "sample_events") -> list[dict[str, Any]]:
-    """Parses JSON events; the error names the index, never the content."""
-    if len(samples) > MAX_SAMPLES:
-        raise InvalidArgument(f"at most {MAX_SAMPLES} {field} per call; send them in batches")
-    events = []
-    for index, text in enumerate(samples):
-        event = parse_event(text)
-        if isinstance(event, str):
-            raise InvalidArgument(f"{field}[{index}] {event}")
-        events.append(event)
-    return events
-
-
-# A sample is one analytics event: the same ceilings as encryptsvc's events (size, nesting),
-# so a hostile sample cannot exhaust memory or the stack of the path walkers.
-SAMPLE_LIMITS = Limits()
-
-
-def parse_event(text: str) -> dict[str, Any] | str:
-    """The event, or why it is not one (a reason safe to return: it quotes nothing)."""
-    if len(text) > SAMPLE_LIMITS.max_event_bytes:
-        return f"is longer than {SAMPLE_LIMITS.max_event_bytes} characters"
-    try:
-        return SAMPLE_LIMITS.parse_event(text.encode("utf-8", "surrogatepass"), what="")
-    except InvalidArgument as exc:
-        reason = exc.message.strip()
-    if reason.startswith("is not valid JSON"):
-        return "is not valid JSON"
-    if reason.startswith("must be a JSON object"):
-        return "is not a JSON object"
-    return reason
-
-
-def sampled_values(events: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Each leaf path of the events and the values found at it (kept in memory only)."""
-    values: dict[str, list[Any]] = {}
-    for event in events:
-        for text in leaf_paths(event):
-            try:
-                path = parse(text)
-            except InvalidArgument:
-                continue  # too long or too deep to ever be selected; nothing to classify
-            found = values.setdefault(str(path), [])
-            found.extend(loc.container[loc.key] for loc in find(event, path))  # type: ignore[index]
-    return values
-
-
 def refuse_default(matcher_id: str) -> None:
     if matcher_id.startswith("default:"):
         raise FailedPrecondition(
@@ -146,8 +94,14 @@ def refuse_default(matcher_id: str) -> None:
 class Privacy:
     """ListClassifications and SetClassification for one workspace at a time."""
 
-    def __init__(self, store: PrivacyStore, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        store: PrivacyStore,
+        offload: Offload | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._store = store
+        self._offload = offload or Offload("policysvc")
         self._clock = clock or (lambda: datetime.now(UTC))
 
     async def _require_workspace(self, workspace_id: str) -> None:
@@ -162,26 +116,41 @@ class Privacy:
         page_size: int,
         page_token: str,
     ) -> ClassificationPage:
-        """Every known path classified; the samples' paths become known (their values never)."""
+        """Every known path classified; the samples' paths become known (their values never).
+
+        The caller is authorized and the caps counted before anything is parsed; parsing,
+        walking and matching run off the event loop when they are large.
+        """
         require(current_principal(), require_id(workspace_id, "workspace_id"), Role.VIEWER)
         await self._require_workspace(workspace_id)
         page = Page.parse(page_size, page_token, f"classifications:{workspace_id}")
-        if len(paths) > MAX_EXTRA_PATHS:
-            raise InvalidArgument(f"at most {MAX_EXTRA_PATHS} paths per call")
-        extra = {str(parse(text)) for text in paths}
-        values = sampled_values(parse_samples(samples))
+        caps.check_paths(len(paths), "paths")
+        caps.check_samples(samples)
+        run = self._offload.run
+        extra = set(await run(analysis.parse_cost(paths), analysis.canonical_paths, paths, "paths"))
         state = await self._store.classifier_state(workspace_id)
-        classifier = state.classifier()
-        hits = {path: classifier.value_matches(path, found) for path, found in values.items()}
-        if values:
+        sampled = analysis.SampleAnalysis([], {})
+        if samples:
+            cost = analysis.sample_cost(samples, state)
+            sampled = await run(cost, analysis.analyse_samples, samples, state)
             await self._store.record_samples(
-                workspace_id, values, {p: h for p, h in hits.items() if h}
+                workspace_id,
+                sampled.paths,
+                sampled.hits,
+                lambda count: caps.check_stored_paths(count, workspace_id),
             )
-        known = sorted(await self._store.known_paths(workspace_id) | extra | set(values))
+        known = sorted(await self._store.known_paths(workspace_id) | extra | set(sampled.paths))
         window = known[page.after : page.after + page.size]
         end = page.after + len(window)
+        fields = await run(
+            analysis.classify_cost(len(window), state),
+            analysis.classify_paths,
+            state,
+            window,
+            sampled.hits,
+        )
         return ClassificationPage(
-            fields=[classifier.classify(parse(p), hits.get(p, frozenset())) for p in window],
+            fields=fields,
             matchers=[*DEFAULT_MATCHERS, *state.matchers],
             next_page_token=(
                 encode_token(f"classifications:{workspace_id}", end) if end < len(known) else ""
@@ -193,7 +162,7 @@ class Privacy:
     ) -> FieldClassification:
         """Sets (or with None removes) the override of one path; answers its new classification."""
         require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
-        path = parse(path_text)
+        path = parse(path_text, "override.path")
         text = str(path)
         override = (
             None
@@ -213,7 +182,10 @@ class Privacy:
                 },
             )
 
-        if not await self._store.set_override(workspace_id, text, override, audit):
+        def check(count: int) -> None:
+            caps.check_overrides(count, workspace_id)
+
+        if not await self._store.set_override(workspace_id, text, override, audit, check):
             raise NotFound(f"workspace {workspace_id} does not exist; create it first")
         state = await self._store.classifier_state(workspace_id)
         return state.classifier().classify(path)
