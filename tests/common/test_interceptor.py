@@ -112,7 +112,7 @@ async def test_every_status_message_reaches_the_client(fake: GrpcServer, kind: s
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await fake_service.call(channel, "RaiseAwkward")(Req(service=kind), timeout=5)
     details = raised.value.details() or ""
-    assert (grpc.StatusCode.FAILED_PRECONDITION, True) == (
+    assert (
         raised.value.code(),
         0 < len(details) <= 8192 and details[:10] in fake_service.AWKWARD_MESSAGES[kind],
-    )
+    ) == (grpc.StatusCode.FAILED_PRECONDITION, True)
