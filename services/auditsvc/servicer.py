@@ -13,7 +13,7 @@ from typing_extensions import override
 from services.auditsvc import chain
 from services.auditsvc.audit_log import AuditLog, Event, ExportFormat, Filter
 from services.common.errors import InvalidArgument
-from services.common.security.auth import current_principal, current_request_id
+from services.common.security.auth import current_caller
 from services.common.server.interceptor import Context
 
 _OUTCOME_TO_TEXT = {
@@ -142,7 +142,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def RecordEvents(
         self, request: audit_pb2.RecordEventsRequest, context: Context
     ) -> audit_pb2.RecordEventsResponse:
-        result = await self._log.record(current_principal(), [_event(e) for e in request.events])
+        result = await self._log.record(current_caller(), [_event(e) for e in request.events])
         return audit_pb2.RecordEventsResponse(
             recorded=result.recorded, duplicates=result.duplicates
         )
@@ -152,12 +152,11 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: audit_pb2.QueryEventsRequest, context: Context
     ) -> audit_pb2.QueryEventsResponse:
         records, token = await self._log.query(
-            current_principal(),
+            current_caller(),
             _filter(request.filter),
             request.page.page_size,
             request.page.page_token,
             request.access_reason,
-            current_request_id(),
         )
         return audit_pb2.QueryEventsResponse(
             records=[_record(r) for r in records], next_page_token=token
@@ -171,11 +170,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         if fmt is None:
             raise InvalidArgument("format must be EXPORT_FORMAT_JSONL or EXPORT_FORMAT_CSV")
         chunks = await self._log.export(
-            current_principal(),
-            _filter(request.filter),
-            fmt,
-            request.access_reason,
-            current_request_id(),
+            current_caller(), _filter(request.filter), fmt, request.access_reason
         )
         async for chunk in chunks:
             yield audit_pb2.ExportEventsResponse(chunk=chunk)
@@ -185,7 +180,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: audit_pb2.VerifyChainRequest, context: Context
     ) -> audit_pb2.VerifyChainResponse:
         verdict = await self._log.verify(
-            current_principal(), request.workspace_id, request.from_sequence, request.to_sequence
+            current_caller(), request.workspace_id, request.from_sequence, request.to_sequence
         )
         response = audit_pb2.VerifyChainResponse(
             ok=verdict.ok,

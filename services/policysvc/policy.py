@@ -20,7 +20,7 @@ from services.common.audit import AuditEntry
 from services.common.data.paging import Page, encode_token
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from services.common.offload import Offload
-from services.common.security.auth import Role, current_principal
+from services.common.security.auth import Caller, PrincipalKind, Role
 from services.common.security.authz import require
 from services.policysvc import analysis, caps
 from services.policysvc.analysis import ClassifierState, EventPreview
@@ -150,12 +150,12 @@ class Policies:
         self._offload = offload or Offload("policysvc")
         self._clock = clock or (lambda: datetime.now(UTC))
 
-    async def _authorize(self, destination_id: str, role: Role) -> None:
+    async def _authorize(self, caller: Caller, destination_id: str, role: Role) -> None:
         """Resolves the destination and checks the caller's role: before anything expensive."""
         workspace_id = await self._store.workspace_of(require_id(destination_id, "destination_id"))
         if workspace_id is None:
             raise NotFound(f"destination {destination_id} does not exist")
-        require(current_principal(), workspace_id, role)
+        require(caller.principal, workspace_id, role)
 
     async def _selection(self, texts: Sequence[str], what: str) -> list[str]:
         """parse_selection's canonical spellings, off the loop when the list is long."""
@@ -181,7 +181,13 @@ class Policies:
         )
 
     def _next(
-        self, ctx: PolicyContext, *, enabled: bool, fmt: EncryptionFormat, fields: Sequence[str]
+        self,
+        caller: Caller,
+        ctx: PolicyContext,
+        *,
+        enabled: bool,
+        fmt: EncryptionFormat,
+        fields: Sequence[str],
     ) -> Policy:
         return Policy(
             destination_id=ctx.destination.destination_id,
@@ -191,7 +197,7 @@ class Policies:
             format=fmt,
             fields=tuple(fields),
             created_at=self._clock(),
-            created_by=current_principal().actor_id,
+            created_by=caller.actor_id,
         )
 
     async def _change(self, destination_id: str, decide: Decide) -> Policy:
@@ -204,6 +210,7 @@ class Policies:
 
     async def enable(
         self,
+        caller: Caller,
         destination_id: str,
         fields: Sequence[str],
         fmt: EncryptionFormat,
@@ -215,22 +222,23 @@ class Policies:
                 "EnableEncryption needs at least one field, e.g. traits.email; to stop "
                 "encrypting use DisableEncryption"
             )
-        await self._authorize(destination_id, Role.EDITOR)
+        await self._authorize(caller, destination_id, Role.EDITOR)
         names = await self._selection(fields, "fields")
 
         async def decide(ctx: PolicyContext) -> PolicyChange:
-            require(current_principal(), ctx.workspace.workspace_id, Role.EDITOR)
+            require(caller.principal, ctx.workspace.workspace_id, Role.EDITOR)
             _check_version(ctx.head, expected_version)
             await self._require_encryptable(ctx, names)
             before = set(ctx.head.fields) if ctx.head.enabled else set()
             added = [n for n in names if n not in before]
             removed = sorted(before - set(names))
             action = "changed fields" if ctx.head.enabled else "enabled"
-            policy = self._next(ctx, enabled=True, fmt=fmt, fields=names)
+            policy = self._next(caller, ctx, enabled=True, fmt=fmt, fields=names)
             policy = _with_summary(policy, _summary(f"{action} ({fmt.value})", added, removed))
             return PolicyChange(
                 policy,
-                AuditEntry(
+                AuditEntry.by(
+                    caller,
                     event_type="Destination Encryption Enabled",
                     workspace_id=ctx.workspace.workspace_id,
                     target=ctx.destination.destination_id,
@@ -249,6 +257,7 @@ class Policies:
 
     async def update(
         self,
+        caller: Caller,
         destination_id: str,
         add: Sequence[str],
         remove: Sequence[str],
@@ -257,7 +266,7 @@ class Policies:
         """Adds and removes fields of an enabled policy; only the added ones must be yellow."""
         if not add and not remove:
             raise InvalidArgument("UpdateEncryptedFields needs a path to add or remove")
-        await self._authorize(destination_id, Role.EDITOR)
+        await self._authorize(caller, destination_id, Role.EDITOR)
         caps.check_paths(len(add) + len(remove), "add and remove")
         to_add = await self._selection(add, "add")
         to_remove = sorted(
@@ -272,7 +281,7 @@ class Policies:
             raise InvalidArgument(f"a path cannot be both added and removed: {', '.join(both)}")
 
         async def decide(ctx: PolicyContext) -> PolicyChange:
-            require(current_principal(), ctx.workspace.workspace_id, Role.EDITOR)
+            require(caller.principal, ctx.workspace.workspace_id, Role.EDITOR)
             _check_version(ctx.head, expected_version)
             if not ctx.head.enabled:
                 raise FailedPrecondition(
@@ -301,11 +310,12 @@ class Policies:
             if to_add:
                 await self._require_encryptable(ctx, to_add)
             added = list(to_add)
-            policy = self._next(ctx, enabled=True, fmt=ctx.head.format, fields=names)
+            policy = self._next(caller, ctx, enabled=True, fmt=ctx.head.format, fields=names)
             policy = _with_summary(policy, _summary("updated", added, to_remove))
             return PolicyChange(
                 policy,
-                AuditEntry(
+                AuditEntry.by(
+                    caller,
                     event_type="Destination Encrypted Fields Modified",
                     workspace_id=ctx.workspace.workspace_id,
                     target=ctx.destination.destination_id,
@@ -320,22 +330,23 @@ class Policies:
 
         return await self._change(destination_id, decide)
 
-    async def disable(self, destination_id: str, expected_version: int) -> Policy:
+    async def disable(self, caller: Caller, destination_id: str, expected_version: int) -> Policy:
         """Stops future encryption; nothing already sent is decrypted."""
 
         async def decide(ctx: PolicyContext) -> PolicyChange:
             # Disabling weakens protection: admin, not editor.
-            require(current_principal(), ctx.workspace.workspace_id, Role.ADMIN)
+            require(caller.principal, ctx.workspace.workspace_id, Role.ADMIN)
             _check_version(ctx.head, expected_version)
             if not ctx.head.enabled:
                 raise FailedPrecondition(
                     f"encryption is not enabled for destination {ctx.head.destination_id}"
                 )
-            policy = self._next(ctx, enabled=False, fmt=ctx.head.format, fields=())
+            policy = self._next(caller, ctx, enabled=False, fmt=ctx.head.format, fields=())
             policy = _with_summary(policy, "disabled")
             return PolicyChange(
                 policy,
-                AuditEntry(
+                AuditEntry.by(
+                    caller,
                     event_type="Destination Encryption Disabled",
                     workspace_id=ctx.workspace.workspace_id,
                     target=ctx.destination.destination_id,
@@ -349,17 +360,17 @@ class Policies:
 
         return await self._change(destination_id, decide)
 
-    async def get(self, destination_id: str) -> Policy:
+    async def get(self, caller: Caller, destination_id: str) -> Policy:
         """The current policy; a person's read is audited, a peer service's is not."""
         policy = await self._store.get_policy(
-            require_id(destination_id, "destination_id"), _viewed_audit()
+            require_id(destination_id, "destination_id"), _viewed_audit(caller)
         )
         if policy is None:
             raise NotFound(f"destination {destination_id} does not exist")
         return policy
 
     async def list_versions(
-        self, destination_id: str, page_size: int, page_token: str
+        self, caller: Caller, destination_id: str, page_size: int, page_token: str
     ) -> VersionPage:
         """Newest first; pages continue below the last version returned."""
         require_id(destination_id, "destination_id")
@@ -367,7 +378,7 @@ class Policies:
         page = Page.parse(page_size, page_token, scope)
         before = page.after or (1 << 62)
         rows = await self._store.list_versions(
-            destination_id, before, page.size + 1, _viewed_audit()
+            destination_id, before, page.size + 1, _viewed_audit(caller)
         )
         if rows is None:
             raise NotFound(f"destination {destination_id} does not exist")
@@ -377,18 +388,19 @@ class Policies:
 
     async def preview(
         self,
+        caller: Caller,
         destination_id: str,
         samples: Sequence[str],
         proposed: Sequence[str],
         use_proposed: bool,
     ) -> Preview:
         """Which paths of each sample the current or proposed fields would encrypt."""
-        await self._authorize(destination_id, Role.EDITOR)
+        await self._authorize(caller, destination_id, Role.EDITOR)
         caps.check_samples(samples)
         ctx = await self._store.load_context(destination_id)
         if ctx is None:
             raise NotFound(f"destination {destination_id} does not exist")
-        require(current_principal(), ctx.workspace.workspace_id, Role.EDITOR)
+        require(caller.principal, ctx.workspace.workspace_id, Role.EDITOR)
         if use_proposed:
             paths, version = await self._selection(proposed, "proposed_fields"), 0
         else:
@@ -405,19 +417,19 @@ def _with_summary(policy: Policy, summary: str) -> Policy:
     return replace(policy, change_summary=summary)
 
 
-def _viewed_audit() -> Callable[[Policy], AuditEntry] | None:
+def _viewed_audit(caller: Caller) -> Callable[[Policy], AuditEntry] | None:
     """The audit record of a person reading a policy; None for a peer service (hot path).
 
     The store calls it once the policy (and so its workspace) is known, inside the read's
     transaction: the person's role is checked there, before anything is answered.
     """
-    principal = current_principal()
-    if principal.kind == "service":
+    if caller.principal.kind is PrincipalKind.SERVICE:
         return None
 
     def audit(policy: Policy) -> AuditEntry:
-        require(principal, policy.workspace_id, Role.VIEWER)
-        return AuditEntry(
+        require(caller.principal, policy.workspace_id, Role.VIEWER)
+        return AuditEntry.by(
+            caller,
             event_type="Destination Encryption Policy Viewed",
             workspace_id=policy.workspace_id,
             target=policy.destination_id,

@@ -17,7 +17,7 @@ from services.common.errors import (
 )
 from services.common.fieldpath import parse
 from services.common.offload import Offload
-from services.common.security.auth import Role, current_principal
+from services.common.security.auth import Caller, Role
 from services.common.security.authz import require
 from services.policysvc import analysis, caps
 from services.policysvc.analysis import ClassifierState
@@ -110,6 +110,7 @@ class Privacy:
 
     async def list_classifications(
         self,
+        caller: Caller,
         workspace_id: str,
         paths: Sequence[str],
         samples: Sequence[str],
@@ -121,7 +122,7 @@ class Privacy:
         The caller is authorized and the caps counted before anything is parsed; parsing,
         walking and matching run off the event loop when they are large.
         """
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.VIEWER)
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.VIEWER)
         await self._require_workspace(workspace_id)
         page = Page.parse(page_size, page_token, f"classifications:{workspace_id}")
         caps.check_paths(len(paths), "paths")
@@ -158,20 +159,25 @@ class Privacy:
         )
 
     async def set_override(
-        self, workspace_id: str, path_text: str, classification: Classification | None
+        self,
+        caller: Caller,
+        workspace_id: str,
+        path_text: str,
+        classification: Classification | None,
     ) -> FieldClassification:
         """Sets (or with None removes) the override of one path; answers its new classification."""
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.EDITOR)
         path = parse(path_text, "override.path")
         text = str(path)
         override = (
             None
             if classification is None
-            else Override(text, classification, current_principal().actor_id, self._clock())
+            else Override(text, classification, caller.actor_id, self._clock())
         )
 
         def audit(previous: Classification | None) -> AuditEntry:
-            return AuditEntry(
+            return AuditEntry.by(
+                caller,
                 event_type="Privacy Classification Modified",
                 workspace_id=workspace_id,
                 target=text,
@@ -192,6 +198,7 @@ class Privacy:
 
     async def add_matcher(
         self,
+        caller: Caller,
         workspace_id: str,
         name: str,
         target: MatcherTarget | None,
@@ -200,7 +207,7 @@ class Privacy:
         classification: Classification | None,
     ) -> Matcher:
         """Adds a custom matcher; at most MAX_CUSTOM_MATCHERS per workspace."""
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.EDITOR)
         name, target, kind, pattern = validate_matcher(name, target, kind, pattern)
         if classification is None:
             raise InvalidArgument(
@@ -214,7 +221,7 @@ class Privacy:
             pattern=pattern,
             classification=classification,
             created_at=self._clock(),
-            created_by=current_principal().actor_id,
+            created_by=caller.actor_id,
         )
 
         def check(count: int) -> None:
@@ -225,7 +232,8 @@ class Privacy:
                 )
 
         # The pattern itself stays out of the audit record: an exact value may be sensitive.
-        audit = AuditEntry(
+        audit = AuditEntry.by(
+            caller,
             event_type="Privacy Matcher Added",
             workspace_id=workspace_id,
             target=matcher.matcher_id,
@@ -241,13 +249,14 @@ class Privacy:
             raise NotFound(f"workspace {workspace_id} does not exist; create it first")
         return matcher
 
-    async def remove_matcher(self, workspace_id: str, matcher_id: str) -> None:
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
+    async def remove_matcher(self, caller: Caller, workspace_id: str, matcher_id: str) -> None:
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.EDITOR)
         require_id(matcher_id, "remove_matcher_id")
         refuse_default(matcher_id)
 
         def audit(matcher: Matcher) -> AuditEntry:
-            return AuditEntry(
+            return AuditEntry.by(
+                caller,
                 event_type="Privacy Matcher Removed",
                 workspace_id=workspace_id,
                 target=matcher_id,

@@ -13,7 +13,7 @@ from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 
 from tests.conftest import StartService
-from tests.keysvc.conftest import PERSON, Keys, audited, error_of, serve_keys
+from tests.keysvc.conftest import PERSON, Keys, audited, error_of, outbox, serve_keys
 
 OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 RSA = common_pb2.KEY_ALGORITHM_RSA_2048
@@ -184,8 +184,9 @@ async def test_new_rotation_supersedes_a_pending_one(keys: Keys) -> None:
 async def test_pending_key_expires_and_cannot_be_confirmed(
     keys: Keys, start: StartService, database_url: str
 ) -> None:
-    """With a tiny TTL the pending version turns EXPIRED (swept and announced); confirming it
-    then is FAILED_PRECONDITION and v1 stays active."""
+    """With a tiny TTL the pending version turns EXPIRED (swept and announced, the audit record
+    naming the sweeper as its actor); confirming it then is FAILED_PRECONDITION and v1 stays
+    active."""
     short = await serve_keys(
         start,
         database_url,
@@ -209,6 +210,10 @@ async def test_pending_key_expires_and_cannot_be_confirmed(
     assert (code, "expired" in message) == (grpc.StatusCode.FAILED_PRECONDITION, True)
     assert await states(keys) == {2: keys_pb2.KEY_STATE_EXPIRED, 1: keys_pb2.KEY_STATE_ACTIVE}
     assert "Destination Encryption Key Expired" in events
+    expired = [e for e in await outbox(database_url) if e["event_type"].endswith("Key Expired")]
+    assert [(e["actor_user_id"], bool(e["request_id"])) for e in expired] == [
+        ("service:keysvc-expiry-sweeper", True)
+    ]
 
 
 async def test_regenerate_retry_with_same_request_id_is_already_exists(keys: Keys) -> None:

@@ -26,8 +26,8 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from services.common.security.authz import RULES
 from tests.auditsvc.helpers import event
+from tests.rules import ALL_RULES
 from tests.security.calls import call, serving
 from tests.security.conftest import Stack
 from tests.security.world import Rpc, World, every_rpc
@@ -67,7 +67,7 @@ async def target(stack: Stack) -> AsyncIterator[Target]:
     channels: dict[str, grpc.aio.Channel] = {}
     for rpc in RPCS:
         service = stack.services[rpc.service]
-        rule = RULES[rpc.method]
+        rule = ALL_RULES[rpc.method]
         # Service-only RPCs over mutual TLS as an allowed peer; the rest as the dev admin.
         channels[rpc.method] = (
             service.peer_channel(sorted(rule.services)[0])
@@ -239,7 +239,7 @@ async def test_hostile_events_are_refused_or_per_event_errors(
     assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), (code, details)
 
 
-PERSON_RPCS = [r for r in RPCS if RULES[r.method].person is not None]
+PERSON_RPCS = [r for r in RPCS if ALL_RULES[r.method].person is not None]
 garbage_headers = st.one_of(
     st.text(max_size=200),
     st.text(max_size=200).map(lambda t: "Bearer " + t),

@@ -18,6 +18,8 @@ from enum import Enum
 import asyncpg
 import structlog
 
+from services.common.server.lifecycle import Background
+
 log = structlog.get_logger("changefeed")
 
 
@@ -91,7 +93,7 @@ class ChangeFeed:
         self._interval = heartbeat_interval
         self._max_backlog = max_backlog
         self._subscribers: set[Subscription] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background(f"changefeed-{channel}", self._run)
         self._live = False
 
     @property
@@ -115,13 +117,10 @@ class ChangeFeed:
         self._broadcast(FeedMessage(FeedKind.CHANGED, str(payload), datetime.now(UTC)))
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"changefeed-{self._channel}")
+        await self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
     async def _run(self) -> None:
         delay = 0.1

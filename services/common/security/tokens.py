@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.common.errors import Unauthenticated
-from services.common.security.auth import Principal, Role
+from services.common.security.auth import Principal, PrincipalKind, Role
 
 ALGORITHM = "EdDSA"
 WILDCARD = "*"
@@ -45,7 +45,9 @@ class TokenClaims:
     expires_at: int
 
     def principal(self) -> Principal:
-        return Principal(subject=self.subject, kind="person", memberships=self.memberships)
+        return Principal(
+            subject=self.subject, kind=PrincipalKind.PERSON, memberships=self.memberships
+        )
 
 
 def _refuse(reason: str) -> Unauthenticated:
