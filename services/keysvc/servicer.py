@@ -12,7 +12,7 @@ from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from typing_extensions import override
 
 from services.common.data.changefeed import ChangeFeed
-from services.common.data.watch import watch_events
+from services.common.data.watch import watch_events, watch_quota
 from services.common.errors import InvalidArgument
 from services.common.security.auth import Caller, current_caller
 from services.common.server.interceptor import Context
@@ -213,7 +213,7 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
     ) -> AsyncIterator[keys_pb2.WatchKeysResponse]:
         wanted = await self._keys.authorize_watch(current_caller(), request.destination_ids)
         # Leaving the stream (client gone) must unsubscribe, or the queue grows forever.
-        with self._feed.subscribe() as subscription:
+        with self._feed.subscribe(*watch_quota(current_caller())) as subscription:
             events = watch_events(
                 subscription, KeyChange.from_payload, attrgetter("destination_id"), wanted
             )
