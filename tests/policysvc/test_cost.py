@@ -18,6 +18,7 @@ from phiseal.policy.v1.policy_pb2_grpc import PolicyServiceStub
 
 from phiseal_dev.testing import RunningService, session_secrets
 from services.common.data.paging import encode_token
+from services.common.data.watch import MAX_WATCHES_PER_PERSON
 from services.common.security.auth import Role
 from services.common.security.tls import channel_credentials
 from services.policysvc import caps
@@ -338,3 +339,31 @@ async def error_of_or_ok(call: Awaitable[Any]) -> grpc.StatusCode:
     except grpc.aio.AioRpcError as exc:
         return exc.code()
     return grpc.StatusCode.OK
+
+
+async def test_watch_streams_are_capped_per_caller(start: StartService) -> None:
+    """A person may hold MAX_WATCHES_PER_PERSON WatchPolicies streams at once: the next is
+    RESOURCE_EXHAUSTED naming the cap, while another person still gets one."""
+    service = await start("policysvc")
+    admin = PolicyServiceStub(service.channel())
+    workspace_id, destination_id = await enabled_destination(admin)
+    request = policy_pb2.WatchPoliciesRequest(destination_ids=[destination_id])
+    mallory = as_person(service, {workspace_id: [Role.VIEWER]})
+    streams = [mallory.WatchPolicies(request) for _ in range(MAX_WATCHES_PER_PERSON)]
+    for stream in streams:
+        await stream.read()  # the RESYNC: the stream is open and counted
+    extra = mallory.WatchPolicies(request)
+    try:
+        await extra.read()
+        outcome = (grpc.StatusCode.OK, "")
+    except grpc.aio.AioRpcError as exc:
+        outcome = (exc.code(), exc.details() or "")
+    other = admin.WatchPolicies(request)
+    first = await other.read()
+    for stream in [*streams, other]:
+        stream.cancel()
+    assert (outcome[0], str(MAX_WATCHES_PER_PERSON) in outcome[1], first.kind) == (
+        EXHAUSTED,
+        True,
+        common_pb2.CHANGE_KIND_RESYNC,
+    )
