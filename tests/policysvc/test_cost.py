@@ -359,7 +359,7 @@ async def test_watch_streams_are_capped_per_caller(start: StartService) -> None:
     except grpc.aio.AioRpcError as exc:
         outcome = (exc.code(), exc.details() or "")
     other = admin.WatchPolicies(request)
-    first = await other.read()
+    first: Any = await other.read()
     for stream in [*streams, other]:
         stream.cancel()
     assert (outcome[0], str(MAX_WATCHES_PER_PERSON) in outcome[1], first.kind) == (
