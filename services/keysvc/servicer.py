@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from datetime import datetime
 from operator import attrgetter
@@ -179,15 +180,15 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
         caller = current_caller()
         which = request.WhichOneof("public_key")
         if which == "public_key_pem":
-            public = crypto.parse_public_pem(request.public_key_pem)
+            text, parse = request.public_key_pem, crypto.parse_public_pem
         elif which == "public_key_jwk":
-            public = crypto.parse_public_jwk(request.public_key_jwk)
+            text, parse = request.public_key_jwk, crypto.parse_public_jwk
         else:
             raise InvalidArgument("give the public key as public_key_pem or public_key_jwk")
         created = await self._keys.import_key(
             caller,
             request.destination_id,
-            public,
+            functools.partial(parse, text),
             _activation(request.activation),
             request_id=_request_id(request.request_id, caller),
         )

@@ -20,7 +20,6 @@ import asyncpg
 import structlog
 
 from services.common.errors import ResourceExhausted
-
 from services.common.server.lifecycle import Background
 
 log = structlog.get_logger("changefeed")

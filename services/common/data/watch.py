@@ -24,6 +24,7 @@ def watch_quota(caller: Caller) -> tuple[str, int]:
         return caller.actor_id, MAX_WATCHES_PER_SERVICE
     return caller.actor_id, MAX_WATCHES_PER_PERSON
 
+
 Change = TypeVar("Change")
 
 
