@@ -150,12 +150,12 @@ async def measure(admin: PolicyServiceStub, encryptsvc: PolicyServiceStub) -> No
             timeout=60,
         )
         version[0] = reply.policy.version
-        reply = await admin.EnableEncryption(
+        back = await admin.EnableEncryption(
             policy_pb2.EnableEncryptionRequest(
                 destination_id=destination_id, fields=["traits.email"], expected_version=version[0]
             )
         )
-        version[0] = reply.policy.version
+        version[0] = back.policy.version
 
     worst: dict[str, Callable[[], Awaitable[Any]]] = {
         "ListClassifications (samples)": lambda: admin.ListClassifications(

@@ -14,13 +14,13 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Generic, TypeVar
 
 import structlog
 
 from services.common.errors import FailedPrecondition, Unavailable
 from services.common.server.lifecycle import Background
+from services.common.vocabulary import ChangeKind
 from services.encryptsvc.encryption import Policy, Snapshot
 from services.encryptsvc.envelope import RecipientKey
 
@@ -28,12 +28,6 @@ log = structlog.get_logger("encryptsvc.cache")
 
 V = TypeVar("V")
 Clock = Callable[[], float]
-
-
-class ChangeKind(Enum):
-    CHANGED = "changed"
-    RESYNC = "resync"
-    HEARTBEAT = "heartbeat"
 
 
 @dataclass(frozen=True)

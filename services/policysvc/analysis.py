@@ -38,24 +38,18 @@ class ClassifierState:
         return Classifier.of(self.matchers, self.overrides, self.value_hits)
 
 
-# A sample is one analytics event: the same ceilings as encryptsvc's events (size, nesting),
-# so a hostile sample cannot exhaust memory or the stack of the path walkers.
+# A sample is one analytics event: the same parser and ceilings as encryptsvc's events (size,
+# nesting), so a hostile sample cannot exhaust memory or the stack of the path walkers.
 SAMPLE_LIMITS = Limits()
 
 
-def parse_event(text: str) -> dict[str, Any] | str:
-    """The event, or why it is not one (a reason safe to return: it quotes nothing)."""
-    if len(text) > SAMPLE_LIMITS.max_event_bytes:
-        return f"is longer than {SAMPLE_LIMITS.max_event_bytes} characters"
+def parse_event(text: str, what: str) -> dict[str, Any] | str:
+    """The event, or why it is not one (a message safe to return: it quotes nothing)."""
     try:
-        return SAMPLE_LIMITS.parse_event(text.encode("utf-8", "surrogatepass"), what="")
+        # surrogatepass: a lone surrogate reaches the parser, which refuses it by name.
+        return SAMPLE_LIMITS.parse_event(text.encode("utf-8", "surrogatepass"), what=what)
     except InvalidArgument as exc:
-        reason = exc.message.strip()
-    if reason.startswith("is not valid JSON"):
-        return "is not valid JSON"
-    if reason.startswith("must be a JSON object"):
-        return "is not a JSON object"
-    return reason
+        return exc.message
 
 
 @dataclass(frozen=True)
@@ -103,9 +97,9 @@ def parse_samples(samples: Sequence[str], what: str = "sample_events") -> list[d
     """Parses JSON events; the error names the index, never the content."""
     events = []
     for index, text in enumerate(samples):
-        event = parse_event(text)
+        event = parse_event(text, f"{what}[{index}]")
         if isinstance(event, str):
-            raise InvalidArgument(f"{what}[{index}] {event}")
+            raise InvalidArgument(event)
         events.append(event)
     return events
 
@@ -159,9 +153,9 @@ def preview_samples(samples: Sequence[str], paths: Sequence[str]) -> list[EventP
     selection = build_selection(parse_selection(paths))
     previews = []
     for index, text in enumerate(samples):
-        event = parse_event(text)
+        event = parse_event(text, f"sample_events[{index}]")
         if isinstance(event, str):
-            previews.append(EventPreview(index, [], [], error=f"sample {index} {event}"))
+            previews.append(EventPreview(index, [], [], error=event))
             continue
         located = selection.locate_paths(event)
         seen = {id(path) for path, _ in located}

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Protocol
 
 import orjson
@@ -19,19 +18,16 @@ import orjson
 from services.common.audit import AuditEntry
 from services.common.data.paging import Page, encode_token
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from services.common.limits import check_count
 from services.common.offload import Offload
 from services.common.security.auth import Caller, PrincipalKind, Role
 from services.common.security.authz import require
+from services.common.vocabulary import EncryptionFormat
 from services.policysvc import analysis, caps
 from services.policysvc.analysis import ClassifierState, EventPreview
 from services.policysvc.catalog import Destination, DestinationType, Workspace, require_id
 
 MAX_DESTINATION_FILTER = 1000
-
-
-class EncryptionFormat(StrEnum):
-    JWE = "jwe"
-    SEGMENT_RSA_OAEP = "segment_rsa_oaep"
 
 
 @dataclass(frozen=True)
@@ -441,8 +437,7 @@ def _viewed_audit(caller: Caller) -> Callable[[Policy], AuditEntry] | None:
 
 def validate_filter(destination_ids: Sequence[str]) -> frozenset[str]:
     """WatchPolicies' destination filter (empty means every destination)."""
-    if len(destination_ids) > MAX_DESTINATION_FILTER:
-        raise InvalidArgument(f"at most {MAX_DESTINATION_FILTER} destination_ids per watch")
+    check_count(len(destination_ids), MAX_DESTINATION_FILTER, "destination_ids")
     return frozenset(require_id(d, "destination_ids[]") for d in destination_ids)
 
 

@@ -14,13 +14,13 @@ import contextlib
 import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum
 
 import asyncpg
 import structlog
 
 from services.common.errors import ResourceExhausted
 from services.common.server.lifecycle import Background
+from services.common.vocabulary import ChangeKind
 
 log = structlog.get_logger("changefeed")
 
@@ -29,15 +29,9 @@ def _set_event(event: asyncio.Event, _con: object) -> None:
     event.set()
 
 
-class FeedKind(Enum):
-    CHANGED = "changed"
-    RESYNC = "resync"
-    HEARTBEAT = "heartbeat"
-
-
 @dataclass(frozen=True)
 class FeedMessage:
-    kind: FeedKind
+    kind: ChangeKind
     payload: str  # the NOTIFY payload for CHANGED, empty otherwise
     observed_at: datetime
 
@@ -58,7 +52,7 @@ class Subscription:
         if self._queue.qsize() >= self._max_backlog:
             while not self._queue.empty():
                 self._queue.get_nowait()
-            message = FeedMessage(FeedKind.RESYNC, "", message.observed_at)
+            message = FeedMessage(ChangeKind.RESYNC, "", message.observed_at)
         self._queue.put_nowait(message)
 
     def close(self) -> None:
@@ -122,7 +116,7 @@ class ChangeFeed:
         self._subscribers.add(sub)
         self._per_owner[owner] += 1
         if self._live:
-            sub.put(FeedMessage(FeedKind.RESYNC, "", datetime.now(UTC)))
+            sub.put(FeedMessage(ChangeKind.RESYNC, "", datetime.now(UTC)))
         return sub
 
     def _broadcast(self, message: FeedMessage) -> None:
@@ -130,7 +124,7 @@ class ChangeFeed:
             sub.put(message)
 
     def _on_notify(self, _con: object, _pid: int, _channel: str, payload: object) -> None:
-        self._broadcast(FeedMessage(FeedKind.CHANGED, str(payload), datetime.now(UTC)))
+        self._broadcast(FeedMessage(ChangeKind.CHANGED, str(payload), datetime.now(UTC)))
 
     async def start(self) -> None:
         await self._task.start()
@@ -157,7 +151,7 @@ class ChangeFeed:
                 delay = 0.1
                 log.info("changefeed_listening", channel=self._channel)
                 # Anything committed before LISTEN took effect is covered by the reload.
-                self._broadcast(FeedMessage(FeedKind.RESYNC, "", datetime.now(UTC)))
+                self._broadcast(FeedMessage(ChangeKind.RESYNC, "", datetime.now(UTC)))
                 while True:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), self._interval)
@@ -167,7 +161,7 @@ class ChangeFeed:
                     # Notifications precede a query's answer on the connection, so once this
                     # returns, every change committed before sent_at has been dispatched.
                     await con.fetchval("SELECT 1", timeout=max(self._interval, 1.0))
-                    self._broadcast(FeedMessage(FeedKind.HEARTBEAT, "", sent_at))
+                    self._broadcast(FeedMessage(ChangeKind.HEARTBEAT, "", sent_at))
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:

@@ -29,10 +29,11 @@ from google.protobuf import json_format
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 from prometheus_client import Gauge
 
-from services.common.data.changefeed import ChangeFeed, FeedKind
+from services.common.data.changefeed import ChangeFeed
 from services.common.server.clients import open_peer_channel
 from services.common.server.config import Env, ServerSettings
 from services.common.server.lifecycle import Background, Closing, Components
+from services.common.vocabulary import ChangeKind
 
 log = structlog.get_logger("outbox_relay")
 
@@ -154,7 +155,7 @@ class OutboxRelay:
     async def _listen(self) -> None:
         with self._feed.subscribe() as sub:
             async for message in sub:
-                if message.kind is not FeedKind.HEARTBEAT:
+                if message.kind is not ChangeKind.HEARTBEAT:
                     self._wake.set()
 
     async def _run(self) -> None:
