@@ -22,6 +22,7 @@ from phiseal_dev.testing import PgCluster, start_service
 from services.common.server.logging import configure_logging
 from services.policysvc import caps
 from services.policysvc.classification import MAX_CUSTOM_MATCHERS
+from services.policysvc.detectors import DETECTORS
 
 IDLE_CALLS = 300
 RUNS = 3
@@ -37,7 +38,8 @@ def percentile(values: list[float], fraction: float) -> float:
 def wide_samples() -> list[str]:
     """Samples filling the character cap with as many distinct paths as allowed, values within
     the value-check cap: the most parsing, walking and matching one request may ask for."""
-    values = caps.MAX_VALUE_CHECKS // VALUE_MATCHERS - 50
+    # Each string value is a check per value matcher and per built-in detector.
+    values = caps.MAX_VALUE_CHECKS // (VALUE_MATCHERS + len(DETECTORS)) - 50
     keys = min(values, caps.MAX_SAMPLED_PATHS - 10)
     event = {"properties": {"items": [{f"k{i % keys}": f"v{i}"} for i in range(values)]}}
     text = orjson.dumps(event).decode()
@@ -160,6 +162,12 @@ async def measure(admin: PolicyServiceStub, encryptsvc: PolicyServiceStub) -> No
     worst: dict[str, Callable[[], Awaitable[Any]]] = {
         "ListClassifications (samples)": lambda: admin.ListClassifications(
             policy_pb2.ListClassificationsRequest(workspace_id=workspace_id, sample_events=samples),
+            timeout=120,
+        ),
+        "ListSelectableFields (samples)": lambda: admin.ListSelectableFields(
+            policy_pb2.ListSelectableFieldsRequest(
+                destination_id=destination_id, sample_events=samples
+            ),
             timeout=120,
         ),
         "ListClassifications (paths)": lambda: admin.ListClassifications(

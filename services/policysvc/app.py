@@ -15,6 +15,7 @@ from services.common.server.health import database_check
 from services.common.server.lifecycle import Closing
 from services.policysvc.catalog import Catalog
 from services.policysvc.config import Settings
+from services.policysvc.picker import FieldPicker
 from services.policysvc.policy import Policies
 from services.policysvc.privacy import Privacy
 from services.policysvc.rules import RULES
@@ -45,10 +46,13 @@ async def build(settings: Settings) -> GrpcServer:
     # Large samples and long path lists are analysed in a worker process (started on first
     # use), so the loop keeps answering GetPolicy, health checks and watch streams meanwhile.
     offload = Offload("policysvc")
+    privacy = Privacy(PrivacyStore(pool), offload)
+    policy_store = PolicyStore(pool, CHANGES_CHANNEL)
     servicer = PolicyServicer(
         Catalog(CatalogStore(pool)),
-        Privacy(PrivacyStore(pool), offload),
-        Policies(PolicyStore(pool, CHANGES_CHANNEL), offload),
+        privacy,
+        Policies(policy_store, offload),
+        FieldPicker(policy_store, privacy),
         feed,
     )
 

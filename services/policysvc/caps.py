@@ -19,8 +19,9 @@ MAX_SAMPLE_EVENTS = 1000
 MAX_SAMPLE_CHARS = 4 * 1024 * 1024
 # Distinct paths one request's sample events may show.
 MAX_SAMPLED_PATHS = 5_000
-# Sampled values times the workspace's value matchers: what value matching costs.
-MAX_VALUE_CHECKS = 250_000
+# What value matching costs: sampled values times the workspace's value matchers, plus sampled
+# strings times the built-in detectors (15). Room for ~30,000 strings with no custom matcher.
+MAX_VALUE_CHECKS = 500_000
 # Distinct sampled paths a workspace keeps, and overrides it may set.
 MAX_STORED_PATHS = 20_000
 MAX_OVERRIDES = 10_000
@@ -57,18 +58,18 @@ def check_samples(samples: Sequence[str], what: str = "sample_events") -> None:
         )
 
 
-def check_sampled(paths: int, values: int, value_matchers: int) -> None:
+def check_sampled(paths: int, value_checks: int) -> None:
     """What the parsed samples hold, before any value is matched."""
     if paths > MAX_SAMPLED_PATHS:
         raise ResourceExhausted(
             f"the sample events hold {paths} distinct paths; the cap is {MAX_SAMPLED_PATHS} "
             "per request: send fewer events per request"
         )
-    if values * value_matchers > MAX_VALUE_CHECKS:
+    if value_checks > MAX_VALUE_CHECKS:
         raise ResourceExhausted(
-            f"the sample events hold {values} values for {value_matchers} value matchers; "
-            f"the cap is {MAX_VALUE_CHECKS} value checks (values x value matchers) per "
-            "request: send fewer events per request"
+            f"matching the sample events' values would take {value_checks} value checks; the "
+            f"cap is {MAX_VALUE_CHECKS} value checks (values x value matchers, plus strings x "
+            "built-in detectors) per request: send fewer events per request"
         )
 
 

@@ -25,7 +25,8 @@ from services.common.security.authz import require
 from services.common.vocabulary import EncryptionFormat
 from services.policysvc import analysis, caps
 from services.policysvc.analysis import ClassifierState, EventPreview
-from services.policysvc.catalog import Destination, DestinationType, Workspace, require_id
+from services.policysvc.catalog import Destination, Workspace, check_can_encrypt, require_id
+from services.policysvc.privacy import samples_audit
 
 MAX_DESTINATION_FILTER = 1000
 
@@ -86,6 +87,10 @@ class PolicyStore(Protocol):
 
     async def load_context(self, destination_id: str) -> PolicyContext | None: ...
 
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """Makes an audit record durable (a read that accepted PHI), before the answer."""
+        ...
+
     async def get_policy(
         self, destination_id: str, audit: Callable[[Policy], AuditEntry] | None
     ) -> Policy | None: ...
@@ -97,22 +102,6 @@ class PolicyStore(Protocol):
         limit: int,
         audit: Callable[[Policy], AuditEntry] | None,
     ) -> list[Policy] | None: ...
-
-
-def check_can_encrypt(workspace: Workspace, destination: Destination) -> list[str]:
-    """Why this destination cannot have encryption (empty when it can)."""
-    problems = []
-    if not workspace.hipaa.eligible:
-        problems.append(
-            f"workspace {workspace.workspace_id} is not HIPAA eligible; mark it eligible with "
-            "SetHipaaEligibility (eligible=true, baa_reference=<signed BAA id>) first"
-        )
-    if destination.type is not DestinationType.EVENT_STREAM_CLOUD_MODE:
-        problems.append(
-            f"destination {destination.destination_id} is of type {destination.type.value}; "
-            "only event-stream cloud-mode destinations can have encryption"
-        )
-    return problems
 
 
 def _check_version(head: Policy, expected: int) -> None:
@@ -131,6 +120,14 @@ def _summary(action: str, added: Sequence[str], removed: Sequence[str]) -> str:
         parts.append("removed " + ", ".join(removed))
     text = "; ".join(parts)
     return text if len(text) <= 500 else text[:497] + "..."
+
+
+# DisableEncryption's answer: the reference product says the same before it turns encryption off.
+DISABLED_NOTICE = (
+    "Encryption is off for future events only: data already sent stays encrypted and opens "
+    "only with this destination's private keys, which PHIseal does not hold. Fields named by "
+    "the previous policy now leave in plaintext; EnableEncryption turns it back on."
+)
 
 
 class Policies:
@@ -326,12 +323,21 @@ class Policies:
 
         return await self._change(destination_id, decide)
 
-    async def disable(self, caller: Caller, destination_id: str, expected_version: int) -> Policy:
-        """Stops future encryption; nothing already sent is decrypted."""
+    async def disable(
+        self, caller: Caller, destination_id: str, expected_version: int, confirmation: str
+    ) -> Policy:
+        """Stops future encryption once the caller confirmed by naming the destination; nothing
+        already sent is decrypted (DISABLED_NOTICE)."""
 
         async def decide(ctx: PolicyContext) -> PolicyChange:
             # Disabling weakens protection: admin, not editor.
             require(caller.principal, ctx.workspace.workspace_id, Role.ADMIN)
+            if confirmation != ctx.destination.destination_id:
+                raise InvalidArgument(
+                    "turning encryption off needs confirmation: set confirm_destination_id to "
+                    f"{ctx.destination.destination_id}. Future events will then leave with "
+                    "their fields in plaintext; data already sent stays encrypted"
+                )
             _check_version(ctx.head, expected_version)
             if not ctx.head.enabled:
                 raise FailedPrecondition(
@@ -405,8 +411,22 @@ class Policies:
         problems = check_can_encrypt(ctx.workspace, ctx.destination)
         problems += await self._problems(ctx.classifier_state, paths)
         cost = sum(len(s) for s in samples) * 0.3 + analysis.parse_cost(paths)
-        previews = await self._offload.run(cost, analysis.preview_samples, samples, paths)
-        return Preview(version, previews, problems)
+        shown = await self._offload.run(cost, analysis.preview_samples, samples, paths)
+        # Sample events are PHI: the preview is audited before it is answered.
+        await self._store.record_audit(
+            samples_audit(
+                caller,
+                "Destination Encryption Previewed",
+                ctx.workspace.workspace_id,
+                ctx.destination.destination_id,
+                len(samples) - shown.malformed,
+                shown.end_users,
+                proposed=use_proposed,
+                field_count=len(paths),
+                malformed_count=shown.malformed,
+            )
+        )
+        return Preview(version, shown.previews, problems)
 
 
 def _with_summary(policy: Policy, summary: str) -> Policy:

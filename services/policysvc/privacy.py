@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from services.common.audit import AuditEntry
+from services.common.audit import AuditEntry, JSONValue
 from services.common.data.paging import Page, encode_token
 from services.common.errors import (
     FailedPrecondition,
@@ -31,6 +31,7 @@ from services.policysvc.classification import (
     MatcherTarget,
     MatchKind,
     Override,
+    Signals,
     validate_matcher,
 )
 
@@ -55,8 +56,11 @@ class PrivacyStore(Protocol):
         paths: Iterable[str],
         hits: Mapping[str, frozenset[str]],
         check: Callable[[int], None],
+        signals: Mapping[str, Signals] | None = None,
+        audit: AuditEntry | None = None,
     ) -> None:
-        """Stores the paths and hits; ``check`` sees the workspace's path count before commit."""
+        """Stores the paths, hits, signals and the audit record in one transaction; ``check``
+        sees the workspace's path count before commit (raising rolls all of it back)."""
         ...
 
     async def set_override(
@@ -81,6 +85,30 @@ class PrivacyStore(Protocol):
     async def remove_matcher(
         self, workspace_id: str, matcher_id: str, audit: Callable[[Matcher], AuditEntry]
     ) -> Matcher | None: ...
+
+
+def samples_audit(
+    caller: Caller,
+    event_type: str,
+    workspace_id: str,
+    target: str,
+    sample_count: int,
+    end_users: Sequence[str],
+    **details: JSONValue,
+) -> AuditEntry:
+    """The record of a call that accepted sample events: how many, and whose; never a value.
+
+    ``end_user_id`` is set when every sample concerns the same end user; with several, the
+    record counts them (their ids are in the samples, which are not kept).
+    """
+    entry = AuditEntry.by(
+        caller,
+        event_type=event_type,
+        workspace_id=workspace_id,
+        target=target,
+        details={"sample_count": sample_count, "end_user_count": len(end_users), **details},
+    )
+    return replace(entry, end_user_id=end_users[0]) if len(end_users) == 1 else entry
 
 
 def refuse_default(matcher_id: str) -> None:
@@ -134,11 +162,24 @@ class Privacy:
         if samples:
             cost = analysis.sample_cost(samples, state)
             sampled = await run(cost, analysis.analyse_samples, samples, state)
+            # Sample events are PHI: accepting them is audited, with what was learnt from them,
+            # in the transaction that stores it.
+            audit = samples_audit(
+                caller,
+                "Privacy Sample Events Classified",
+                workspace_id,
+                f"workspace/{workspace_id}",
+                len(samples),
+                sampled.end_users,
+                path_count=len(sampled.paths),
+            )
             await self._store.record_samples(
                 workspace_id,
                 sampled.paths,
                 sampled.hits,
                 lambda count: caps.check_stored_paths(count, workspace_id),
+                sampled.signals,
+                audit,
             )
         known = sorted(await self._store.known_paths(workspace_id) | extra | set(sampled.paths))
         window = known[page.after : page.after + page.size]
@@ -148,7 +189,7 @@ class Privacy:
             analysis.classify_paths,
             state,
             window,
-            sampled.hits,
+            sampled,
         )
         return ClassificationPage(
             fields=fields,
