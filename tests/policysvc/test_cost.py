@@ -19,11 +19,13 @@ from phiseal.policy.v1.policy_pb2_grpc import PolicyServiceStub
 from phiseal_dev.testing import RunningService, session_secrets
 from services.common.data.paging import encode_token
 from services.common.data.watch import MAX_WATCHES_PER_PERSON
+from services.common.offload import INLINE_BELOW_US
 from services.common.security.auth import Role
 from services.common.security.tls import channel_credentials
-from services.policysvc import caps
+from services.policysvc import analysis, caps
+from services.policysvc.detectors import DETECTORS
 from tests.conftest import StartService
-from tests.policysvc.conftest import error_of, new_destination, new_workspace
+from tests.policysvc.conftest import error_of, new_destination, new_workspace, outbox
 
 # ASCII on the wire; the JSON escape in the quoted key decodes to a lone surrogate.
 LONE = 'traits["\\ud800"]'
@@ -142,10 +144,15 @@ async def test_a_stranger_is_refused_before_the_paths_are_read(start: StartServi
                     workspace_id=workspace_id, paths=bad, sample_events=samples
                 )
             ),
+            mallory.ListSelectableFields(
+                policy_pb2.ListSelectableFieldsRequest(
+                    destination_id=destination_id, paths=bad, sample_events=samples
+                )
+            ),
         )
     ]
     denied = grpc.StatusCode.PERMISSION_DENIED
-    assert codes == [denied, denied, denied, grpc.StatusCode.NOT_FOUND, denied]
+    assert codes == [denied, denied, denied, grpc.StatusCode.NOT_FOUND, denied, denied]
 
 
 async def test_paths_past_the_cap_are_resource_exhausted(stub: PolicyServiceStub) -> None:
@@ -171,10 +178,13 @@ async def test_paths_past_the_cap_are_resource_exhausted(stub: PolicyServiceStub
         stub.ListClassifications(
             policy_pb2.ListClassificationsRequest(workspace_id=workspace_id, paths=many)
         ),
+        stub.ListSelectableFields(
+            policy_pb2.ListSelectableFieldsRequest(destination_id=destination_id, paths=many)
+        ),
     ]
     outcomes = [await error_of(call) for call in calls]
     cap = str(caps.MAX_PATHS_PER_REQUEST)
-    assert [(code, cap in message) for code, message in outcomes] == [(EXHAUSTED, True)] * 4
+    assert [(code, cap in message) for code, message in outcomes] == [(EXHAUSTED, True)] * 5
 
 
 async def test_a_policy_cannot_grow_past_its_cap(stub: PolicyServiceStub) -> None:
@@ -262,6 +272,75 @@ async def test_a_workspace_stops_learning_paths_at_its_cap(
     code, message = await error_of(listing([sample(20)]))
     known = [f.path for f in (await listing([])).fields if f.path.startswith("traits.k")]
     assert (code, "30" in message, len(known)) == (EXHAUSTED, True, 20)
+
+
+async def test_a_refused_sampling_request_leaves_no_audit_record(
+    stub: PolicyServiceStub, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit record of accepted samples is written in the transaction that stores their
+    paths and signals: a request the stored-paths cap refuses leaves none of them."""
+    monkeypatch.setattr(caps, "MAX_STORED_PATHS", 3)
+    workspace_id = await new_workspace(stub)
+    ok = orjson.dumps({"userId": "u1", "traits": {"email": "a@b.example"}}).decode()
+    over = orjson.dumps({"userId": "u2", "traits": {f"k{i}": "x" for i in range(5)}}).decode()
+    codes = [
+        await error_of_or_ok(
+            stub.ListClassifications(
+                policy_pb2.ListClassificationsRequest(
+                    workspace_id=workspace_id, sample_events=samples
+                )
+            )
+        )
+        for samples in ([ok], [over])
+    ]
+    records = [
+        e["end_user_id"]
+        for e in await outbox(database_url)
+        if e["event_type"] == "Privacy Sample Events Classified"
+    ]
+    assert (codes, records) == ([grpc.StatusCode.OK, EXHAUSTED], ["u1"])
+
+
+async def test_the_value_check_cap_counts_the_built_in_detectors(
+    stub: PolicyServiceStub,
+) -> None:
+    """With no custom value matcher, sampled strings still cost a check per built-in detector:
+    past the cap the request is RESOURCE_EXHAUSTED naming it (before, it ran uncapped)."""
+    workspace_id = await new_workspace(stub)
+    per_event = 24_000
+    strings = caps.MAX_VALUE_CHECKS // len(DETECTORS) + 1
+    event = orjson.dumps({"properties": {"a": [{"b": "x"}] * per_event}}).decode()
+    samples = [event] * (strings // per_event + 1)
+    code, message = await error_of(
+        stub.ListClassifications(
+            policy_pb2.ListClassificationsRequest(workspace_id=workspace_id, sample_events=samples),
+            timeout=60,
+        )
+    )
+    assert (code, f"{caps.MAX_VALUE_CHECKS} value checks" in message) == (EXHAUSTED, True)
+
+
+async def test_detectors_in_the_worker_classify_and_are_remembered(
+    stub: PolicyServiceStub,
+) -> None:
+    """A sample large enough for the analysis worker: the built-in detectors run there, in the
+    same walk, and what they saw classifies the path now and in later listings."""
+    workspace_id = await new_workspace(stub)
+    sample = orjson.dumps(
+        {"properties": {"k": "078-05-1120", "pad": "x" * 20_000}, "userId": "u1"}
+    ).decode()
+    state = analysis.ClassifierState([], [], {})
+    assert analysis.sample_cost([sample], state) > INLINE_BELOW_US  # it goes to the worker
+
+    async def decided(samples: list[str]) -> tuple[int, str]:
+        reply = await stub.ListClassifications(
+            policy_pb2.ListClassificationsRequest(workspace_id=workspace_id, sample_events=samples)
+        )
+        found = {f.path: f for f in reply.fields}["properties.k"]
+        return found.classification, found.matcher_id
+
+    red = (policy_pb2.CLASSIFICATION_RED, "default:value:ssn")
+    assert [await decided([sample]), await decided([])] == [red, red]
 
 
 def worst_sample() -> str:
