@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,8 +97,18 @@ def _key_text(key: str, *, first: bool) -> str:
     return f"[{json.dumps(key, ensure_ascii=False)}]"
 
 
-def parse(text: str) -> FieldPath:
-    """Parses and validates a path; InvalidArgument says what is wrong and where."""
+def parse(text: str, what: str = "") -> FieldPath:
+    """Parses and validates a path; InvalidArgument says what is wrong and where (prefixed
+    with ``what``, the request field it came from, when given)."""
+    if not what:
+        return _parse(text)
+    try:
+        return _parse(text)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{what}: {exc.message}") from None
+
+
+def _parse(text: str) -> FieldPath:
     if not isinstance(text, str) or not text:
         raise InvalidArgument("a field path is empty; use e.g. traits.email")
     if len(text) > MAX_PATH_LENGTH:
@@ -159,20 +169,83 @@ def _quoted(text: str, pos: int) -> tuple[str, int]:
         raise InvalidArgument(f'field path {text!r}: a quoted key must look like ["my key"]')
     if not value:
         raise InvalidArgument(f"field path {text!r}: a quoted key is empty")
+    if not is_unicode(value):
+        # A JSON escape can spell a lone surrogate (\ud800) that no UTF-8 text can hold:
+        # PostgreSQL, a status message and the reply would all fail to carry it.
+        raise InvalidArgument(
+            f"field path {text!r}: a quoted key escapes a lone surrogate; keys must be valid "
+            "Unicode (write a surrogate pair, or the character itself)"
+        )
     return value, end + 1
 
 
-def parse_selection(paths: Iterable[str]) -> list[FieldPath]:
-    """Parses a policy's field list: canonical, de-duplicated, sorted, without overlaps."""
-    parsed = {str(p): p for p in (parse(text) for text in paths)}
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogates), so UTF-8 can carry it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_selection(paths: Iterable[str], what: str = "fields") -> list[FieldPath]:
+    """Parses a policy's field list: canonical, de-duplicated, sorted, without overlaps.
+
+    ``what`` names the request field in errors (``fields[3]: ...``). Linear in the paths'
+    total length: the overlap check walks one trie rather than comparing every pair.
+    """
+    parsed: dict[str, FieldPath] = {}
+    for index, text in enumerate(paths):
+        path = parse(text, f"{what}[{index}]")
+        parsed.setdefault(str(path), path)
     ordered = [parsed[key] for key in sorted(parsed)]
-    for a in ordered:
-        for b in ordered:
-            if a is not b and a.covers(b):
-                raise InvalidArgument(
-                    f"field paths overlap: {a} already contains {b}; select only one of them"
-                )
+    _refuse_overlaps(ordered)
     return ordered
+
+
+class _Trie:
+    __slots__ = ("children", "ends")
+
+    def __init__(self) -> None:
+        self.children: dict[Segment, _Trie] = {}
+        self.ends: FieldPath | None = None  # the path that ends here, if one does
+
+
+def _refuse_overlaps(paths: Sequence[FieldPath]) -> None:
+    """InvalidArgument if one path covers another (see FieldPath.covers), naming both.
+
+    Each path walks the trie of all paths, following at every step its own segment and, for an
+    index, the [*] child too: the nodes it meets are exactly the paths that cover a prefix of
+    it. Without indices that is one node per segment; each index can at most double the nodes
+    met, and never beyond the nodes that exist (MAX_SEGMENTS bounds the depth).
+    """
+    root = _Trie()
+    for path in paths:
+        node = root
+        for seg in path.segments:
+            node = node.children.setdefault(seg, _Trie())
+        node.ends = path
+    for path in paths:
+        level = [root]
+        for seg in path.segments:
+            keys: tuple[Segment, ...] = (seg, EACH) if isinstance(seg, int) else (seg,)
+            deeper = []
+            for node in level:
+                for key in keys:
+                    child = node.children.get(key)
+                    if child is None:
+                        continue
+                    if child.ends is not None and child.ends is not path:
+                        # child.ends covers a prefix of path, or all of it.
+                        raise _overlap(child.ends, path)
+                    deeper.append(child)
+            level = deeper
+
+
+def _overlap(outer: FieldPath, inner: FieldPath) -> InvalidArgument:
+    return InvalidArgument(
+        f"field paths overlap: {outer} already contains {inner}; select only one of them"
+    )
 
 
 @dataclass(frozen=True)
@@ -271,3 +344,38 @@ def _leaves(node: Any, segments: tuple[Segment, ...]) -> Iterator[str]:
         for value in node:
             if isinstance(value, dict | list):
                 yield from _leaves(value, (*segments, EACH))
+
+
+def values_by_path(event: dict[str, Any], into: dict[str, list[Any]]) -> None:
+    """Adds every key path of ``event`` (as leaf_paths spells it) and the values found at it.
+
+    One walk over the event, so linear in its size; the same paths and values as calling
+    ``find`` for each of ``leaf_paths(event)`` that parses (at most MAX_SEGMENTS segments and
+    MAX_PATH_LENGTH characters), which costs a walk per path.
+    """
+    for root in ROOTS:
+        value = event.get(root)
+        if isinstance(value, dict):
+            _values(value, root, 1, into)
+
+
+def _values(node: Any, prefix: str, depth: int, into: dict[str, list[Any]]) -> None:
+    if isinstance(node, dict):
+        if depth >= MAX_SEGMENTS:
+            return
+        for key, value in node.items():
+            if not isinstance(key, str) or not key:
+                continue
+            text = prefix + _key_text(key, first=False)
+            # A longer path only grows: nothing below can be selected either.
+            if len(text) > MAX_PATH_LENGTH:
+                continue
+            into.setdefault(text, []).append(value)
+            _values(value, text, depth + 1, into)
+    elif isinstance(node, list) and depth < MAX_SEGMENTS:
+        text = prefix + "[*]"
+        if len(text) > MAX_PATH_LENGTH:
+            return
+        for value in node:
+            if isinstance(value, dict | list):
+                _values(value, text, depth + 1, into)

@@ -1,4 +1,5 @@
-"""Hostile input: explicit size, count and depth limits, and checks that answer INVALID_ARGUMENT.
+"""Hostile input: explicit size, count and depth limits; malformed input is INVALID_ARGUMENT,
+too many items in one request RESOURCE_EXHAUSTED naming the cap.
 
 Every message names the limit and the fix and never quotes the input (it may be PHI).
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.hostile_json import parse_object
 
 
@@ -42,14 +43,16 @@ class Limits:
 
 
 def check_count(count: int, limit: int, what: str) -> None:
-    """More items in one request than a documented per-request limit: INVALID_ARGUMENT.
+    """More items in one request than a documented per-request cap: RESOURCE_EXHAUSTED.
 
-    Not RESOURCE_EXHAUSTED: that code means a quota or capacity that may free up, and clients
-    (and grpc retry policies) retry it; this request fails the same way every time until split.
+    The one answer for every per-request cap (policysvc's caps too, issue 12). The message names
+    the cap and says to split the request: unchanged, it fails the same way every time, so a
+    client must not retry it as is.
     """
     if count > limit:
-        raise InvalidArgument(
-            f"{count} {what} in one request, more than the limit of {limit}: split the request"
+        raise ResourceExhausted(
+            f"{count} {what} in one request, more than the cap of {limit} per request: split "
+            "the request"
         )
 
 

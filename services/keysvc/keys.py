@@ -377,17 +377,21 @@ class KeyManager:
         self,
         caller: Caller,
         destination_id: str,
-        public: PublicKey,
+        read_key: Callable[[], PublicKey],
         activation: Activation,
         *,
         request_id: str = "",
     ) -> Created:
-        """A customer's own public key as a new version; PHIseal never holds its private key."""
+        """A customer's own public key as a new version; PHIseal never holds its private key.
+
+        ``read_key`` parses the key the caller sent: only once the caller is authorized.
+        """
         dest_id = check_destination_id(destination_id)
         request_hash = _request_hash(request_id)
         destination = await self._directory.get(dest_id)
         require(caller.principal, destination.workspace_id, Role.ADMIN)
         require_eligible(destination)
+        public = read_key()
         event = "Destination Public Key Imported"
 
         async def add(tx: KeyTransaction) -> Created:

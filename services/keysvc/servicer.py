@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from operator import attrgetter
 
@@ -10,7 +11,7 @@ from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from typing_extensions import override
 
 from services.common.data.changefeed import ChangeFeed
-from services.common.data.watch import watch_events
+from services.common.data.watch import watch_events, watch_quota
 from services.common.errors import InvalidArgument
 from services.common.security.auth import Caller, current_caller
 from services.common.server.interceptor import Context
@@ -173,15 +174,15 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
         caller = current_caller()
         which = request.WhichOneof("public_key")
         if which == "public_key_pem":
-            public = crypto.parse_public_pem(request.public_key_pem)
+            text, parse = request.public_key_pem, crypto.parse_public_pem
         elif which == "public_key_jwk":
-            public = crypto.parse_public_jwk(request.public_key_jwk)
+            text, parse = request.public_key_jwk, crypto.parse_public_jwk
         else:
             raise InvalidArgument("give the public key as public_key_pem or public_key_jwk")
         created = await self._keys.import_key(
             caller,
             request.destination_id,
-            public,
+            functools.partial(parse, text),
             _activation(request.activation),
             request_id=_request_id(request.request_id, caller),
         )
@@ -207,7 +208,7 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
     ) -> AsyncIterator[keys_pb2.WatchKeysResponse]:
         wanted = await self._keys.authorize_watch(current_caller(), request.destination_ids)
         # Leaving the stream (client gone) must unsubscribe, or the queue grows forever.
-        with self._feed.subscribe() as subscription:
+        with self._feed.subscribe(*watch_quota(current_caller())) as subscription:
             events = watch_events(
                 subscription, KeyChange.from_payload, attrgetter("destination_id"), wanted
             )

@@ -8,6 +8,7 @@ from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 from services.common.data.changefeed import ChangeFeed
 from services.common.data.db import open_database
 from services.common.data.outbox_relay import OutboxRelay
+from services.common.offload import Offload
 from services.common.security.denials import OutboxDenialAuditor
 from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.health import database_check
@@ -42,12 +43,15 @@ async def build(settings: Settings) -> GrpcServer:
         heartbeat_interval=settings.watch_heartbeat_seconds,
         application_name="policysvc-changefeed",
     )
-    privacy = Privacy(PrivacyStore(pool))
+    # Large samples and long path lists are analysed in a worker process (started on first
+    # use), so the loop keeps answering GetPolicy, health checks and watch streams meanwhile.
+    offload = Offload("policysvc")
+    privacy = Privacy(PrivacyStore(pool), offload)
     policy_store = PolicyStore(pool, CHANGES_CHANNEL)
     servicer = PolicyServicer(
         Catalog(CatalogStore(pool)),
         privacy,
-        Policies(policy_store),
+        Policies(policy_store, offload),
         FieldPicker(policy_store, privacy),
         feed,
     )
@@ -63,6 +67,6 @@ async def build(settings: Settings) -> GrpcServer:
         denial_auditor=OutboxDenialAuditor(pool, "policysvc"),
         checks=checks,
         alarms=[relay.quarantine_alarm],
-        components=[Closing("pool", pool.close), feed, relay],
+        components=[Closing("pool", pool.close), Closing("offload", offload.close), feed, relay],
     )
     return GrpcServer.from_settings(parts, settings.server)

@@ -4,7 +4,8 @@ ListClassifications answers per workspace; the picker answers per destination, b
 whether anything can be selected also depends on the destination (its type, its workspace's
 HIPAA eligibility) and on what its policy already encrypts. It reuses the classification
 listing (and so its sample handling and audit record) and adds, for every field that cannot be
-selected, how to change that.
+selected, how to change that. Like every RPC taking samples, it authorizes the caller before
+anything is counted or parsed; the listing then caps and offloads what it analyses.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from services.policysvc.privacy import Privacy
 
 
 class ContextStore(Protocol):
+    async def workspace_of(self, destination_id: str) -> str | None: ...
+
     async def load_context(self, destination_id: str) -> PolicyContext | None: ...
 
 
@@ -73,13 +76,20 @@ class FieldPicker:
         page_size: int,
         page_token: str,
     ) -> Picker:
-        ctx = await self._contexts.load_context(require_id(destination_id, "destination_id"))
+        # Only the destination's workspace is read before the role check: the context (with
+        # the workspace's classifier state) and the samples wait until the caller may see them.
+        workspace_id = await self._contexts.workspace_of(
+            require_id(destination_id, "destination_id")
+        )
+        if workspace_id is None:
+            raise NotFound(f"destination {destination_id} does not exist")
+        require(caller.principal, workspace_id, Role.VIEWER)
+        page = await self._privacy.list_classifications(
+            caller, workspace_id, paths, samples, page_size, page_token
+        )
+        ctx = await self._contexts.load_context(destination_id)
         if ctx is None:
             raise NotFound(f"destination {destination_id} does not exist")
-        require(caller.principal, ctx.workspace.workspace_id, Role.VIEWER)
-        page = await self._privacy.list_classifications(
-            caller, ctx.workspace.workspace_id, paths, samples, page_size, page_token
-        )
         encrypted = set(ctx.head.fields) if ctx.head.enabled else set()
         selectable, not_selectable = [], []
         for field in page.fields:

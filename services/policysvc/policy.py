@@ -8,8 +8,8 @@ other is ABORTED.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -18,21 +18,16 @@ import orjson
 from services.common.audit import AuditEntry
 from services.common.data.paging import Page, encode_token
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
-from services.common.fieldpath import FieldPath, parse, parse_selection, sealed_places
 from services.common.limits import check_count
+from services.common.offload import Offload
 from services.common.security.auth import Caller, PrincipalKind, Role
 from services.common.security.authz import require
 from services.common.vocabulary import EncryptionFormat
-from services.policysvc.catalog import (
-    Destination,
-    Workspace,
-    check_can_encrypt,
-    require_id,
-)
-from services.policysvc.classification import Classification, Classifier
-from services.policysvc.privacy import parse_event, samples_audit
+from services.policysvc import analysis, caps
+from services.policysvc.analysis import ClassifierState, EventPreview
+from services.policysvc.catalog import Destination, Workspace, check_can_encrypt, require_id
+from services.policysvc.privacy import samples_audit
 
-MAX_PREVIEW_SAMPLES = 1000
 MAX_DESTINATION_FILTER = 1000
 
 
@@ -56,7 +51,7 @@ class PolicyContext:
     workspace: Workspace
     destination: Destination
     head: Policy
-    classifier: Classifier
+    classifier_state: ClassifierState
 
 
 @dataclass(frozen=True)
@@ -72,26 +67,22 @@ class VersionPage:
 
 
 @dataclass(frozen=True)
-class EventPreview:
-    index: int
-    encrypted_paths: list[str] = field(default_factory=list)
-    missing_paths: list[str] = field(default_factory=list)
-    error: str = ""
-
-
-@dataclass(frozen=True)
 class Preview:
     policy_version: int
     previews: list[EventPreview]
     problems: list[str]
 
 
-Decide = Callable[[PolicyContext], PolicyChange]
+Decide = Callable[[PolicyContext], Awaitable[PolicyChange]]
 
 
 class PolicyStore(Protocol):
     async def change_policy(self, destination_id: str, decide: Decide) -> Policy | None:
         """Runs ``decide`` under the destination's lock and stores its result atomically."""
+        ...
+
+    async def workspace_of(self, destination_id: str) -> str | None:
+        """The workspace of a destination (None if there is none): enough to authorize."""
         ...
 
     async def load_context(self, destination_id: str) -> PolicyContext | None: ...
@@ -113,36 +104,12 @@ class PolicyStore(Protocol):
     ) -> list[Policy] | None: ...
 
 
-def classification_problems(classifier: Classifier, paths: Sequence[FieldPath]) -> list[str]:
-    """One sentence per path that is not yellow, saying what decided it and how to fix it."""
-    problems = []
-    for path in paths:
-        decision = classifier.classify(path)
-        if decision.classification is not Classification.YELLOW:
-            problems.append(
-                f"{decision.path} is {decision.classification.value} ({decision.decided_by}); "
-                "only yellow fields can be encrypted: if it is sensitive, reclassify it with "
-                f"SetClassification override {{path: {decision.path}, classification: "
-                "CLASSIFICATION_YELLOW}"
-            )
-    return problems
-
-
 def _check_version(head: Policy, expected: int) -> None:
     if head.version != expected:
         raise Aborted(
             f"the policy of destination {head.destination_id} is at version {head.version}, "
             f"not the expected {expected}; read it again with GetPolicy and retry"
         )
-
-
-def _require_encryptable(ctx: PolicyContext, paths: Sequence[FieldPath]) -> None:
-    problems = check_can_encrypt(ctx.workspace, ctx.destination)
-    if problems:
-        raise FailedPrecondition("; ".join(problems))
-    problems = classification_problems(ctx.classifier, paths)
-    if problems:
-        raise FailedPrecondition("cannot encrypt: " + "; ".join(problems))
 
 
 def _summary(action: str, added: Sequence[str], removed: Sequence[str]) -> str:
@@ -166,9 +133,45 @@ DISABLED_NOTICE = (
 class Policies:
     """EnableEncryption, UpdateEncryptedFields, DisableEncryption, reads and previews."""
 
-    def __init__(self, store: PolicyStore, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        store: PolicyStore,
+        offload: Offload | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._store = store
+        self._offload = offload or Offload("policysvc")
         self._clock = clock or (lambda: datetime.now(UTC))
+
+    async def _authorize(self, caller: Caller, destination_id: str, role: Role) -> None:
+        """Resolves the destination and checks the caller's role: before anything expensive."""
+        workspace_id = await self._store.workspace_of(require_id(destination_id, "destination_id"))
+        if workspace_id is None:
+            raise NotFound(f"destination {destination_id} does not exist")
+        require(caller.principal, workspace_id, role)
+
+    async def _selection(self, texts: Sequence[str], what: str) -> list[str]:
+        """parse_selection's canonical spellings, off the loop when the list is long."""
+        caps.check_paths(len(texts), what)
+        return await self._offload.run(
+            analysis.parse_cost(texts), analysis.canonical_selection, texts, what
+        )
+
+    async def _require_encryptable(self, ctx: PolicyContext, paths: Sequence[str]) -> None:
+        problems = check_can_encrypt(ctx.workspace, ctx.destination)
+        if problems:
+            raise FailedPrecondition("; ".join(problems))
+        problems = await self._problems(ctx.classifier_state, paths)
+        if problems:
+            raise FailedPrecondition("cannot encrypt: " + "; ".join(problems))
+
+    async def _problems(self, state: ClassifierState, paths: Sequence[str]) -> list[str]:
+        return await self._offload.run(
+            analysis.classify_cost(len(paths), state),
+            analysis.classification_problems,
+            state,
+            paths,
+        )
 
     def _next(
         self,
@@ -212,13 +215,13 @@ class Policies:
                 "EnableEncryption needs at least one field, e.g. traits.email; to stop "
                 "encrypting use DisableEncryption"
             )
-        paths = parse_selection(fields)
-        names = [str(p) for p in paths]
+        await self._authorize(caller, destination_id, Role.EDITOR)
+        names = await self._selection(fields, "fields")
 
-        def decide(ctx: PolicyContext) -> PolicyChange:
+        async def decide(ctx: PolicyContext) -> PolicyChange:
             require(caller.principal, ctx.workspace.workspace_id, Role.EDITOR)
             _check_version(ctx.head, expected_version)
-            _require_encryptable(ctx, paths)
+            await self._require_encryptable(ctx, names)
             before = set(ctx.head.fields) if ctx.head.enabled else set()
             added = [n for n in names if n not in before]
             removed = sorted(before - set(names))
@@ -256,13 +259,21 @@ class Policies:
         """Adds and removes fields of an enabled policy; only the added ones must be yellow."""
         if not add and not remove:
             raise InvalidArgument("UpdateEncryptedFields needs a path to add or remove")
-        to_add = parse_selection(add)
-        to_remove = sorted({str(parse(text)) for text in remove})
-        both = {str(p) for p in to_add} & set(to_remove)
+        await self._authorize(caller, destination_id, Role.EDITOR)
+        caps.check_paths(len(add) + len(remove), "add and remove")
+        to_add = await self._selection(add, "add")
+        to_remove = sorted(
+            set(
+                await self._offload.run(
+                    analysis.parse_cost(remove), analysis.canonical_paths, remove, "remove"
+                )
+            )
+        )
+        both = set(to_add) & set(to_remove)
         if both:
             raise InvalidArgument(f"a path cannot be both added and removed: {', '.join(both)}")
 
-        def decide(ctx: PolicyContext) -> PolicyChange:
+        async def decide(ctx: PolicyContext) -> PolicyChange:
             require(caller.principal, ctx.workspace.workspace_id, Role.EDITOR)
             _check_version(ctx.head, expected_version)
             if not ctx.head.enabled:
@@ -276,18 +287,22 @@ class Policies:
                 raise InvalidArgument(
                     f"cannot remove fields the policy does not hold: {', '.join(absent)}"
                 )
-            present = [str(p) for p in to_add if str(p) in current]
+            present = [p for p in to_add if p in current]
             if present:
                 raise InvalidArgument(f"fields already encrypted: {', '.join(present)}")
-            remaining = (current - set(to_remove)) | {str(p) for p in to_add}
+            remaining = sorted((current - set(to_remove)) | set(to_add))
             if not remaining:
                 raise InvalidArgument(
                     "this would leave no field to encrypt; use DisableEncryption instead"
                 )
-            names = [str(p) for p in parse_selection(remaining)]  # refuses new overlaps
+            caps.check_policy_size(len(remaining))
+            # Refuses new overlaps (with "fields" naming the policy's list after the change).
+            names = await self._offload.run(
+                analysis.parse_cost(remaining), analysis.canonical_selection, remaining, "fields"
+            )
             if to_add:
-                _require_encryptable(ctx, to_add)
-            added = [str(p) for p in to_add]
+                await self._require_encryptable(ctx, to_add)
+            added = list(to_add)
             policy = self._next(caller, ctx, enabled=True, fmt=ctx.head.format, fields=names)
             policy = _with_summary(policy, _summary("updated", added, to_remove))
             return PolicyChange(
@@ -314,7 +329,7 @@ class Policies:
         """Stops future encryption once the caller confirmed by naming the destination; nothing
         already sent is decrypted (DISABLED_NOTICE)."""
 
-        def decide(ctx: PolicyContext) -> PolicyChange:
+        async def decide(ctx: PolicyContext) -> PolicyChange:
             # Disabling weakens protection: admin, not editor.
             require(caller.principal, ctx.workspace.workspace_id, Role.ADMIN)
             if confirmation != ctx.destination.destination_id:
@@ -382,20 +397,21 @@ class Policies:
         use_proposed: bool,
     ) -> Preview:
         """Which paths of each sample the current or proposed fields would encrypt."""
-        check_count(len(samples), MAX_PREVIEW_SAMPLES, "sample_events")
-        ctx = await self._store.load_context(require_id(destination_id, "destination_id"))
+        await self._authorize(caller, destination_id, Role.EDITOR)
+        caps.check_samples(samples)
+        ctx = await self._store.load_context(destination_id)
         if ctx is None:
             raise NotFound(f"destination {destination_id} does not exist")
         require(caller.principal, ctx.workspace.workspace_id, Role.EDITOR)
         if use_proposed:
-            paths, version = parse_selection(proposed), 0
+            paths, version = await self._selection(proposed, "proposed_fields"), 0
         else:
-            fields = ctx.head.fields if ctx.head.enabled else ()
-            paths, version = [parse(f) for f in fields], ctx.head.version
+            paths = list(ctx.head.fields) if ctx.head.enabled else []
+            version = ctx.head.version
         problems = check_can_encrypt(ctx.workspace, ctx.destination)
-        problems += classification_problems(ctx.classifier, paths)
-        parsed = [parse_event(text, f"sample_events[{i}]") for i, text in enumerate(samples)]
-        events = [e for e in parsed if not isinstance(e, str)]
+        problems += await self._problems(ctx.classifier_state, paths)
+        cost = sum(len(s) for s in samples) * 0.3 + analysis.parse_cost(paths)
+        shown = await self._offload.run(cost, analysis.preview_samples, samples, paths)
         # Sample events are PHI: the preview is audited before it is answered.
         await self._store.record_audit(
             samples_audit(
@@ -403,27 +419,14 @@ class Policies:
                 "Destination Encryption Previewed",
                 ctx.workspace.workspace_id,
                 ctx.destination.destination_id,
-                events,
+                len(samples) - shown.malformed,
+                shown.end_users,
                 proposed=use_proposed,
                 field_count=len(paths),
-                malformed_count=len(parsed) - len(events),
+                malformed_count=shown.malformed,
             )
         )
-        previews = []
-        for index, event in enumerate(parsed):
-            if isinstance(event, str):
-                previews.append(EventPreview(index, error=event))
-                continue
-            encrypted: list[str] = []
-            missing: list[str] = []
-            for path in paths:
-                # What encryptsvc replaces, shape drift included (docs/format.md).
-                found = [loc.concrete for loc in sealed_places(event, path)]
-                encrypted.extend(found)
-                if not found:
-                    missing.append(str(path))
-            previews.append(EventPreview(index, sorted(encrypted), missing))
-        return Preview(version, previews, problems)
+        return Preview(version, shown.previews, problems)
 
 
 def _with_summary(policy: Policy, summary: str) -> Policy:

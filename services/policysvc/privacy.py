@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from services.common.audit import AuditEntry, JSONValue
 from services.common.data.paging import Page, encode_token
@@ -15,16 +15,17 @@ from services.common.errors import (
     NotFound,
     ResourceExhausted,
 )
-from services.common.fieldpath import find, leaf_paths, parse
-from services.common.limits import Limits, check_count
+from services.common.fieldpath import parse
+from services.common.offload import Offload
 from services.common.security.auth import Caller, Role
 from services.common.security.authz import require
+from services.policysvc import analysis, caps
+from services.policysvc.analysis import ClassifierState
 from services.policysvc.catalog import new_id, require_id
 from services.policysvc.classification import (
     DEFAULT_MATCHERS,
     MAX_CUSTOM_MATCHERS,
     Classification,
-    Classifier,
     FieldClassification,
     Matcher,
     MatcherTarget,
@@ -33,23 +34,6 @@ from services.policysvc.classification import (
     Signals,
     validate_matcher,
 )
-from services.policysvc.detectors import detect
-
-MAX_SAMPLES = 1000
-MAX_EXTRA_PATHS = 1000
-
-
-@dataclass(frozen=True)
-class ClassifierState:
-    """A workspace's stored classification inputs."""
-
-    matchers: Sequence[Matcher]
-    overrides: Sequence[Override]
-    value_hits: Mapping[str, frozenset[str]]
-    signals: Mapping[str, Signals] = field(default_factory=dict)
-
-    def classifier(self) -> Classifier:
-        return Classifier.of(self.matchers, self.overrides, self.value_hits, self.signals)
 
 
 @dataclass(frozen=True)
@@ -71,9 +55,13 @@ class PrivacyStore(Protocol):
         workspace_id: str,
         paths: Iterable[str],
         hits: Mapping[str, frozenset[str]],
+        check: Callable[[int], None],
         signals: Mapping[str, Signals] | None = None,
         audit: AuditEntry | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Stores the paths, hits, signals and the audit record in one transaction; ``check``
+        sees the workspace's path count before commit (raising rolls all of it back)."""
+        ...
 
     async def set_override(
         self,
@@ -81,7 +69,10 @@ class PrivacyStore(Protocol):
         path: str,
         override: Override | None,
         audit: Callable[[Classification | None], AuditEntry],
-    ) -> bool: ...
+        check: Callable[[int], None],
+    ) -> bool:
+        """``check`` sees the workspace's override count when one is added."""
+        ...
 
     async def add_matcher(
         self,
@@ -96,70 +87,13 @@ class PrivacyStore(Protocol):
     ) -> Matcher | None: ...
 
 
-def parse_samples(samples: Sequence[str], field: str = "sample_events") -> list[dict[str, Any]]:
-    """Parses JSON events; the error names the index, never the content."""
-    check_count(len(samples), MAX_SAMPLES, field)
-    events = []
-    for index, text in enumerate(samples):
-        event = parse_event(text, f"{field}[{index}]")
-        if isinstance(event, str):
-            raise InvalidArgument(event)
-        events.append(event)
-    return events
-
-
-# A sample is one analytics event: the same parser and ceilings as encryptsvc's events (size,
-# nesting), so a hostile sample cannot exhaust memory or the stack of the path walkers.
-SAMPLE_LIMITS = Limits()
-
-
-def parse_event(text: str, what: str) -> dict[str, Any] | str:
-    """The event, or why it is not one (a message safe to return: it quotes nothing)."""
-    try:
-        # surrogatepass: a lone surrogate reaches the parser, which refuses it by name.
-        return SAMPLE_LIMITS.parse_event(text.encode("utf-8", "surrogatepass"), what=what)
-    except InvalidArgument as exc:
-        return exc.message
-
-
-def sampled_values(events: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Each leaf path of the events and the values found at it (kept in memory only)."""
-    values: dict[str, list[Any]] = {}
-    for event in events:
-        for text in leaf_paths(event):
-            try:
-                path = parse(text)
-            except InvalidArgument:
-                continue  # too long or too deep to ever be selected; nothing to classify
-            found = values.setdefault(str(path), [])
-            found.extend(loc.container[loc.key] for loc in find(event, path))  # type: ignore[index]
-    return values
-
-
-# An end-user id longer than this is not one a source sends; it is left out of audit records.
-MAX_END_USER_ID = 200
-
-
-def end_users(events: Iterable[dict[str, Any]]) -> list[str]:
-    """The distinct end users the events concern (userId, else anonymousId), sorted."""
-    found: set[str] = set()
-    for event in events:
-        for name in ("userId", "anonymousId"):
-            value = event.get(name)
-            if isinstance(value, str | int) and not isinstance(value, bool):
-                text = str(value)
-                if text and len(text) <= MAX_END_USER_ID and text.isprintable():
-                    found.add(text)
-                    break
-    return sorted(found)
-
-
 def samples_audit(
     caller: Caller,
     event_type: str,
     workspace_id: str,
     target: str,
-    events: Sequence[dict[str, Any]],
+    sample_count: int,
+    end_users: Sequence[str],
     **details: JSONValue,
 ) -> AuditEntry:
     """The record of a call that accepted sample events: how many, and whose; never a value.
@@ -167,15 +101,14 @@ def samples_audit(
     ``end_user_id`` is set when every sample concerns the same end user; with several, the
     record counts them (their ids are in the samples, which are not kept).
     """
-    users = end_users(events)
     entry = AuditEntry.by(
         caller,
         event_type=event_type,
         workspace_id=workspace_id,
         target=target,
-        details={"sample_count": len(events), "end_user_count": len(users), **details},
+        details={"sample_count": sample_count, "end_user_count": len(end_users), **details},
     )
-    return replace(entry, end_user_id=users[0]) if len(users) == 1 else entry
+    return replace(entry, end_user_id=end_users[0]) if len(end_users) == 1 else entry
 
 
 def refuse_default(matcher_id: str) -> None:
@@ -189,8 +122,14 @@ def refuse_default(matcher_id: str) -> None:
 class Privacy:
     """ListClassifications and SetClassification for one workspace at a time."""
 
-    def __init__(self, store: PrivacyStore, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        store: PrivacyStore,
+        offload: Offload | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._store = store
+        self._offload = offload or Offload("policysvc")
         self._clock = clock or (lambda: datetime.now(UTC))
 
     async def _require_workspace(self, workspace_id: str) -> None:
@@ -206,44 +145,54 @@ class Privacy:
         page_size: int,
         page_token: str,
     ) -> ClassificationPage:
-        """Every known path classified; the samples' paths become known (their values never)."""
+        """Every known path classified; the samples' paths become known (their values never).
+
+        The caller is authorized and the caps counted before anything is parsed; parsing,
+        walking and matching run off the event loop when they are large.
+        """
         require(caller.principal, require_id(workspace_id, "workspace_id"), Role.VIEWER)
         await self._require_workspace(workspace_id)
         page = Page.parse(page_size, page_token, f"classifications:{workspace_id}")
-        if len(paths) > MAX_EXTRA_PATHS:
-            raise InvalidArgument(f"at most {MAX_EXTRA_PATHS} paths per call")
-        extra = {str(parse(text)) for text in paths}
-        events = parse_samples(samples)
-        values = sampled_values(events)
+        caps.check_paths(len(paths), "paths")
+        caps.check_samples(samples)
+        run = self._offload.run
+        extra = set(await run(analysis.parse_cost(paths), analysis.canonical_paths, paths, "paths"))
         state = await self._store.classifier_state(workspace_id)
-        classifier = state.classifier()
-        hits = {path: classifier.value_matches(path, found) for path, found in values.items()}
-        signals = {path: Signals(*detect(found)) for path, found in values.items()}
-        if events:
-            # Sample events are PHI: accepting them is audited, with what was learnt from them.
+        sampled = analysis.SampleAnalysis([], {})
+        if samples:
+            cost = analysis.sample_cost(samples, state)
+            sampled = await run(cost, analysis.analyse_samples, samples, state)
+            # Sample events are PHI: accepting them is audited, with what was learnt from them,
+            # in the transaction that stores it.
             audit = samples_audit(
                 caller,
                 "Privacy Sample Events Classified",
                 workspace_id,
                 f"workspace/{workspace_id}",
-                events,
-                path_count=len(values),
+                len(samples),
+                sampled.end_users,
+                path_count=len(sampled.paths),
             )
             await self._store.record_samples(
                 workspace_id,
-                values,
-                {p: h for p, h in hits.items() if h},
-                {p: s for p, s in signals.items() if s.detections or s.kinds},
+                sampled.paths,
+                sampled.hits,
+                lambda count: caps.check_stored_paths(count, workspace_id),
+                sampled.signals,
                 audit,
             )
-        known = sorted(await self._store.known_paths(workspace_id) | extra | set(values))
+        known = sorted(await self._store.known_paths(workspace_id) | extra | set(sampled.paths))
         window = known[page.after : page.after + page.size]
         end = page.after + len(window)
+        fields = await run(
+            analysis.classify_cost(len(window), state),
+            analysis.classify_paths,
+            state,
+            window,
+            sampled,
+        )
         return ClassificationPage(
-            fields=[
-                classifier.classify(parse(p), hits.get(p, frozenset()), signals.get(p))
-                for p in window
-            ],
+            fields=fields,
             matchers=[*DEFAULT_MATCHERS, *state.matchers],
             next_page_token=(
                 encode_token(f"classifications:{workspace_id}", end) if end < len(known) else ""
@@ -259,7 +208,7 @@ class Privacy:
     ) -> FieldClassification:
         """Sets (or with None removes) the override of one path; answers its new classification."""
         require(caller.principal, require_id(workspace_id, "workspace_id"), Role.EDITOR)
-        path = parse(path_text)
+        path = parse(path_text, "override.path")
         text = str(path)
         override = (
             None
@@ -280,7 +229,10 @@ class Privacy:
                 },
             )
 
-        if not await self._store.set_override(workspace_id, text, override, audit):
+        def check(count: int) -> None:
+            caps.check_overrides(count, workspace_id)
+
+        if not await self._store.set_override(workspace_id, text, override, audit, check):
             raise NotFound(f"workspace {workspace_id} does not exist; create it first")
         state = await self._store.classifier_state(workspace_id)
         return state.classifier().classify(path)

@@ -9,7 +9,7 @@ from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 from typing_extensions import override
 
 from services.common.data.changefeed import ChangeFeed
-from services.common.data.watch import watch_events
+from services.common.data.watch import watch_events, watch_quota
 from services.common.errors import InvalidArgument
 from services.common.security.auth import current_caller
 from services.common.server.interceptor import Context
@@ -254,7 +254,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         wanted = validate_filter(request.destination_ids)
         await self._catalog.authorize_watch(current_caller(), wanted)
         # Leaving the stream (client gone) must unsubscribe, or the queue grows forever.
-        with self._feed.subscribe() as subscription:
+        with self._feed.subscribe(*watch_quota(current_caller())) as subscription:
             async for event in watch_events(subscription, parse_change, itemgetter(0), wanted):
                 if event.change is None:
                     yield policy_pb2.WatchPoliciesResponse(

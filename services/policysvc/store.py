@@ -14,6 +14,7 @@ from services.common.data.db import COMMON_MIGRATIONS, MigrationSource
 from services.common.data.outbox import append_to_outbox
 from services.common.errors import Aborted, AlreadyExists, NotFound
 from services.common.vocabulary import EncryptionFormat
+from services.policysvc.analysis import ClassifierState
 from services.policysvc.catalog import Destination, DestinationType, HipaaEligibility, Workspace
 from services.policysvc.classification import (
     Classification,
@@ -24,7 +25,6 @@ from services.policysvc.classification import (
     Signals,
 )
 from services.policysvc.policy import Decide, Policy, PolicyContext
-from services.policysvc.privacy import ClassifierState
 
 SCHEMA = "policysvc"
 SERVICE = "policysvc"
@@ -254,6 +254,10 @@ JOIN matchers m ON m.matcher_id = hit.matcher_id AND m.workspace_id = $1
 ON CONFLICT DO NOTHING
 """
 
+_COUNT_SAMPLE_PATHS = "SELECT count(*) FROM sample_paths WHERE workspace_id = $1"
+
+_COUNT_OVERRIDES = "SELECT count(*) FROM classification_overrides WHERE workspace_id = $1"
+
 _KNOWN_PATHS = """
 SELECT path FROM sample_paths WHERE workspace_id = $1
 UNION
@@ -324,15 +328,20 @@ class PrivacyStore:
         workspace_id: str,
         paths: Iterable[str],
         hits: Mapping[str, frozenset[str]],
+        check: Callable[[int], None],
         signals: Mapping[str, Signals] | None = None,
         audit: AuditEntry | None = None,
     ) -> None:
         pairs = [(path, matcher_id) for path, ids in hits.items() for matcher_id in sorted(ids)]
         found = [(p, signal) for p, s in (signals or {}).items() for signal in s.encode()]
         async with self._pool.acquire() as con, con.transaction():
+            # The workspace row lock serialises recorders, so the cap holds under concurrency;
+            # check raising rolls the insert (and the audit record) back.
+            await con.fetchval(_LOCK_WORKSPACE_ID, workspace_id)
+            await con.execute(_INSERT_SAMPLE_PATHS, workspace_id, sorted(paths))
+            check(await con.fetchval(_COUNT_SAMPLE_PATHS, workspace_id))
             if audit is not None:
                 await _outbox(con, audit)
-            await con.execute(_INSERT_SAMPLE_PATHS, workspace_id, sorted(paths))
             if found:
                 await con.execute(
                     _INSERT_SIGNALS, workspace_id, [p for p, _ in found], [s for _, s in found]
@@ -351,11 +360,14 @@ class PrivacyStore:
         path: str,
         override: Override | None,
         audit: Callable[[Classification | None], AuditEntry],
+        check: Callable[[int], None],
     ) -> bool:
         async with self._pool.acquire() as con, con.transaction():
             if await con.fetchval(_LOCK_WORKSPACE_ID, workspace_id) is None:
                 return False
             previous = await con.fetchval(_SELECT_OVERRIDE_FOR_UPDATE, workspace_id, path)
+            if previous is None and override is not None:
+                check(await con.fetchval(_COUNT_OVERRIDES, workspace_id) + 1)
             if override is None:
                 await con.execute(_DELETE_OVERRIDE, workspace_id, path)
             else:
@@ -483,7 +495,7 @@ class PolicyStore:
             else policy_from(head_row)
         )
         state = await classifier_state(con, destination.workspace_id)
-        return PolicyContext(workspace, destination, head, state.classifier())
+        return PolicyContext(workspace, destination, head, state)
 
     async def change_policy(self, destination_id: str, decide: Decide) -> Policy | None:
         try:
@@ -491,7 +503,7 @@ class PolicyStore:
                 ctx = await self._context(con, destination_id, lock=True)
                 if ctx is None:
                     return None
-                change = decide(ctx)
+                change = await decide(ctx)
                 policy = change.policy
                 await con.execute(
                     _INSERT_VERSION,
@@ -513,6 +525,11 @@ class PolicyStore:
                 "again with GetPolicy and retry"
             ) from None
         return policy
+
+    async def workspace_of(self, destination_id: str) -> str | None:
+        async with self._pool.acquire() as con:
+            row = await con.fetchrow(_SELECT_DESTINATION, destination_id)
+        return None if row is None else str(row["workspace_id"])
 
     async def load_context(self, destination_id: str) -> PolicyContext | None:
         async with self._pool.acquire() as con, con.transaction(isolation="repeatable_read"):

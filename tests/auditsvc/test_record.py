@@ -6,6 +6,7 @@ import grpc
 import pytest
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
+from services.auditsvc.audit_log import MAX_BATCH
 from tests.auditsvc.helpers import PERSON_MD, event, record
 
 
@@ -31,6 +32,19 @@ async def test_duplicate_event_ids_are_counted_not_appended(
     )
     assert (response.recorded, response.duplicates) == (1, 2)
     assert len(page.records) == 2
+
+
+async def test_a_batch_past_the_cap_is_resource_exhausted(
+    audit: audit_pb2_grpc.AuditServiceStub,
+) -> None:
+    """More events than MAX_BATCH in one RecordEvents: RESOURCE_EXHAUSTED naming the cap, as
+    every per-request cap answers."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await record(audit, [event(n=i) for i in range(MAX_BATCH + 1)])
+    assert (info.value.code(), f"cap of {MAX_BATCH}" in (info.value.details() or "")) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        True,
+    )
 
 
 async def test_people_may_not_record(audit: audit_pb2_grpc.AuditServiceStub) -> None:

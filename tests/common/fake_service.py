@@ -36,6 +36,17 @@ async def raise_domain(request: Any, context: Any) -> Any:
     raise kind(f"{request.service} happened: fix it like this")
 
 
+# Messages a domain error may carry that grpc cannot send as they are.
+AWKWARD_MESSAGES = {
+    "surrogate": 'path traits["\ud800"] is green',  # a decoded JSON escape
+    "long": "cannot encrypt: " + "x is green; " * 20_000,  # far past the 8 KiB of trailers
+}
+
+
+async def raise_awkward(request: Any, context: Any) -> Any:
+    raise errors.FailedPrecondition(AWKWARD_MESSAGES[request.service])
+
+
 async def crash(request: Any, context: Any) -> Any:
     raise RuntimeError(SECRET_IN_EXCEPTION)
 
@@ -71,6 +82,7 @@ def register(server: grpc.aio.Server) -> None:
                     "Echo": _handler(echo),
                     "Raise": _handler(raise_domain),
                     "Crash": _handler(crash),
+                    "RaiseAwkward": _handler(raise_awkward),
                     "Slow": _handler(slow),
                     "EditWorkspace": _handler(edit_workspace),
                     "ServiceOnly": _handler(echo),

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from phiseal_decrypt import exactjson
 from services.common.errors import InvalidArgument
 from services.common.hostile_json import parse_object
-from services.policysvc.privacy import parse_event
+from services.policysvc.analysis import parse_event
 
 
 def _round_trip(raw: bytes) -> bytes:

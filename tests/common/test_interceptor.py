@@ -102,3 +102,17 @@ async def test_exactly_one_log_line_per_rpc(fake: GrpcServer, log_lines: io.Stri
         ("/phiseal.test.Fake/Crash", "INTERNAL"),
     ]
     assert all(isinstance(line["ms"], float) for line in lines)
+
+
+@pytest.mark.parametrize("kind", sorted(fake_service.AWKWARD_MESSAGES))
+async def test_every_status_message_reaches_the_client(fake: GrpcServer, kind: str) -> None:
+    """A domain error whose message grpc cannot send as it is (a lone surrogate, more than the
+    trailers hold) still answers its code within the deadline, the message made sendable."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{fake.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await fake_service.call(channel, "RaiseAwkward")(Req(service=kind), timeout=5)
+    details = raised.value.details() or ""
+    assert (
+        raised.value.code(),
+        0 < len(details) <= 8192 and details[:10] in fake_service.AWKWARD_MESSAGES[kind],
+    ) == (grpc.StatusCode.FAILED_PRECONDITION, True)

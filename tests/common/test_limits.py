@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.hostile_json import json_depth
 from services.common.limits import Limits, check_utf8
 from tests.common import fake_service
@@ -60,8 +60,10 @@ def test_hostile_depth_is_measured_without_recursion() -> None:
 
 def test_batch_and_text_limits() -> None:
     messages = []
+    with pytest.raises(ResourceExhausted) as exhausted:
+        LIMITS.check_batch(4)
+    messages.append(exhausted.value.message)
     for check in (
-        lambda: LIMITS.check_batch(4),
         lambda: LIMITS.check_text("x" * 21, "destination_id"),
         lambda: LIMITS.check_text("a\x00b", "destination_id"),
         lambda: check_utf8(b"\xc3", "name"),
@@ -70,7 +72,7 @@ def test_batch_and_text_limits() -> None:
             check()
         messages.append(caught.value.message)
     assert messages == [
-        "4 events in one request, more than the limit of 3: split the request",
+        "4 events in one request, more than the cap of 3 per request: split the request",
         "destination_id is 21 characters; the limit is 20",
         "destination_id contains a NUL character",
         "name is not valid UTF-8 (first bad byte at 0)",

@@ -172,7 +172,7 @@ async def test_mixed_batch_gives_per_event_errors(stack: Stack) -> None:
     [
         ("", 1, grpc.StatusCode.INVALID_ARGUMENT),
         ("dst_does_not_exist", 1, grpc.StatusCode.NOT_FOUND),
-        ("<dest>", 51, grpc.StatusCode.INVALID_ARGUMENT),
+        ("<dest>", 51, grpc.StatusCode.RESOURCE_EXHAUSTED),
     ],
 )
 async def test_batch_refusals(

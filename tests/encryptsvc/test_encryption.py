@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from phiseal_decrypt import Decryptor, Keyring
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from services.common.vocabulary import EncryptionFormat
 from services.encryptsvc.encryption import Encryptor, Limits, Policy, Snapshot
 from tests.encryptsvc.keys import KeyPair, rsa_key, x25519_key
@@ -83,11 +83,12 @@ async def test_enabled_without_key_fails_the_batch() -> None:
 
 
 async def test_batch_limits_and_destination_are_checked() -> None:
-    """An empty destination is INVALID_ARGUMENT; so is a batch over the documented limit."""
+    """An empty destination is INVALID_ARGUMENT; a batch over the documented cap is
+    RESOURCE_EXHAUSTED naming the cap."""
     encryptor = _encryptor(max_batch_events=2)
     with pytest.raises(InvalidArgument):
         await encryptor.encrypt(" ", [])
-    with pytest.raises(InvalidArgument, match="limit of 2"):
+    with pytest.raises(ResourceExhausted, match="cap of 2"):
         await encryptor.encrypt("dest_1", [b"{}"] * 3)
 
 

@@ -221,7 +221,7 @@ async def test_import_after_confirmation_without_prior_key_stays_pending(
 ) -> None:
     """A first imported key with AFTER_CONFIRMATION waits; there is no active version yet."""
     public = crypto.generate(Algorithm.X25519).public
-    created = await manager.import_key(ADMIN, "d1", public, Activation.AFTER_CONFIRMATION)
+    created = await manager.import_key(ADMIN, "d1", lambda: public, Activation.AFTER_CONFIRMATION)
     assert (created.key.state, created.previous_version, bool(created.challenge)) == (
         KeyState.PENDING,
         0,

@@ -12,7 +12,7 @@ from phiseal.policy.v1 import policy_pb2
 from phiseal.policy.v1.policy_pb2_grpc import PolicyServiceStub
 
 from tests.conftest import StartService
-from tests.policysvc.conftest import new_destination, new_workspace, status_of
+from tests.policysvc.conftest import error_of, new_destination, new_workspace, status_of
 
 CHANGED = common_pb2.CHANGE_KIND_CHANGED
 RESYNC = common_pb2.CHANGE_KIND_RESYNC
@@ -125,10 +125,10 @@ async def test_watcher_gets_resync_after_feed_connection_is_killed(
 
 
 async def test_watch_refuses_too_many_destinations(start: StartService) -> None:
-    """More than 1000 destination_ids is INVALID_ARGUMENT."""
+    """More than 1000 destination_ids is RESOURCE_EXHAUSTED naming the cap."""
     service = await start("policysvc")
     call = PolicyServiceStub(service.channel()).WatchPolicies(
         policy_pb2.WatchPoliciesRequest(destination_ids=[f"dst_{i}" for i in range(1001)])
     )
-    code = await status_of(call.read())
-    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, message = await error_of(call.read())
+    assert (code, "cap of 1000" in message) == (grpc.StatusCode.RESOURCE_EXHAUSTED, True)

@@ -9,6 +9,7 @@ which is what lets a cache bound its staleness.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
+from services.common.errors import ResourceExhausted
 from services.common.server.lifecycle import Background
 from services.common.vocabulary import ChangeKind
 
@@ -40,8 +42,9 @@ class Subscription:
     Iterate it with ``async for``; ``close()`` (or leaving ``with``) unsubscribes.
     """
 
-    def __init__(self, feed: ChangeFeed, max_backlog: int) -> None:
+    def __init__(self, feed: ChangeFeed, max_backlog: int, owner: str = "") -> None:
         self._feed = feed
+        self.owner = owner
         self._queue: asyncio.Queue[FeedMessage] = asyncio.Queue()
         self._max_backlog = max_backlog
 
@@ -53,7 +56,9 @@ class Subscription:
         self._queue.put_nowait(message)
 
     def close(self) -> None:
-        self._feed._subscribers.discard(self)
+        if self in self._feed._subscribers:
+            self._feed._subscribers.discard(self)
+            self._feed._per_owner[self.owner] -= 1
 
     def __enter__(self) -> Subscription:
         return self
@@ -87,6 +92,7 @@ class ChangeFeed:
         self._interval = heartbeat_interval
         self._max_backlog = max_backlog
         self._subscribers: set[Subscription] = set()
+        self._per_owner: collections.Counter[str] = collections.Counter()
         self._task = Background(f"changefeed-{channel}", self._run)
         self._live = False
 
@@ -95,10 +101,20 @@ class ChangeFeed:
         """True while the LISTEN connection is up and answering."""
         return self._live
 
-    def subscribe(self) -> Subscription:
-        """A new watcher; its first message is a RESYNC once the feed is live."""
-        sub = Subscription(self, self._max_backlog)
+    def subscribe(self, owner: str = "", limit: int | None = None) -> Subscription:
+        """A new watcher; its first message is a RESYNC once the feed is live.
+
+        At most ``limit`` open at once per ``owner`` (a caller): each holds a queue of up to
+        max_backlog messages, so one caller opening streams without end would exhaust memory.
+        """
+        if limit is not None and self._per_owner[owner] >= limit:
+            raise ResourceExhausted(
+                f"{owner} already has {limit} watch streams open on this replica, the cap per "
+                "caller; close one (or share one stream for several destinations) first"
+            )
+        sub = Subscription(self, self._max_backlog, owner)
         self._subscribers.add(sub)
+        self._per_owner[owner] += 1
         if self._live:
             sub.put(FeedMessage(ChangeKind.RESYNC, "", datetime.now(UTC)))
         return sub

@@ -11,6 +11,9 @@ from services.common.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Positions are PostgreSQL bigints: a larger number cannot be one of ours (and would make the
+# query fail as INTERNAL).
+MAX_POSITION = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def decode_token(token: str, scope: str) -> int:
     if not isinstance(data, dict):
         raise malformed
     after = data.get("a")
-    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+    if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_POSITION:
         raise malformed
     if data.get("s") != scope:
         raise InvalidArgument(

@@ -10,8 +10,22 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from phiseal.common.v1 import common_pb2
 
 from services.common.data.changefeed import FeedMessage
+from services.common.security.auth import Caller, PrincipalKind
 from services.common.server.protoconv import to_timestamp
 from services.common.vocabulary import ChangeKind
+
+# Concurrent Watch* streams per caller and replica. A person needs one or two (a console tab);
+# every encryptsvc replica shares the one service identity and opens one per peer.
+MAX_WATCHES_PER_PERSON = 8
+MAX_WATCHES_PER_SERVICE = 256
+
+
+def watch_quota(caller: Caller) -> tuple[str, int]:
+    """The owner and limit a caller's watch streams are counted under (ChangeFeed.subscribe)."""
+    if caller.principal.kind is PrincipalKind.SERVICE:
+        return caller.actor_id, MAX_WATCHES_PER_SERVICE
+    return caller.actor_id, MAX_WATCHES_PER_PERSON
+
 
 Change = TypeVar("Change")
 

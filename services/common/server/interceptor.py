@@ -37,6 +37,8 @@ STATUS_FOR_ERROR: Mapping[type[errors.DomainError], grpc.StatusCode] = {
 
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
+# Status messages travel in the trailers, where a client refuses more than 8 KiB of metadata.
+MAX_STATUS_MESSAGE = 2000
 
 log = structlog.get_logger("rpc")
 
@@ -88,32 +90,73 @@ def _refuse_undecodable(request: Any) -> None:
             "the request is not a valid protobuf message for this method "
             "(malformed bytes, or invalid UTF-8 in a string field)"
         )
-    if isinstance(request, Message) and _holds_nul(request):
-        # PostgreSQL text and jsonb cannot store U+0000 (the insert fails as INTERNAL), and no
-        # field of ours means one: refuse it once, here, for every RPC.
-        raise errors.InvalidArgument(
-            "a text field holds a NUL character (U+0000), which no field accepts"
-        )
+    if isinstance(request, Message):
+        found = _bad_text(request, "")
+        if found is not None:
+            where, what = found
+            raise errors.InvalidArgument(f"{where} {what}, which no text field accepts")
 
 
-def _holds_nul(message: Message) -> bool:
-    """Whether any string field, map key or Struct value at any depth contains U+0000."""
+def _text_problem(value: str) -> str | None:
+    # PostgreSQL text and jsonb cannot store U+0000 (the insert fails as INTERNAL), and no
+    # field of ours means one; a lone surrogate cannot be encoded for PostgreSQL, a log line or
+    # a status message at all. Refused once, here, for every RPC.
+    if "\x00" in value:
+        return "holds a NUL character (U+0000)"
+    if value.isascii():  # O(1) in CPython, and most text is: skips the encoding below
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (a lone surrogate)"
+    return None
+
+
+def _bad_text(message: Message, prefix: str) -> tuple[str, str] | None:
+    """The first string field, map key or Struct value at any depth that no text field
+    accepts, as (its path in the request, what is wrong), or None."""
     for field, value in message.ListFields():
+        name = f"{prefix}{field.name}"
         if field.type == FieldDescriptor.TYPE_STRING:
-            if any("\x00" in v for v in (value if field.is_repeated else [value])):
-                return True
+            values = value if field.is_repeated else [value]
+            for index, text in enumerate(values):
+                problem = _text_problem(text)
+                if problem is not None:
+                    return (f"{name}[{index}]" if field.is_repeated else name), problem
         elif field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
             entry = field.message_type
             if entry is not None and entry.GetOptions().map_entry:
-                items = [*value.keys(), *value.values()]
-            else:
-                items = list(value) if field.is_repeated else [value]
-            for item in items:
-                if isinstance(item, str) and "\x00" in item:
-                    return True
-                if isinstance(item, Message) and _holds_nul(item):
-                    return True
-    return False
+                for key, item in value.items():
+                    for text in (key, item):
+                        problem = _text_problem(text) if isinstance(text, str) else None
+                        if problem is not None:
+                            return f"{name}[{key!r}]", problem
+                    if isinstance(item, Message):
+                        found = _bad_text(item, f"{name}[{key!r}].")
+                        if found is not None:
+                            return found
+                continue
+            items = list(value) if field.is_repeated else [value]
+            for index, item in enumerate(items):
+                label = f"{name}[{index}]." if field.is_repeated else f"{name}."
+                found = _bad_text(item, label)
+                if found is not None:
+                    return found
+    return None
+
+
+def sendable(message: str) -> str:
+    """A status message every client can receive: valid UTF-8, and short enough for trailers.
+
+    grpc does not send a message it cannot encode, nor does a client accept trailers past its
+    metadata limit: either way the reply is lost and the client waits for its deadline
+    (EnableEncryption did, naming a path with an escaped lone surrogate).
+    """
+    text = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > MAX_STATUS_MESSAGE:
+        cut = len(text) - MAX_STATUS_MESSAGE + 40
+        text = f"{text[: MAX_STATUS_MESSAGE - 40]}... ({cut} more characters)"
+    return text
 
 
 def _where(exc: BaseException) -> str:
@@ -164,9 +207,10 @@ class _Call:
                 log.error("denial_audit_failed", error_type=type(audit_exc).__name__)
         if isinstance(exc, errors.DomainError):
             self.code = status_for(exc)
-            await self.context.abort(self.code, exc.message)
+            await self.context.abort(self.code, sendable(exc.message))
         if isinstance(exc, grpc.aio.AbortError):
-            # The handler aborted by itself: keep its code and message.
+            # The handler aborted by itself: keep its code and message (servicers abort only
+            # through domain errors, so the message went through sendable()).
             code: Any = self.context.code()
             self.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
             raise exc

@@ -1,0 +1,141 @@
+"""Field paths compiled once into a trie, located in an event in one walk.
+
+``fieldpath.find`` walks the event once per path and spells every key of every match with a
+regex: P paths over an event cost P walks. Here the paths share one walk, and each key's
+spelling is worked out when the trie is built. The result is the same set of places
+``fieldpath.sealed_places`` gives for each path, the places where the event's shape cuts a path
+included (tests/encryptsvc/test_selection.py). encryptsvc locates a policy's fields with it on
+the hot path; policysvc's PreviewEncryption shows the same places.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.fieldpath import Each, FieldPath, Segment
+
+# container[key] holds a named value; concrete is its path with [*] resolved to indices.
+Located = tuple[dict[str, Any] | list[Any], str | int, str]
+
+
+@dataclass(frozen=True)
+class _Node:
+    """Children of one point in the trie; a child that is a number means "the value here is
+    selected, by path number n"."""
+
+    keys: tuple[tuple[str, str, _Node | int], ...]  # (key, its spelling, child)
+    items: tuple[tuple[Each | int, _Node | int], ...]  # ([*] or an index, child)
+    order: dict[str, int]  # key -> its position in keys
+    numbers: tuple[int, ...]  # every path number at or below this point
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The compiled form of one policy's field list."""
+
+    paths: tuple[FieldPath, ...]
+    _root: _Node
+
+    def locate(self, event: dict[str, Any]) -> list[Located]:
+        """Every place a path of this selection matches in ``event``, and every place the
+        event's shape cuts a path (the value there is taken whole); missing parts skipped."""
+        found: list[Located] = []
+        _walk(event, self._root, "", found, None)
+        return found
+
+    def locate_paths(self, event: dict[str, Any]) -> list[tuple[FieldPath, str]]:
+        """Each match as (a path of this selection, the concrete place); a place where the
+        event's shape cuts several paths comes once for each of them."""
+        found: list[Located] = []
+        which: list[tuple[int, ...]] = []
+        _walk(event, self._root, "", found, which)
+        return [
+            (self.paths[n], concrete)
+            for numbers, (_, _, concrete) in zip(which, found, strict=True)
+            for n in numbers
+        ]
+
+
+def _follows(value: Any, trie: _Node) -> bool:
+    """Whether the paths below ``trie`` can go on into ``value``.
+
+    A value of another type than the next segments need (a string where they index an array,
+    an object where one path wants keys and another indices) is where the event's shape cuts
+    the path: it is PHI all the same, so the caller takes it whole (docs/format.md, "Shape drift").
+    """
+    if isinstance(value, dict):
+        return not trie.items
+    if isinstance(value, list):
+        return not trie.keys
+    return False
+
+
+def _walk(
+    node: Any, trie: _Node, prefix: str, found: list[Located], which: list[tuple[int, ...]] | None
+) -> None:
+    # ``node`` is an object with only key children, or an array with only index children.
+    if isinstance(node, dict):
+        if len(node) < len(trie.keys):
+            # Look up the event's keys instead: a wide trie over many small objects would
+            # otherwise cost trie width per object. Either way, found in the trie's key order.
+            pairs = [trie.keys[i] for i in sorted(trie.order[k] for k in node if k in trie.order)]
+        else:
+            pairs = [entry for entry in trie.keys if entry[0] in node]
+        for key, spelling, child in pairs:
+            value = node[key]
+            if isinstance(child, int) or not _follows(value, child):
+                found.append((node, key, prefix + spelling))
+                if which is not None:
+                    which.append((child,) if isinstance(child, int) else child.numbers)
+            else:
+                _walk(value, child, prefix + spelling, found, which)
+    elif isinstance(node, list):
+        for seg, child in trie.items:
+            indices = (
+                range(len(node)) if isinstance(seg, Each) else (seg,) if seg < len(node) else ()
+            )
+            for index in indices:
+                concrete = f"{prefix}[{index}]"
+                value = node[index]
+                if isinstance(child, int) or not _follows(value, child):
+                    found.append((node, index, concrete))
+                    if which is not None:
+                        which.append((child,) if isinstance(child, int) else child.numbers)
+                else:
+                    _walk(value, child, concrete, found, which)
+
+
+def build_selection(paths: Sequence[FieldPath]) -> Selection:
+    """The trie of ``paths``, which must come from ``parse_selection`` (no overlaps)."""
+    return Selection(tuple(paths), _build([(p.segments, n) for n, p in enumerate(paths)], 0))
+
+
+def _build(group: list[tuple[tuple[Segment, ...], int]], depth: int) -> _Node:
+    # parse_selection refuses overlaps, so no path ends where another goes on.
+    children: dict[Segment, list[tuple[tuple[Segment, ...], int]]] = {}
+    for member in group:
+        children.setdefault(member[0][depth], []).append(member)
+    keys: list[tuple[str, str, _Node | int]] = []
+    items: list[tuple[Each | int, _Node | int]] = []
+    for seg, members in children.items():
+        segments, number = members[0]
+        ends = len(segments) == depth + 1
+        child = number if ends else _build(members, depth + 1)
+        if isinstance(seg, str):
+            keys.append((seg, _spelling(segments, depth), child))
+        else:
+            items.append((seg, child))
+    return _Node(
+        tuple(keys),
+        tuple(items),
+        {key: i for i, (key, _, _) in enumerate(keys)},
+        tuple(sorted(number for _, number in group)),
+    )
+
+
+def _spelling(segments: tuple[Segment, ...], depth: int) -> str:
+    """How the key at ``depth`` is written after the segments before it, as FieldPath writes it."""
+    before = str(FieldPath(segments[:depth]))
+    return str(FieldPath(segments[: depth + 1]))[len(before) :]
