@@ -1,1 +1,1 @@
-"""Development tooling no running service imports: local PostgreSQL, PKI, tokens, devstack, tests."""
+"""Development tooling no running service imports: local PostgreSQL, PKI, tokens, devstack."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
@@ -12,6 +10,7 @@ from jwcrypto import jwe, jwk
 from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 
+from phiseal_dev.testing import eventually
 from tests.conftest import StartService
 from tests.keysvc.conftest import PERSON, Keys, audited, error_of, serve_keys
 
@@ -197,18 +196,18 @@ async def test_pending_key_expires_and_cannot_be_confirmed(
     await stub.GenerateKeyPair(keys_pb2.GenerateKeyPairRequest(destination_id=keys.destination_id))
     reply = await stub.RegenerateKeyPair(regenerate(keys, activation=LATER))
     answer = solve(reply.challenge, reply.private_key.private_key_pem)
-    for _ in range(100):
+
+    async def expired() -> bool:
         events = [e for e, _ in await audited(database_url)]
-        if "Destination Encryption Key Expired" in events:
-            break
-        await asyncio.sleep(0.1)
+        return "Destination Encryption Key Expired" in events
+
+    await eventually(expired, timeout=10, what="the sweep expires version 2")
     request = keys_pb2.ConfirmKeyRequest(
         destination_id=keys.destination_id, version=2, challenge_plaintext=answer
     )
     code, message = await error_of(stub.ConfirmKey(request))
     assert (code, "expired" in message) == (grpc.StatusCode.FAILED_PRECONDITION, True)
     assert await states(keys) == {2: keys_pb2.KEY_STATE_EXPIRED, 1: keys_pb2.KEY_STATE_ACTIVE}
-    assert "Destination Encryption Key Expired" in events
 
 
 async def test_regenerate_retry_with_same_request_id_is_already_exists(keys: Keys) -> None:
