@@ -74,7 +74,7 @@ async def eventually(
             if inspect.isawaitable(result):
                 result = await result
             if result:
-                return result  # type: ignore[return-value]
+                return result
         except AssertionError as exc:
             failure, result = exc, None
         if loop.time() >= deadline:

@@ -4,7 +4,7 @@ tests use cannot drift from the store keysvc runs."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,7 +56,7 @@ class Backend:
 
     store: KeyStore
     outbox: Any  # async () -> list[str]
-    announced: Any  # () -> list[KeyChange]
+    announced: Callable[[], list[KeyChange]]
     waiting: Any  # async () -> int: blocks waiting for a destination's lock
 
 
