@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -51,8 +51,28 @@ TEST_IDENTITIES = ("stranger",)
 DEV_ADMIN = "dev-admin"
 
 
+@overload
 async def eventually(
-    check: Callable[[], T | Awaitable[T]],
+    check: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = ...,  # noqa: ASYNC109
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    check: Callable[[], T],
+    *,
+    timeout: float = ...,  # noqa: ASYNC109
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+async def eventually(
+    check: Callable[[], Any],
     *,
     timeout: float = 20.0,  # noqa: ASYNC109 - a deadline that reports the last value seen
     interval: float = 0.01,
@@ -74,7 +94,7 @@ async def eventually(
             if inspect.isawaitable(result):
                 result = await result
             if result:
-                return result
+                return result  # type: ignore[no-any-return]
         except AssertionError as exc:
             failure, result = exc, None
         if loop.time() >= deadline:

@@ -144,7 +144,7 @@ def test_stack_serves_over_tls_and_mtls_and_stops_on_sigterm() -> None:
         )
         expected = {"Workspace HIPAA Eligibility Modified", "Destination Encryption Keys Generated"}
 
-        async def audited() -> set[str]:
+        async def audit_types() -> set[str]:
             page = await asyncio.to_thread(
                 s.as_admin,
                 "auditsvc",
@@ -155,7 +155,7 @@ def test_stack_serves_over_tls_and_mtls_and_stops_on_sigterm() -> None:
             assert expected <= seen, f"audit records seen: {sorted(seen)}"
             return seen
 
-        asyncio.run(eventually(audited, timeout=30, interval=0.3))
+        audited = asyncio.run(eventually(audit_types, timeout=30, interval=0.3))
         stack.send_signal(signal.SIGTERM)
         code = stack.wait(timeout=60)
     finally:

@@ -349,12 +349,9 @@ async def _delivery_logged(database_url: str, log_text: str) -> bool:
     """Whether the relays' "outbox_delivered" lines account for every outbox row."""
     con = await asyncpg.connect(database_url)
     try:
-        rows = sum(
-            [
-                await con.fetchval(f"SELECT count(*) FROM {schema}.audit_outbox")  # noqa: S608
-                for schema in ("keysvc", "policysvc")
-            ]
-        )
+        rows = 0
+        for schema in ("keysvc", "policysvc"):
+            rows += int(await con.fetchval(f"SELECT count(*) FROM {schema}.audit_outbox"))  # noqa: S608
     finally:
         await con.close()
     logged = 0
