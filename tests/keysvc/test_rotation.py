@@ -140,18 +140,6 @@ async def test_rsa_challenge_is_rsa_oaep_256(keys: Keys) -> None:
     )
 
 
-async def test_confirming_an_active_key_is_a_failed_precondition(keys: Keys) -> None:
-    """Only a pending version can be confirmed."""
-    await keys.stub.GenerateKeyPair(
-        keys_pb2.GenerateKeyPairRequest(destination_id=keys.destination_id)
-    )
-    request = keys_pb2.ConfirmKeyRequest(
-        destination_id=keys.destination_id, version=1, challenge_plaintext="x"
-    )
-    code, _ = await error_of(keys.stub.ConfirmKey(request))
-    assert code == grpc.StatusCode.FAILED_PRECONDITION
-
-
 async def test_confirming_a_missing_version_is_not_found(keys: Keys) -> None:
     """ConfirmKey for a version that does not exist is NOT_FOUND; version 0 is INVALID_ARGUMENT."""
     missing = keys_pb2.ConfirmKeyRequest(
@@ -164,20 +152,6 @@ async def test_confirming_a_missing_version_is_not_found(keys: Keys) -> None:
     assert (await error_of(keys.stub.ConfirmKey(no_version)))[0] == (
         grpc.StatusCode.INVALID_ARGUMENT
     )
-
-
-async def test_new_rotation_supersedes_a_pending_one(keys: Keys) -> None:
-    """A Regenerate while v2 is pending expires v2; v3 is the one waiting now."""
-    await keys.stub.GenerateKeyPair(
-        keys_pb2.GenerateKeyPairRequest(destination_id=keys.destination_id)
-    )
-    await keys.stub.RegenerateKeyPair(regenerate(keys, activation=LATER))
-    await keys.stub.RegenerateKeyPair(regenerate(keys, activation=LATER))
-    assert await states(keys) == {
-        3: keys_pb2.KEY_STATE_PENDING,
-        2: keys_pb2.KEY_STATE_EXPIRED,
-        1: keys_pb2.KEY_STATE_ACTIVE,
-    }
 
 
 async def test_pending_key_expires_and_cannot_be_confirmed(

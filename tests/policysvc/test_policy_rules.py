@@ -62,11 +62,16 @@ async def test_a_red_field_is_refused_naming_it(policies: Policies, db: FakePoli
     assert ("SetClassification" in refused.value.message, untouched(db)) == (True, NOTHING)
 
 
-async def test_a_green_field_is_refused(policies: Policies, db: FakePolicyDatabase) -> None:
-    """An unmatched path is green: only yellow fields can be encrypted."""
-    with pytest.raises(FailedPrecondition, match=r"traits\.plan is green"):
-        await policies.enable("dst_1", ["traits.plan"], JWE, 0)
-    assert untouched(db) == NOTHING
+async def test_every_green_field_is_named(policies: Policies, db: FakePolicyDatabase) -> None:
+    """Unmatched paths are green: each is named, not only the first; nothing is written."""
+    with pytest.raises(FailedPrecondition) as refused:
+        await policies.enable("dst_1", ["traits.plan", "properties.copay"], JWE, 0)
+    message = refused.value.message
+    assert (
+        "traits.plan is green" in message,
+        "properties.copay is green" in message,
+        untouched(db),
+    ) == (True, True, NOTHING)
 
 
 async def test_an_override_to_yellow_makes_a_field_selectable(
