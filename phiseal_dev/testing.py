@@ -359,6 +359,26 @@ class PgCluster:
             await admin.close()
         return self.url(name)
 
+    async def empty_schema(self, url: str, schema: str) -> None:
+        """Empties every table of ``schema`` in ``url``'s database but its migration record.
+
+        Much cheaper than a fresh database for tests that start from an empty schema (the store
+        contract suites); as a superuser in replica mode, so append-only triggers stay quiet.
+        """
+        con = await asyncpg.connect(url)
+        try:
+            tables = await con.fetch(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+                "WHERE schemaname = $1 AND tablename <> 'schema_migrations'",
+                schema,
+            )
+            async with con.transaction():
+                await con.execute("SET LOCAL session_replication_role = replica")
+                names = ", ".join(row[0] for row in tables)
+                await con.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        finally:
+            await con.close()
+
     async def drop_database(self, url: str) -> None:
         name = urlsplit(url).path.lstrip("/")
         admin = await asyncpg.connect(self.admin_url)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from phiseal_dev.testing import PgCluster
 from services.auditsvc import chain
 from services.auditsvc.audit_log import Event, Filter
-from services.auditsvc.store import AuditStore, open_pool
+from services.auditsvc.store import SCHEMA, AuditStore, open_pool
 from tests.auditsvc.fakes import FakeAuditStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -45,22 +45,23 @@ class Backend:
 
 
 @pytest_asyncio.fixture(params=["fake", "postgres"])
-async def backend(request: pytest.FixtureRequest, pg_cluster: PgCluster) -> AsyncIterator[Backend]:
-    """The fake, or the PostgreSQL store (as the writer role) on a fresh database."""
+async def backend(
+    request: pytest.FixtureRequest, pg_cluster: PgCluster, shared_database: str
+) -> AsyncIterator[Backend]:
+    """The fake, or the PostgreSQL store (as the writer role) with its schema emptied."""
     if request.param == "fake":
         fake = FakeAuditStore()
         await fake.register_key(KEY_ID, PEM)
         yield Backend(fake)
         return
-    url = await pg_cluster.create_database()
-    pool = await open_pool(url, min_size=1, max_size=4)
+    await pg_cluster.empty_schema(shared_database, SCHEMA)
+    pool = await open_pool(shared_database, min_size=1, max_size=4)
     try:
         store = AuditStore(pool)
         await store.register_key(KEY_ID, PEM)
         yield Backend(store)
     finally:
         await pool.close()
-        await pg_cluster.drop_database(url)
 
 
 async def whole_chain(backend: Backend, workspace_id: str = "ws_1") -> list[chain.ChainRecord]:

@@ -103,18 +103,17 @@ async def _postgres(database_url: str) -> AsyncIterator[Backend]:
 
 
 @pytest_asyncio.fixture(params=["fake", "postgres"])
-async def backend(request: pytest.FixtureRequest, pg_cluster: PgCluster) -> AsyncIterator[Backend]:
-    """The fake, or PgKeyStore on a fresh database (made only for the PostgreSQL run)."""
+async def backend(
+    request: pytest.FixtureRequest, pg_cluster: PgCluster, shared_database: str
+) -> AsyncIterator[Backend]:
+    """The fake, or PgKeyStore on the shared database with its schema emptied."""
     if request.param == "fake":
         async for made in _fake():
             yield made
         return
-    url = await pg_cluster.create_database()
-    try:
-        async for made in _postgres(url):
-            yield made
-    finally:
-        await pg_cluster.drop_database(url)
+    await pg_cluster.empty_schema(shared_database, SCHEMA)
+    async for made in _postgres(shared_database):
+        yield made
 
 
 async def insert(

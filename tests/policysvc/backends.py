@@ -109,15 +109,14 @@ async def _postgres(url: str) -> AsyncIterator[Backend]:
 
 
 @pytest_asyncio.fixture(params=["fake", "postgres"])
-async def backend(request: pytest.FixtureRequest, pg_cluster: PgCluster) -> AsyncIterator[Backend]:
-    """The fakes, or the PostgreSQL stores on a fresh database (made only for that run)."""
+async def backend(
+    request: pytest.FixtureRequest, pg_cluster: PgCluster, shared_database: str
+) -> AsyncIterator[Backend]:
+    """The fakes, or the PostgreSQL stores on the shared database with the schema emptied."""
     if request.param == "fake":
         async for made in _fake():
             yield made
         return
-    url = await pg_cluster.create_database()
-    try:
-        async for made in _postgres(url):
-            yield made
-    finally:
-        await pg_cluster.drop_database(url)
+    await pg_cluster.empty_schema(shared_database, pg.SCHEMA)
+    async for made in _postgres(shared_database):
+        yield made
