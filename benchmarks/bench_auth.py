@@ -12,6 +12,7 @@ from phiseal_dev.tokens import TokenMinter
 from services.common.security.auth import Role
 from services.common.security.authz import Access, require
 from services.common.security.tokens import TokenVerifier
+from services.policysvc.rules import RULES
 
 ROUNDS = 2000
 
@@ -30,7 +31,7 @@ def main() -> None:
     token = TokenMinter(key).mint("alice", {"ws_1": [Role.EDITOR], "ws_2": [Role.VIEWER]})
     verifier = TokenVerifier(key.public_key())
     principal = verifier.verify(token).principal()
-    access = Access()
+    access = Access(rules=RULES)
     method = "/phiseal.policy.v1.PolicyService/UpdateEncryptedFields"
     baseline = _median_us(lambda: None)
     verify = _median_us(lambda: verifier.verify(token))

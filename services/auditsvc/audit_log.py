@@ -17,9 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from services.auditsvc import chain
 from services.common.data.paging import Page, encode_token
-from services.common.errors import InvalidArgument, PermissionDenied, ResourceExhausted
-from services.common.limits import json_depth
-from services.common.security.auth import Principal, Role
+from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.hostile_json import json_depth
+from services.common.limits import check_count
+from services.common.security.auth import Caller, Principal, PrincipalKind, Role
 from services.common.security.authz import require
 
 SERVICE = "auditsvc"
@@ -305,7 +306,7 @@ class AuditStore(Protocol):
 
 def require_service(principal: Principal) -> None:
     """Only peer services write audit records; the one place this rule lives."""
-    if principal.kind != "service":
+    if principal.kind is not PrincipalKind.SERVICE:
         raise PermissionDenied(
             "RecordEvents is for PHIseal services only: people's actions are recorded by the "
             "service they act through"
@@ -337,27 +338,26 @@ class AuditLog:
         self.key_id = chain.key_id(signing_key.public_key())
         self.public_key_pem = chain.public_key_pem(signing_key.public_key())
 
-    async def record(self, principal: Principal, events: Sequence[Event]) -> AppendResult:
-        require_service(principal)
+    async def record(self, caller: Caller, events: Sequence[Event]) -> AppendResult:
+        require_service(caller.principal)
         if not events:
             raise InvalidArgument("events is empty: send at least one event")
-        if len(events) > MAX_BATCH:
-            raise ResourceExhausted(f"at most {MAX_BATCH} events per RecordEvents call")
+        check_count(len(events), MAX_BATCH, "events")
         return await self._store.append([e.validated() for e in events], self._clock())
 
     def _self_audit(
-        self, principal: Principal, event_type: str, flt: Filter, reason: str, **details: Any
+        self, caller: Caller, event_type: str, flt: Filter, reason: str, **details: Any
     ) -> Event:
         return Event(
             event_id=str(uuid.uuid4()),
             workspace_id=flt.workspace_id,
-            actor_user_id=principal.actor_id,
+            actor_user_id=caller.actor_id,
             event_type=event_type,
             timestamp=self._clock(),
             outcome="succeeded",
             end_user_id=flt.end_user_id,
             target=f"audit_log/{flt.workspace_id}",
-            request_id=details.pop("request_id", ""),
+            request_id=caller.request_id,
             service=SERVICE,
             access_reason=reason,
             details={"filters": flt.used(), **details},
@@ -365,23 +365,20 @@ class AuditLog:
 
     async def query(
         self,
-        principal: Principal,
+        caller: Caller,
         flt: Filter,
         page_size: int,
         page_token: str,
         access_reason: str,
-        request_id: str = "",
     ) -> tuple[list[chain.ChainRecord], str]:
         """One page, and the token for the next ("" at the end). Audited before answering."""
         flt.check()
         check_text(access_reason, "access_reason")
-        require(principal, flt.workspace_id, Role.AUDITOR)
+        require(caller.principal, flt.workspace_id, Role.AUDITOR)
         # A token only continues the query (workspace and filters) it was issued for.
         scope = f"audit:{flt.digest()}"
         page = Page.parse(page_size, page_token, scope)
-        viewed = self._self_audit(
-            principal, "Audit Log Viewed", flt, access_reason, request_id=request_id
-        )
+        viewed = self._self_audit(caller, "Audit Log Viewed", flt, access_reason)
         # One extra row says whether another page exists without a second query.
         rows = await self._store.query_and_record(
             flt, page.after, page.size + 1, viewed, self._clock()
@@ -393,23 +390,17 @@ class AuditLog:
 
     async def export(
         self,
-        principal: Principal,
+        caller: Caller,
         flt: Filter,
         fmt: ExportFormat,
         access_reason: str,
-        request_id: str = "",
     ) -> AsyncIterator[bytes]:
         """The export file in chunks. The 'Exported' record is committed before the first."""
         flt.check()
         check_text(access_reason, "access_reason")
-        require(principal, flt.workspace_id, Role.AUDITOR)
+        require(caller.principal, flt.workspace_id, Role.AUDITOR)
         exported = self._self_audit(
-            principal,
-            "Audit Log Exported",
-            flt,
-            access_reason,
-            request_id=request_id,
-            format=fmt.value,
+            caller, "Audit Log Exported", flt, access_reason, format=fmt.value
         )
         await self._store.append([exported], self._clock())
         # A fresh checkpoint covers everything exported, so the export verifies to its end.
@@ -456,12 +447,12 @@ class AuditLog:
             yield buf.getvalue().encode()
 
     async def verify(
-        self, principal: Principal, workspace_id: str, first: int, last: int
+        self, caller: Caller, workspace_id: str, first: int, last: int
     ) -> chain.Verdict:
         if not workspace_id.strip():
             raise InvalidArgument("workspace_id is required")
         check_text(workspace_id, "workspace_id")
-        require(principal, workspace_id, Role.AUDITOR)
+        require(caller.principal, workspace_id, Role.AUDITOR)
         if last and first > last:
             raise InvalidArgument("from_sequence must not be after to_sequence")
         if max(first, last) > _MAX_SEQUENCE:
@@ -474,7 +465,7 @@ class AuditLog:
         return chain.verify(records, checkpoints, keys, anchor=anchor, to_head=last == 0)
 
     async def record_denial(
-        self, principal: Principal, method: str, workspace_id: str, reason: str
+        self, caller: Caller, method: str, workspace_id: str, reason: str
     ) -> None:
         """A refused read of the log, appended to the log itself (auditsvc has no outbox)."""
         if not workspace_id.strip():
@@ -482,11 +473,12 @@ class AuditLog:
         denied = Event(
             event_id=str(uuid.uuid4()),
             workspace_id=workspace_id,
-            actor_user_id=principal.actor_id,
+            actor_user_id=caller.actor_id,
             event_type="Access Denied",
             timestamp=self._clock(),
             outcome="denied",
             target=method.lstrip("/"),
+            request_id=caller.request_id,
             service=SERVICE,
             details={"method": method.rsplit("/", 1)[-1], "reason": reason},
         ).validated()

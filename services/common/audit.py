@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from services.common.security.auth import current_principal, current_request_id
+from services.common.security.auth import Caller
 
 
 class Outcome(StrEnum):
@@ -21,21 +21,47 @@ class Outcome(StrEnum):
 JSONValue = str | int | float | bool | None | list[Any] | dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AuditEntry:
-    """One audited action. ``details`` names fields and versions; never a value or secret."""
+    """One audited action. ``details`` names fields and versions; never a value or secret.
+
+    Who acted and in which request are required, never read from context: build an entry
+    with ``AuditEntry.by(caller, ...)``.
+    """
 
     event_type: str  # Title Case, past tense: "Destination Encryption Enabled"
     workspace_id: str
     target: str
+    actor_user_id: str
+    request_id: str
     end_user_id: str = ""
     outcome: Outcome = Outcome.SUCCEEDED
     details: Mapping[str, JSONValue] = field(default_factory=dict)
     access_reason: str = ""
-    actor_user_id: str = field(default_factory=lambda: current_principal().actor_id)
-    request_id: str = field(default_factory=current_request_id)
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def by(
+        cls,
+        caller: Caller,
+        *,
+        event_type: str,
+        workspace_id: str,
+        target: str,
+        outcome: Outcome = Outcome.SUCCEEDED,
+        details: Mapping[str, JSONValue] | None = None,
+    ) -> AuditEntry:
+        """An entry for what ``caller`` did, attributed to it and to its request."""
+        return cls(
+            event_type=event_type,
+            workspace_id=workspace_id,
+            target=target,
+            actor_user_id=caller.actor_id,
+            request_id=caller.request_id,
+            outcome=outcome,
+            details=details or {},
+        )
 
     def to_json(self, service: str) -> dict[str, JSONValue]:
         """The wire form, field names as in phiseal.audit.v1.AuditEvent."""

@@ -7,11 +7,13 @@ from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 
 from services.common.server.clients import open_peer_channel
 from services.common.server.grpc_server import GrpcServer, ServerParts
+from services.common.server.lifecycle import Closing
 from services.encryptsvc.cache import Cache, DestinationCache
 from services.encryptsvc.config import Settings
 from services.encryptsvc.encryption import Encryptor, Policy
 from services.encryptsvc.envelope import RecipientKey
 from services.encryptsvc.peers import KeyClient, PolicyClient
+from services.encryptsvc.rules import RULES
 from services.encryptsvc.servicer import EncryptServicer
 
 SERVICE_NAME = encrypt_pb2.DESCRIPTOR.services_by_name["EncryptService"].full_name
@@ -40,16 +42,17 @@ async def build(settings: Settings) -> GrpcServer:
         reasons = [r for r in (policies.health(), keys.health()) if r]
         return "; ".join(reasons) or None
 
-    async def close_channels() -> None:
-        await policy_channel.close(None)
-        await key_channel.close(None)
-
     parts = ServerParts(
         name="encryptsvc",
         service_names=[SERVICE_NAME],
         register=register,
+        rules=RULES,
         checks=[watches_live],
-        starters=[policies.start, keys.start],
-        closers=[policies.stop, keys.stop, close_channels],
+        components=[
+            Closing("policysvc-channel", lambda: policy_channel.close(None)),
+            Closing("keysvc-channel", lambda: key_channel.close(None)),
+            policies,
+            keys,
+        ],
     )
     return GrpcServer.from_settings(parts, settings.server)

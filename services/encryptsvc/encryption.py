@@ -9,7 +9,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.hostile_json import parse_object
+from services.common.limits import check_count
+from services.common.vocabulary import EncryptionFormat, no_active_key
 from services.encryptsvc.envelope import (
     MAX_CEK_USES,
     RecipientKey,
@@ -32,7 +35,7 @@ class Policy:
     destination_id: str
     version: int
     enabled: bool
-    format: str  # envelope.FORMAT_JWE or FORMAT_SEGMENT
+    format: EncryptionFormat
     fields: tuple[str, ...]
 
     @property
@@ -82,7 +85,7 @@ class BatchResult:
     policy_version: int
     kid: str
     enabled: bool
-    format: str
+    format: EncryptionFormat
 
 
 class _Refused(Exception):
@@ -107,11 +110,7 @@ class Encryptor:
     async def encrypt(self, destination_id: str, events: Sequence[bytes]) -> BatchResult:
         if not destination_id.strip():
             raise InvalidArgument("destination_id is empty; name the destination to encrypt for")
-        if len(events) > self._limits.max_batch_events:
-            raise ResourceExhausted(
-                f"the batch has {len(events)} events, more than the limit of "
-                f"{self._limits.max_batch_events}; split it into smaller batches"
-            )
+        check_count(len(events), self._limits.max_batch_events, "events")
         snapshot = await self._source.snapshot(destination_id)
         policy = snapshot.policy
         if not policy.active:
@@ -123,10 +122,8 @@ class Encryptor:
                 policy.format,
             )
         if snapshot.key is None:
-            raise FailedPrecondition(
-                f"encryption is enabled for destination {destination_id} but it has no active "
-                "key; generate or import one with keysvc first"
-            )
+            # Encryption is enabled: without a key nothing may leave, so the batch fails.
+            raise FailedPrecondition(no_active_key(destination_id))
         selection = compile_selection(policy.fields)
         sealer = new_sealer(
             policy.format, snapshot.key, destination_id, max_uses=self._limits.max_cek_uses
@@ -178,46 +175,12 @@ class Encryptor:
         return EventOutcome(orjson.dumps(event), None, len(located))
 
     def _parse(self, raw: bytes) -> dict[str, Any]:
-        limit = self._limits.max_event_bytes
-        if len(raw) > limit:
-            raise _invalid(f"the event is {len(raw)} bytes, more than the limit of {limit}")
         try:
-            event = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as bad:
-                raise _invalid(f"the event is not valid UTF-8 (byte {bad.start})") from None
-            raise _invalid(
-                f"the event is not valid JSON (line {exc.lineno}, column {exc.colno})"
-            ) from None
-        if not isinstance(event, dict):
-            raise _invalid(f"the event is a JSON {_json_type(event)}, not an object")
-        max_depth = self._limits.max_depth
-        # Counting brackets is a cheap upper bound on depth; walk only when it could be too deep.
-        if raw.count(b"{") + raw.count(b"[") > max_depth and _depth(event) > max_depth:
-            raise _invalid(f"the event nests deeper than the limit of {max_depth} levels")
-        return event
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if value is None:
-        return "null"
-    return "number"
-
-
-def _depth(root: Any) -> int:
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(root, 1)]
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return deepest
+            return parse_object(
+                raw,
+                what="the event",
+                max_bytes=self._limits.max_event_bytes,
+                max_depth=self._limits.max_depth,
+            )
+        except InvalidArgument as exc:
+            raise _invalid(exc.message) from None

@@ -23,8 +23,9 @@ from services.common.errors import (
     NotFound,
     PermissionDenied,
 )
-from services.common.security.auth import Role, current_principal
+from services.common.security.auth import Caller, PrincipalKind, Role
 from services.common.security.authz import AccessDenied, require, visible_workspaces
+from services.common.vocabulary import no_active_key
 from services.keysvc import crypto
 from services.keysvc.crypto import Algorithm, Challenge, Kdf, PrivateKeyDelivery, PublicKey
 
@@ -35,7 +36,8 @@ T = TypeVar("T")
 MAX_DESTINATION_ID = 200
 MAX_REQUEST_ID = 200
 MAX_CHALLENGE_ANSWER = 1000
-EXPIRY_ACTOR = "service:keysvc"
+# The expiry sweep acts as this system caller (audit actor "service:keysvc-expiry-sweeper").
+EXPIRY_SWEEPER = "keysvc-expiry-sweeper"
 
 
 class KeyState(StrEnum):
@@ -251,6 +253,7 @@ class KeyManager:
 
     async def generate(
         self,
+        caller: Caller,
         destination_id: str,
         algorithm: Algorithm,
         *,
@@ -263,10 +266,10 @@ class KeyManager:
         kdf = _check_passphrase(passphrase, kdf)
         request_hash = _request_hash(request_id)
         destination = await self._directory.get(dest_id)
-        require(current_principal(), destination.workspace_id, Role.ADMIN)
+        require(caller.principal, destination.workspace_id, Role.ADMIN)
 
         async def precheck(tx: KeyTransaction) -> None:
-            self._may_generate(await tx.versions(), destination, request_hash, algorithm)
+            self._may_generate(caller, await tx.versions(), destination, request_hash, algorithm)
 
         # Refuse before paying for an RSA key; the check is repeated under the lock below.
         await self._locked(dest_id, precheck)
@@ -274,14 +277,17 @@ class KeyManager:
         delivery = await asyncio.to_thread(pair.deliver, passphrase, kdf)
 
         async def create(tx: KeyTransaction) -> KeyVersion:
-            self._may_generate(await tx.versions(), destination, request_hash, algorithm)
+            self._may_generate(caller, await tx.versions(), destination, request_hash, algorithm)
             now = self._clock()
-            key = self._new_version(destination, 1, pair.public, KeyOrigin.GENERATED, now)
+            key = self._new_version(caller, destination, 1, pair.public, KeyOrigin.GENERATED, now)
             key = replace(key, state=KeyState.ACTIVE, activated_at=now)
             await tx.insert(key, request_hash, None)
             await tx.audit(
                 _entry(
-                    "Destination Encryption Keys Generated", key, passphrase_kdf=delivery.kdf.value
+                    caller,
+                    "Destination Encryption Keys Generated",
+                    key,
+                    passphrase_kdf=delivery.kdf.value,
                 )
             )
             return key
@@ -292,6 +298,7 @@ class KeyManager:
 
     async def regenerate(
         self,
+        caller: Caller,
         destination_id: str,
         algorithm: Algorithm | None,
         activation: Activation,
@@ -305,12 +312,12 @@ class KeyManager:
         kdf = _check_passphrase(passphrase, kdf)
         request_hash = _request_hash(request_id)
         destination = await self._directory.get(dest_id)
-        require(current_principal(), destination.workspace_id, Role.ADMIN)
+        require(caller.principal, destination.workspace_id, Role.ADMIN)
         event = "Destination Encryption Keys Regenerated"
 
         async def precheck(tx: KeyTransaction) -> Algorithm:
             versions = await tx.versions()
-            self._may_rotate(versions, destination, request_hash, event)
+            self._may_rotate(caller, versions, destination, request_hash, event)
             current = _active(versions) or versions[0].key
             return algorithm or current.algorithm
 
@@ -320,8 +327,9 @@ class KeyManager:
 
         async def rotate(tx: KeyTransaction) -> Created:
             versions = await tx.versions()
-            self._may_rotate(versions, destination, request_hash, event)
+            self._may_rotate(caller, versions, destination, request_hash, event)
             created = await self._add_version(
+                caller,
                 tx,
                 destination,
                 versions,
@@ -332,6 +340,7 @@ class KeyManager:
             )
             await tx.audit(
                 _entry(
+                    caller,
                     event,
                     created.key,
                     activation=activation.value,
@@ -352,6 +361,7 @@ class KeyManager:
 
     async def import_key(
         self,
+        caller: Caller,
         destination_id: str,
         public: PublicKey,
         activation: Activation,
@@ -362,12 +372,12 @@ class KeyManager:
         dest_id = check_destination_id(destination_id)
         request_hash = _request_hash(request_id)
         destination = await self._directory.get(dest_id)
-        require(current_principal(), destination.workspace_id, Role.ADMIN)
+        require(caller.principal, destination.workspace_id, Role.ADMIN)
         event = "Destination Public Key Imported"
 
         async def add(tx: KeyTransaction) -> Created:
             versions = await tx.versions()
-            self._refuse_retry(versions, destination, request_hash, event)
+            self._refuse_retry(caller, versions, destination, request_hash, event)
             for stored in versions:
                 if stored.key.fingerprint_sha256 == public.fingerprint:
                     raise _Refusal(
@@ -375,13 +385,21 @@ class KeyManager:
                             f"this public key is already version {stored.key.version} "
                             f"({stored.key.kid}) of destination {dest_id}"
                         ),
-                        _failure(event, destination, reason="duplicate public key"),
+                        _failure(caller, event, destination, reason="duplicate public key"),
                     )
             created = await self._add_version(
-                tx, destination, versions, public, KeyOrigin.IMPORTED, activation, request_hash
+                caller,
+                tx,
+                destination,
+                versions,
+                public,
+                KeyOrigin.IMPORTED,
+                activation,
+                request_hash,
             )
             await tx.audit(
                 _entry(
+                    caller,
                     event,
                     created.key,
                     activation=activation.value,
@@ -394,7 +412,9 @@ class KeyManager:
         log.info("key_imported", destination_id=dest_id, version=created.key.version)
         return created
 
-    async def confirm(self, destination_id: str, version: int, answer: str) -> KeyVersion:
+    async def confirm(
+        self, caller: Caller, destination_id: str, version: int, answer: str
+    ) -> KeyVersion:
         """Activates a pending version once the caller shows it decrypted the challenge."""
         dest_id = check_destination_id(destination_id)
         if version <= 0:
@@ -411,7 +431,7 @@ class KeyManager:
             stored = next((s for s in versions if s.key.version == version), None)
             if stored is None:
                 raise NotFound(f"destination {dest_id} has no key version {version}")
-            require(current_principal(), stored.key.workspace_id, Role.ADMIN)
+            require(caller.principal, stored.key.workspace_id, Role.ADMIN)
             now = self._clock()
             key = stored.key.as_of(now)
             if key.state is not KeyState.PENDING:
@@ -422,7 +442,9 @@ class KeyManager:
                 )
                 raise _Refusal(
                     FailedPrecondition(f"key {key.kid} is {key.state}, not pending: {why}"),
-                    _entry(event, key, outcome=Outcome.FAILED, reason=f"key is {key.state}"),
+                    _entry(
+                        caller, event, key, outcome=Outcome.FAILED, reason=f"key is {key.state}"
+                    ),
                 )
             expected = stored.challenge_hash or b""
             if not hmac.compare_digest(crypto.hash_secret(answer), expected):
@@ -432,7 +454,9 @@ class KeyManager:
                         "challenge JWE with this version's private key and send its plaintext; "
                         "the key stays pending"
                     ),
-                    _entry(event, key, outcome=Outcome.DENIED, reason="wrong challenge answer"),
+                    _entry(
+                        caller, event, key, outcome=Outcome.DENIED, reason="wrong challenge answer"
+                    ),
                 )
             previous = _active(versions)
             if previous is not None:
@@ -440,7 +464,9 @@ class KeyManager:
             await tx.set_state(version, KeyState.ACTIVE, now)
             confirmed = replace(key, state=KeyState.ACTIVE, activated_at=now)
             await tx.audit(
-                _entry(event, confirmed, previous_version=previous.version if previous else 0)
+                _entry(
+                    caller, event, confirmed, previous_version=previous.version if previous else 0
+                )
             )
             return confirmed
 
@@ -448,7 +474,7 @@ class KeyManager:
         log.info("key_confirmed", destination_id=dest_id, version=version)
         return key
 
-    async def get(self, destination_id: str, version: int = 0) -> KeyVersion:
+    async def get(self, caller: Caller, destination_id: str, version: int = 0) -> KeyVersion:
         """The active version, or the named one; a person's read is audited before it is shown."""
         dest_id = check_destination_id(destination_id)
         async with self._store.reading(dest_id) as tx:
@@ -461,24 +487,22 @@ class KeyManager:
             else:
                 key = next((k for k in keys if k.state is KeyState.ACTIVE), None)
                 if key is None:
-                    hint = (
-                        "a pending version waits for ConfirmKey"
-                        if any(k.state is KeyState.PENDING for k in keys)
-                        else "GenerateKeyPair or ImportPublicKey creates one"
-                    )
-                    raise NotFound(f"destination {dest_id} has no active key: {hint}")
-            require(current_principal(), key.workspace_id, Role.VIEWER)
-            if _is_person():
-                await tx.audit(_entry("Destination Public Key Viewed", key))
+                    pending = any(k.state is KeyState.PENDING for k in keys)
+                    raise NotFound(no_active_key(dest_id, pending=pending))
+            require(caller.principal, key.workspace_id, Role.VIEWER)
+            if _is_person(caller):
+                await tx.audit(_entry(caller, "Destination Public Key Viewed", key))
             return key
 
-    async def authorize_watch(self, destination_ids: Sequence[str]) -> frozenset[str]:
+    async def authorize_watch(
+        self, caller: Caller, destination_ids: Sequence[str]
+    ) -> frozenset[str]:
         """WatchKeys' filter, checked: services and viewers of every workspace may watch
         everything; a person names the destinations, each in a workspace they may view."""
         if len(destination_ids) > MAX_WATCH_FILTER:
             raise InvalidArgument(f"at most {MAX_WATCH_FILTER} destination_ids per watch")
         wanted = frozenset(check_destination_id(d) for d in destination_ids)
-        principal = current_principal()
+        principal = caller.principal
         if visible_workspaces(principal, Role.VIEWER) is None:
             return wanted
         if not wanted:
@@ -492,17 +516,18 @@ class KeyManager:
             require(principal, destination.workspace_id, Role.VIEWER)
         return wanted
 
-    async def list_versions(self, destination_id: str) -> list[KeyVersion]:
+    async def list_versions(self, caller: Caller, destination_id: str) -> list[KeyVersion]:
         """Every version, newest first, with no private material."""
         dest_id = check_destination_id(destination_id)
         async with self._store.reading(dest_id) as tx:
             now = self._clock()
             keys = [s.key.as_of(now) for s in await tx.versions()]
             if keys:
-                require(current_principal(), keys[0].workspace_id, Role.VIEWER)
-            if keys and _is_person():
+                require(caller.principal, keys[0].workspace_id, Role.VIEWER)
+            if keys and _is_person(caller):
                 await tx.audit(
-                    AuditEntry(
+                    AuditEntry.by(
+                        caller,
                         event_type="Destination Encryption Keys Listed",
                         workspace_id=keys[0].workspace_id,
                         target=dest_id,
@@ -511,14 +536,16 @@ class KeyManager:
                 )
             return keys
 
-    async def expire_due(self) -> list[KeyVersion]:
-        """The sweep: pending versions past their deadline become expired (and are announced)."""
+    async def expire_due(self, sweeper: Caller) -> list[KeyVersion]:
+        """The sweep: pending versions past their deadline become expired (and are announced).
+
+        Nobody asked for it: ``sweeper`` is PHIseal acting on its own
+        (``Caller.system(EXPIRY_SWEEPER)``), the actor of the audit records."""
 
         def audit(key: KeyVersion) -> AuditEntry:
-            entry = _entry(
-                "Destination Encryption Key Expired", key, reason="not confirmed in time"
+            return _entry(
+                sweeper, "Destination Encryption Key Expired", key, reason="not confirmed in time"
             )
-            return replace(entry, actor_user_id=EXPIRY_ACTOR)
 
         expired = await self._store.expire_due(self._clock(), audit)
         for key in expired:
@@ -542,6 +569,7 @@ class KeyManager:
 
     def _refuse_retry(
         self,
+        caller: Caller,
         versions: Sequence[StoredVersion],
         destination: Destination,
         request_hash: bytes | None,
@@ -563,18 +591,21 @@ class KeyManager:
                         f"this request id already created key {stored.key.kid}: {private}; "
                         "if that response was lost, call RegenerateKeyPair with a new request id"
                     ),
-                    _failure(event, destination, reason="retried request id", kid=stored.key.kid),
+                    _failure(
+                        caller, event, destination, reason="retried request id", kid=stored.key.kid
+                    ),
                 )
 
     def _may_generate(
         self,
+        caller: Caller,
         versions: Sequence[StoredVersion],
         destination: Destination,
         request_hash: bytes | None,
         algorithm: Algorithm,
     ) -> None:
         event = "Destination Encryption Keys Generated"
-        self._refuse_retry(versions, destination, request_hash, event)
+        self._refuse_retry(caller, versions, destination, request_hash, event)
         if versions:
             newest = versions[0].key
             raise _Refusal(
@@ -582,28 +613,32 @@ class KeyManager:
                     f"destination {destination.destination_id} already has keys (newest "
                     f"{newest.kid}); use RegenerateKeyPair to make a new version"
                 ),
-                _failure(event, destination, reason="keys exist", algorithm=algorithm.value),
+                _failure(
+                    caller, event, destination, reason="keys exist", algorithm=algorithm.value
+                ),
             )
 
     def _may_rotate(
         self,
+        caller: Caller,
         versions: Sequence[StoredVersion],
         destination: Destination,
         request_hash: bytes | None,
         event: str,
     ) -> None:
-        self._refuse_retry(versions, destination, request_hash, event)
+        self._refuse_retry(caller, versions, destination, request_hash, event)
         if not versions:
             raise _Refusal(
                 FailedPrecondition(
                     f"destination {destination.destination_id} has no keys yet: "
                     "use GenerateKeyPair (or ImportPublicKey) first"
                 ),
-                _failure(event, destination, reason="no keys"),
+                _failure(caller, event, destination, reason="no keys"),
             )
 
     def _new_version(
         self,
+        caller: Caller,
         destination: Destination,
         version: int,
         public: PublicKey,
@@ -621,11 +656,12 @@ class KeyManager:
             public_key_jwk=public.jwk(kid_for(destination.destination_id, version)),
             fingerprint_sha256=public.fingerprint,
             created_at=now,
-            created_by=current_principal().actor_id,
+            created_by=caller.actor_id,
         )
 
     async def _add_version(
         self,
+        caller: Caller,
         tx: KeyTransaction,
         destination: Destination,
         versions: Sequence[StoredVersion],
@@ -636,7 +672,7 @@ class KeyManager:
     ) -> Created:
         now = self._clock()
         number = max((s.key.version for s in versions), default=0) + 1
-        key = self._new_version(destination, number, public, origin, now)
+        key = self._new_version(caller, destination, number, public, origin, now)
         active = _active(versions)
         # A newer rotation supersedes one still waiting for confirmation.
         for stored in versions:
@@ -644,6 +680,7 @@ class KeyManager:
                 await tx.set_state(stored.key.version, KeyState.EXPIRED, now)
                 await tx.audit(
                     _entry(
+                        caller,
                         "Destination Encryption Key Expired",
                         replace(stored.key, state=KeyState.EXPIRED),
                         reason=f"superseded by version {number}",
@@ -669,14 +706,19 @@ def _active(versions: Sequence[StoredVersion]) -> KeyVersion | None:
     return next((s.key for s in versions if s.key.state is KeyState.ACTIVE), None)
 
 
-def _is_person() -> bool:
-    return current_principal().kind == "person"
+def _is_person(caller: Caller) -> bool:
+    return caller.principal.kind is PrincipalKind.PERSON
 
 
 def _entry(
-    event_type: str, key: KeyVersion, outcome: Outcome = Outcome.SUCCEEDED, **details: JSONValue
+    caller: Caller,
+    event_type: str,
+    key: KeyVersion,
+    outcome: Outcome = Outcome.SUCCEEDED,
+    **details: JSONValue,
 ) -> AuditEntry:
-    return AuditEntry(
+    return AuditEntry.by(
+        caller,
         event_type=event_type,
         workspace_id=key.workspace_id,
         target=key.destination_id,
@@ -694,8 +736,11 @@ def _entry(
     )
 
 
-def _failure(event_type: str, destination: Destination, **details: JSONValue) -> AuditEntry:
-    return AuditEntry(
+def _failure(
+    caller: Caller, event_type: str, destination: Destination, **details: JSONValue
+) -> AuditEntry:
+    return AuditEntry.by(
+        caller,
         event_type=event_type,
         workspace_id=destination.workspace_id,
         target=destination.destination_id,

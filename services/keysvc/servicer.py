@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 from operator import attrgetter
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from typing_extensions import override
@@ -14,8 +12,9 @@ from typing_extensions import override
 from services.common.data.changefeed import ChangeFeed
 from services.common.data.watch import watch_events
 from services.common.errors import InvalidArgument
-from services.common.security.auth import current_request_id
+from services.common.security.auth import Caller, current_caller
 from services.common.server.interceptor import Context
+from services.common.server.protoconv import to_timestamp
 from services.keysvc import crypto
 from services.keysvc.crypto import Algorithm, Kdf, PrivateKeyDelivery
 from services.keysvc.keys import Activation, KeyChange, KeyManager, KeyOrigin, KeyState, KeyVersion
@@ -74,17 +73,9 @@ def _activation(value: int) -> Activation:
     return _ACTIVATION[value]  # type: ignore[index]
 
 
-def _request_id(given: str) -> str:
-    # The field wins; otherwise the x-request-id the interceptor bound (random when absent).
-    return given or current_request_id()
-
-
-def _timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+def _request_id(given: str, caller: Caller) -> str:
+    # The field wins; otherwise the call's x-request-id (random when absent).
+    return given or caller.request_id
 
 
 def _key(key: KeyVersion) -> keys_pb2.KeyVersion:
@@ -99,11 +90,11 @@ def _key(key: KeyVersion) -> keys_pb2.KeyVersion:
         public_key_pem=key.public_key_pem,
         public_key_jwk=key.public_key_jwk,
         fingerprint_sha256=key.fingerprint_sha256,
-        created_at=_timestamp(key.created_at),
+        created_at=to_timestamp(key.created_at),
         created_by=key.created_by,
-        activated_at=_timestamp(key.activated_at),
-        retired_at=_timestamp(key.retired_at),
-        confirm_by=_timestamp(key.confirm_by),
+        activated_at=to_timestamp(key.activated_at),
+        retired_at=to_timestamp(key.retired_at),
+        confirm_by=to_timestamp(key.confirm_by),
     )
 
 
@@ -129,12 +120,14 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
     async def GenerateKeyPair(
         self, request: keys_pb2.GenerateKeyPairRequest, context: Context
     ) -> keys_pb2.GenerateKeyPairResponse:
+        caller = current_caller()
         created = await self._keys.generate(
+            caller,
             request.destination_id,
             _algorithm(request.algorithm, Algorithm.X25519) or Algorithm.X25519,
             passphrase=request.passphrase,
             kdf=_kdf(request.passphrase_kdf),
-            request_id=_request_id(request.request_id),
+            request_id=_request_id(request.request_id, caller),
         )
         return keys_pb2.GenerateKeyPairResponse(
             key=_key(created.key), private_key=_delivery(created.private_key)
@@ -144,13 +137,15 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
     async def RegenerateKeyPair(
         self, request: keys_pb2.RegenerateKeyPairRequest, context: Context
     ) -> keys_pb2.RegenerateKeyPairResponse:
+        caller = current_caller()
         created = await self._keys.regenerate(
+            caller,
             request.destination_id,
             _algorithm(request.algorithm, None),
             _activation(request.activation),
             passphrase=request.passphrase,
             kdf=_kdf(request.passphrase_kdf),
-            request_id=_request_id(request.request_id),
+            request_id=_request_id(request.request_id, caller),
         )
         return keys_pb2.RegenerateKeyPairResponse(
             key=_key(created.key),
@@ -164,7 +159,7 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
         self, request: keys_pb2.ConfirmKeyRequest, context: Context
     ) -> keys_pb2.ConfirmKeyResponse:
         key = await self._keys.confirm(
-            request.destination_id, request.version, request.challenge_plaintext
+            current_caller(), request.destination_id, request.version, request.challenge_plaintext
         )
         return keys_pb2.ConfirmKeyResponse(key=_key(key))
 
@@ -172,6 +167,7 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
     async def ImportPublicKey(
         self, request: keys_pb2.ImportPublicKeyRequest, context: Context
     ) -> keys_pb2.ImportPublicKeyResponse:
+        caller = current_caller()
         which = request.WhichOneof("public_key")
         if which == "public_key_pem":
             public = crypto.parse_public_pem(request.public_key_pem)
@@ -180,10 +176,11 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
         else:
             raise InvalidArgument("give the public key as public_key_pem or public_key_jwk")
         created = await self._keys.import_key(
+            caller,
             request.destination_id,
             public,
             _activation(request.activation),
-            request_id=_request_id(request.request_id),
+            request_id=_request_id(request.request_id, caller),
         )
         return keys_pb2.ImportPublicKeyResponse(key=_key(created.key), challenge=created.challenge)
 
@@ -191,21 +188,21 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
     async def GetPublicKey(
         self, request: keys_pb2.GetPublicKeyRequest, context: Context
     ) -> keys_pb2.GetPublicKeyResponse:
-        key = await self._keys.get(request.destination_id, request.version)
+        key = await self._keys.get(current_caller(), request.destination_id, request.version)
         return keys_pb2.GetPublicKeyResponse(key=_key(key))
 
     @override
     async def ListKeyVersions(
         self, request: keys_pb2.ListKeyVersionsRequest, context: Context
     ) -> keys_pb2.ListKeyVersionsResponse:
-        keys = await self._keys.list_versions(request.destination_id)
+        keys = await self._keys.list_versions(current_caller(), request.destination_id)
         return keys_pb2.ListKeyVersionsResponse(versions=[_key(k) for k in keys])
 
     @override
     async def WatchKeys(
         self, request: keys_pb2.WatchKeysRequest, context: Context
     ) -> AsyncIterator[keys_pb2.WatchKeysResponse]:
-        wanted = await self._keys.authorize_watch(request.destination_ids)
+        wanted = await self._keys.authorize_watch(current_caller(), request.destination_ids)
         # Leaving the stream (client gone) must unsubscribe, or the queue grows forever.
         with self._feed.subscribe() as subscription:
             events = watch_events(

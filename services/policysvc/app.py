@@ -11,10 +11,12 @@ from services.common.data.outbox_relay import OutboxRelay
 from services.common.security.denials import OutboxDenialAuditor
 from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.health import database_check
+from services.common.server.lifecycle import Closing
 from services.policysvc.catalog import Catalog
 from services.policysvc.config import Settings
 from services.policysvc.policy import Policies
 from services.policysvc.privacy import Privacy
+from services.policysvc.rules import RULES
 from services.policysvc.servicer import PolicyServicer
 from services.policysvc.store import (
     CHANGES_CHANNEL,
@@ -53,10 +55,9 @@ async def build(settings: Settings) -> GrpcServer:
         name="policysvc",
         service_names=[SERVICE_NAME],
         register=register,
+        rules=RULES,
         denial_auditor=OutboxDenialAuditor(pool, "policysvc"),
         checks=checks,
-        starters=[feed.start, relay.start],
-        # The feed's own connection and the relay go before the pool, in shutdown order.
-        closers=[feed.stop, relay.stop, pool.close],
+        components=[Closing("pool", pool.close), feed, relay],
     )
     return GrpcServer.from_settings(parts, settings.server)

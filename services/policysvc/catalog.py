@@ -12,7 +12,7 @@ from typing import Protocol
 from services.common.audit import AuditEntry
 from services.common.data.paging import Page, encode_token
 from services.common.errors import InvalidArgument, NotFound
-from services.common.security.auth import Role, current_principal
+from services.common.security.auth import Caller, Role
 from services.common.security.authz import AccessDenied, require, visible_workspaces
 
 MAX_NAME = 200
@@ -116,16 +116,17 @@ class Catalog:
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
 
-    async def create_workspace(self, name: str) -> Workspace:
+    async def create_workspace(self, caller: Caller, name: str) -> Workspace:
         workspace = Workspace(
             workspace_id=new_id("ws_"),
             name=require_name(name, "name"),
             created_at=self._clock(),
-            created_by=current_principal().actor_id,
+            created_by=caller.actor_id,
         )
         await self._store.insert_workspace(
             workspace,
-            AuditEntry(
+            AuditEntry.by(
+                caller,
                 event_type="Workspace Created",
                 workspace_id=workspace.workspace_id,
                 target=workspace.workspace_id,
@@ -134,19 +135,19 @@ class Catalog:
         )
         return workspace
 
-    async def get_workspace(self, workspace_id: str) -> Workspace:
+    async def get_workspace(self, caller: Caller, workspace_id: str) -> Workspace:
         # Authorized before the lookup: a stranger learns nothing about which workspaces exist.
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.VIEWER)
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.VIEWER)
         workspace = await self._store.get_workspace(workspace_id)
         if workspace is None:
             raise NotFound(f"workspace {workspace_id} does not exist; create it first")
         return workspace
 
     async def set_hipaa_eligibility(
-        self, workspace_id: str, eligible: bool, baa_reference: str
+        self, caller: Caller, workspace_id: str, eligible: bool, baa_reference: str
     ) -> Workspace:
         """Records who declared the workspace (in)eligible, when, and under which BAA."""
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.ADMIN)
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.ADMIN)
         reference = baa_reference.strip()
         if eligible and not reference:
             raise InvalidArgument(
@@ -160,12 +161,13 @@ class Catalog:
         hipaa = HipaaEligibility(
             eligible=eligible,
             baa_reference=reference,
-            set_by=current_principal().actor_id,
+            set_by=caller.actor_id,
             set_at=self._clock(),
         )
 
         def audit(before: Workspace) -> AuditEntry:
-            return AuditEntry(
+            return AuditEntry.by(
+                caller,
                 event_type="Workspace HIPAA Eligibility Modified",
                 workspace_id=workspace_id,
                 target=workspace_id,
@@ -182,20 +184,21 @@ class Catalog:
         return replace(workspace, hipaa=hipaa)
 
     async def create_destination(
-        self, workspace_id: str, name: str, type_: DestinationType
+        self, caller: Caller, workspace_id: str, name: str, type_: DestinationType
     ) -> Destination:
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.EDITOR)
         destination = Destination(
             destination_id=new_id("dst_"),
             workspace_id=require_id(workspace_id, "workspace_id"),
             name=require_name(name, "name"),
             type=type_,
             created_at=self._clock(),
-            created_by=current_principal().actor_id,
+            created_by=caller.actor_id,
         )
         await self._store.insert_destination(
             destination,
-            AuditEntry(
+            AuditEntry.by(
+                caller,
                 event_type="Destination Created",
                 workspace_id=workspace_id,
                 target=destination.destination_id,
@@ -204,17 +207,17 @@ class Catalog:
         )
         return destination
 
-    async def get_destination(self, destination_id: str) -> Destination:
+    async def get_destination(self, caller: Caller, destination_id: str) -> Destination:
         found = await self._store.get_destination(require_id(destination_id, "destination_id"))
         if found is None:
             raise NotFound(f"destination {destination_id} does not exist")
-        require(current_principal(), found.workspace_id, Role.VIEWER)
+        require(caller.principal, found.workspace_id, Role.VIEWER)
         return found
 
-    async def authorize_watch(self, destination_ids: frozenset[str]) -> None:
+    async def authorize_watch(self, caller: Caller, destination_ids: frozenset[str]) -> None:
         """WatchPolicies: services and viewers of every workspace may watch everything; a person
         names the destinations, each in a workspace where they are a viewer (or better)."""
-        if visible_workspaces(current_principal(), Role.VIEWER) is None:
+        if visible_workspaces(caller.principal, Role.VIEWER) is None:
             return
         if not destination_ids:
             raise AccessDenied(
@@ -223,13 +226,13 @@ class Catalog:
                 needed=Role.VIEWER,
             )
         for destination_id in sorted(destination_ids):
-            await self.get_destination(destination_id)
+            await self.get_destination(caller, destination_id)
 
     async def list_destinations(
-        self, workspace_id: str, page_size: int, page_token: str
+        self, caller: Caller, workspace_id: str, page_size: int, page_token: str
     ) -> DestinationPage:
         """One page, oldest first; a full page carries a token for the next."""
-        await self.get_workspace(workspace_id)
+        await self.get_workspace(caller, workspace_id)
         page = Page.parse(page_size, page_token, f"destinations:{workspace_id}")
         # One extra row tells whether another page exists without a second query.
         rows = await self._store.list_destinations(workspace_id, page.after, page.size + 1)

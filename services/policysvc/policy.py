@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Protocol
 
 import orjson
@@ -20,19 +19,16 @@ from services.common.audit import AuditEntry
 from services.common.data.paging import Page, encode_token
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from services.common.fieldpath import FieldPath, find, parse, parse_selection
-from services.common.security.auth import Role, current_principal
+from services.common.limits import check_count
+from services.common.security.auth import Caller, PrincipalKind, Role
 from services.common.security.authz import require
+from services.common.vocabulary import EncryptionFormat
 from services.policysvc.catalog import Destination, DestinationType, Workspace, require_id
 from services.policysvc.classification import Classification, Classifier
 from services.policysvc.privacy import parse_event
 
 MAX_PREVIEW_SAMPLES = 1000
 MAX_DESTINATION_FILTER = 1000
-
-
-class EncryptionFormat(StrEnum):
-    JWE = "jwe"
-    SEGMENT_RSA_OAEP = "segment_rsa_oaep"
 
 
 @dataclass(frozen=True)
@@ -174,7 +170,13 @@ class Policies:
         self._clock = clock or (lambda: datetime.now(UTC))
 
     def _next(
-        self, ctx: PolicyContext, *, enabled: bool, fmt: EncryptionFormat, fields: Sequence[str]
+        self,
+        caller: Caller,
+        ctx: PolicyContext,
+        *,
+        enabled: bool,
+        fmt: EncryptionFormat,
+        fields: Sequence[str],
     ) -> Policy:
         return Policy(
             destination_id=ctx.destination.destination_id,
@@ -184,7 +186,7 @@ class Policies:
             format=fmt,
             fields=tuple(fields),
             created_at=self._clock(),
-            created_by=current_principal().actor_id,
+            created_by=caller.actor_id,
         )
 
     async def _change(self, destination_id: str, decide: Decide) -> Policy:
@@ -197,6 +199,7 @@ class Policies:
 
     async def enable(
         self,
+        caller: Caller,
         destination_id: str,
         fields: Sequence[str],
         fmt: EncryptionFormat,
@@ -212,18 +215,19 @@ class Policies:
         names = [str(p) for p in paths]
 
         def decide(ctx: PolicyContext) -> PolicyChange:
-            require(current_principal(), ctx.workspace.workspace_id, Role.EDITOR)
+            require(caller.principal, ctx.workspace.workspace_id, Role.EDITOR)
             _check_version(ctx.head, expected_version)
             _require_encryptable(ctx, paths)
             before = set(ctx.head.fields) if ctx.head.enabled else set()
             added = [n for n in names if n not in before]
             removed = sorted(before - set(names))
             action = "changed fields" if ctx.head.enabled else "enabled"
-            policy = self._next(ctx, enabled=True, fmt=fmt, fields=names)
+            policy = self._next(caller, ctx, enabled=True, fmt=fmt, fields=names)
             policy = _with_summary(policy, _summary(f"{action} ({fmt.value})", added, removed))
             return PolicyChange(
                 policy,
-                AuditEntry(
+                AuditEntry.by(
+                    caller,
                     event_type="Destination Encryption Enabled",
                     workspace_id=ctx.workspace.workspace_id,
                     target=ctx.destination.destination_id,
@@ -242,6 +246,7 @@ class Policies:
 
     async def update(
         self,
+        caller: Caller,
         destination_id: str,
         add: Sequence[str],
         remove: Sequence[str],
@@ -257,7 +262,7 @@ class Policies:
             raise InvalidArgument(f"a path cannot be both added and removed: {', '.join(both)}")
 
         def decide(ctx: PolicyContext) -> PolicyChange:
-            require(current_principal(), ctx.workspace.workspace_id, Role.EDITOR)
+            require(caller.principal, ctx.workspace.workspace_id, Role.EDITOR)
             _check_version(ctx.head, expected_version)
             if not ctx.head.enabled:
                 raise FailedPrecondition(
@@ -282,11 +287,12 @@ class Policies:
             if to_add:
                 _require_encryptable(ctx, to_add)
             added = [str(p) for p in to_add]
-            policy = self._next(ctx, enabled=True, fmt=ctx.head.format, fields=names)
+            policy = self._next(caller, ctx, enabled=True, fmt=ctx.head.format, fields=names)
             policy = _with_summary(policy, _summary("updated", added, to_remove))
             return PolicyChange(
                 policy,
-                AuditEntry(
+                AuditEntry.by(
+                    caller,
                     event_type="Destination Encrypted Fields Modified",
                     workspace_id=ctx.workspace.workspace_id,
                     target=ctx.destination.destination_id,
@@ -301,22 +307,23 @@ class Policies:
 
         return await self._change(destination_id, decide)
 
-    async def disable(self, destination_id: str, expected_version: int) -> Policy:
+    async def disable(self, caller: Caller, destination_id: str, expected_version: int) -> Policy:
         """Stops future encryption; nothing already sent is decrypted."""
 
         def decide(ctx: PolicyContext) -> PolicyChange:
             # Disabling weakens protection: admin, not editor.
-            require(current_principal(), ctx.workspace.workspace_id, Role.ADMIN)
+            require(caller.principal, ctx.workspace.workspace_id, Role.ADMIN)
             _check_version(ctx.head, expected_version)
             if not ctx.head.enabled:
                 raise FailedPrecondition(
                     f"encryption is not enabled for destination {ctx.head.destination_id}"
                 )
-            policy = self._next(ctx, enabled=False, fmt=ctx.head.format, fields=())
+            policy = self._next(caller, ctx, enabled=False, fmt=ctx.head.format, fields=())
             policy = _with_summary(policy, "disabled")
             return PolicyChange(
                 policy,
-                AuditEntry(
+                AuditEntry.by(
+                    caller,
                     event_type="Destination Encryption Disabled",
                     workspace_id=ctx.workspace.workspace_id,
                     target=ctx.destination.destination_id,
@@ -330,17 +337,17 @@ class Policies:
 
         return await self._change(destination_id, decide)
 
-    async def get(self, destination_id: str) -> Policy:
+    async def get(self, caller: Caller, destination_id: str) -> Policy:
         """The current policy; a person's read is audited, a peer service's is not."""
         policy = await self._store.get_policy(
-            require_id(destination_id, "destination_id"), _viewed_audit()
+            require_id(destination_id, "destination_id"), _viewed_audit(caller)
         )
         if policy is None:
             raise NotFound(f"destination {destination_id} does not exist")
         return policy
 
     async def list_versions(
-        self, destination_id: str, page_size: int, page_token: str
+        self, caller: Caller, destination_id: str, page_size: int, page_token: str
     ) -> VersionPage:
         """Newest first; pages continue below the last version returned."""
         require_id(destination_id, "destination_id")
@@ -348,7 +355,7 @@ class Policies:
         page = Page.parse(page_size, page_token, scope)
         before = page.after or (1 << 62)
         rows = await self._store.list_versions(
-            destination_id, before, page.size + 1, _viewed_audit()
+            destination_id, before, page.size + 1, _viewed_audit(caller)
         )
         if rows is None:
             raise NotFound(f"destination {destination_id} does not exist")
@@ -358,18 +365,18 @@ class Policies:
 
     async def preview(
         self,
+        caller: Caller,
         destination_id: str,
         samples: Sequence[str],
         proposed: Sequence[str],
         use_proposed: bool,
     ) -> Preview:
         """Which paths of each sample the current or proposed fields would encrypt."""
-        if len(samples) > MAX_PREVIEW_SAMPLES:
-            raise InvalidArgument(f"at most {MAX_PREVIEW_SAMPLES} sample_events per preview")
+        check_count(len(samples), MAX_PREVIEW_SAMPLES, "sample_events")
         ctx = await self._store.load_context(require_id(destination_id, "destination_id"))
         if ctx is None:
             raise NotFound(f"destination {destination_id} does not exist")
-        require(current_principal(), ctx.workspace.workspace_id, Role.EDITOR)
+        require(caller.principal, ctx.workspace.workspace_id, Role.EDITOR)
         if use_proposed:
             paths, version = parse_selection(proposed), 0
         else:
@@ -379,9 +386,9 @@ class Policies:
         problems += classification_problems(ctx.classifier, paths)
         previews = []
         for index, text in enumerate(samples):
-            event = parse_event(text)
+            event = parse_event(text, f"sample_events[{index}]")
             if isinstance(event, str):
-                previews.append(EventPreview(index, error=f"sample {index} {event}"))
+                previews.append(EventPreview(index, error=event))
                 continue
             encrypted: list[str] = []
             missing: list[str] = []
@@ -398,19 +405,19 @@ def _with_summary(policy: Policy, summary: str) -> Policy:
     return replace(policy, change_summary=summary)
 
 
-def _viewed_audit() -> Callable[[Policy], AuditEntry] | None:
+def _viewed_audit(caller: Caller) -> Callable[[Policy], AuditEntry] | None:
     """The audit record of a person reading a policy; None for a peer service (hot path).
 
     The store calls it once the policy (and so its workspace) is known, inside the read's
     transaction: the person's role is checked there, before anything is answered.
     """
-    principal = current_principal()
-    if principal.kind == "service":
+    if caller.principal.kind is PrincipalKind.SERVICE:
         return None
 
     def audit(policy: Policy) -> AuditEntry:
-        require(principal, policy.workspace_id, Role.VIEWER)
-        return AuditEntry(
+        require(caller.principal, policy.workspace_id, Role.VIEWER)
+        return AuditEntry.by(
+            caller,
             event_type="Destination Encryption Policy Viewed",
             workspace_id=policy.workspace_id,
             target=policy.destination_id,
@@ -422,8 +429,7 @@ def _viewed_audit() -> Callable[[Policy], AuditEntry] | None:
 
 def validate_filter(destination_ids: Sequence[str]) -> frozenset[str]:
     """WatchPolicies' destination filter (empty means every destination)."""
-    if len(destination_ids) > MAX_DESTINATION_FILTER:
-        raise InvalidArgument(f"at most {MAX_DESTINATION_FILTER} destination_ids per watch")
+    check_count(len(destination_ids), MAX_DESTINATION_FILTER, "destination_ids")
     return frozenset(require_id(d, "destination_ids[]") for d in destination_ids)
 
 

@@ -16,8 +16,8 @@ from services.common.errors import (
     ResourceExhausted,
 )
 from services.common.fieldpath import find, leaf_paths, parse
-from services.common.limits import Limits
-from services.common.security.auth import Role, current_principal
+from services.common.limits import Limits, check_count
+from services.common.security.auth import Caller, Role
 from services.common.security.authz import require
 from services.policysvc.catalog import new_id, require_id
 from services.policysvc.classification import (
@@ -90,35 +90,28 @@ class PrivacyStore(Protocol):
 
 def parse_samples(samples: Sequence[str], field: str = "sample_events") -> list[dict[str, Any]]:
     """Parses JSON events; the error names the index, never the content."""
-    if len(samples) > MAX_SAMPLES:
-        raise InvalidArgument(f"at most {MAX_SAMPLES} {field} per call; send them in batches")
+    check_count(len(samples), MAX_SAMPLES, field)
     events = []
     for index, text in enumerate(samples):
-        event = parse_event(text)
+        event = parse_event(text, f"{field}[{index}]")
         if isinstance(event, str):
-            raise InvalidArgument(f"{field}[{index}] {event}")
+            raise InvalidArgument(event)
         events.append(event)
     return events
 
 
-# A sample is one analytics event: the same ceilings as encryptsvc's events (size, nesting),
-# so a hostile sample cannot exhaust memory or the stack of the path walkers.
+# A sample is one analytics event: the same parser and ceilings as encryptsvc's events (size,
+# nesting), so a hostile sample cannot exhaust memory or the stack of the path walkers.
 SAMPLE_LIMITS = Limits()
 
 
-def parse_event(text: str) -> dict[str, Any] | str:
-    """The event, or why it is not one (a reason safe to return: it quotes nothing)."""
-    if len(text) > SAMPLE_LIMITS.max_event_bytes:
-        return f"is longer than {SAMPLE_LIMITS.max_event_bytes} characters"
+def parse_event(text: str, what: str) -> dict[str, Any] | str:
+    """The event, or why it is not one (a message safe to return: it quotes nothing)."""
     try:
-        return SAMPLE_LIMITS.parse_event(text.encode("utf-8", "surrogatepass"), what="")
+        # surrogatepass: a lone surrogate reaches the parser, which refuses it by name.
+        return SAMPLE_LIMITS.parse_event(text.encode("utf-8", "surrogatepass"), what=what)
     except InvalidArgument as exc:
-        reason = exc.message.strip()
-    if reason.startswith("is not valid JSON"):
-        return "is not valid JSON"
-    if reason.startswith("must be a JSON object"):
-        return "is not a JSON object"
-    return reason
+        return exc.message
 
 
 def sampled_values(events: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -156,6 +149,7 @@ class Privacy:
 
     async def list_classifications(
         self,
+        caller: Caller,
         workspace_id: str,
         paths: Sequence[str],
         samples: Sequence[str],
@@ -163,7 +157,7 @@ class Privacy:
         page_token: str,
     ) -> ClassificationPage:
         """Every known path classified; the samples' paths become known (their values never)."""
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.VIEWER)
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.VIEWER)
         await self._require_workspace(workspace_id)
         page = Page.parse(page_size, page_token, f"classifications:{workspace_id}")
         if len(paths) > MAX_EXTRA_PATHS:
@@ -189,20 +183,25 @@ class Privacy:
         )
 
     async def set_override(
-        self, workspace_id: str, path_text: str, classification: Classification | None
+        self,
+        caller: Caller,
+        workspace_id: str,
+        path_text: str,
+        classification: Classification | None,
     ) -> FieldClassification:
         """Sets (or with None removes) the override of one path; answers its new classification."""
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.EDITOR)
         path = parse(path_text)
         text = str(path)
         override = (
             None
             if classification is None
-            else Override(text, classification, current_principal().actor_id, self._clock())
+            else Override(text, classification, caller.actor_id, self._clock())
         )
 
         def audit(previous: Classification | None) -> AuditEntry:
-            return AuditEntry(
+            return AuditEntry.by(
+                caller,
                 event_type="Privacy Classification Modified",
                 workspace_id=workspace_id,
                 target=text,
@@ -220,6 +219,7 @@ class Privacy:
 
     async def add_matcher(
         self,
+        caller: Caller,
         workspace_id: str,
         name: str,
         target: MatcherTarget | None,
@@ -228,7 +228,7 @@ class Privacy:
         classification: Classification | None,
     ) -> Matcher:
         """Adds a custom matcher; at most MAX_CUSTOM_MATCHERS per workspace."""
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.EDITOR)
         name, target, kind, pattern = validate_matcher(name, target, kind, pattern)
         if classification is None:
             raise InvalidArgument(
@@ -242,7 +242,7 @@ class Privacy:
             pattern=pattern,
             classification=classification,
             created_at=self._clock(),
-            created_by=current_principal().actor_id,
+            created_by=caller.actor_id,
         )
 
         def check(count: int) -> None:
@@ -253,7 +253,8 @@ class Privacy:
                 )
 
         # The pattern itself stays out of the audit record: an exact value may be sensitive.
-        audit = AuditEntry(
+        audit = AuditEntry.by(
+            caller,
             event_type="Privacy Matcher Added",
             workspace_id=workspace_id,
             target=matcher.matcher_id,
@@ -269,13 +270,14 @@ class Privacy:
             raise NotFound(f"workspace {workspace_id} does not exist; create it first")
         return matcher
 
-    async def remove_matcher(self, workspace_id: str, matcher_id: str) -> None:
-        require(current_principal(), require_id(workspace_id, "workspace_id"), Role.EDITOR)
+    async def remove_matcher(self, caller: Caller, workspace_id: str, matcher_id: str) -> None:
+        require(caller.principal, require_id(workspace_id, "workspace_id"), Role.EDITOR)
         require_id(matcher_id, "remove_matcher_id")
         refuse_default(matcher_id)
 
         def audit(matcher: Matcher) -> AuditEntry:
-            return AuditEntry(
+            return AuditEntry.by(
+                caller,
                 event_type="Privacy Matcher Removed",
                 workspace_id=workspace_id,
                 target=matcher_id,

@@ -11,6 +11,7 @@ from typing_extensions import override
 from services.common.data.changefeed import ChangeFeed
 from services.common.data.watch import watch_events
 from services.common.errors import InvalidArgument
+from services.common.security.auth import current_caller
 from services.common.server.interceptor import Context
 from services.policysvc.catalog import Catalog
 from services.policysvc.messages import (
@@ -45,14 +46,14 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def CreateWorkspace(
         self, request: policy_pb2.CreateWorkspaceRequest, context: Context
     ) -> policy_pb2.CreateWorkspaceResponse:
-        workspace = await self._catalog.create_workspace(request.name)
+        workspace = await self._catalog.create_workspace(current_caller(), request.name)
         return policy_pb2.CreateWorkspaceResponse(workspace=workspace_message(workspace))
 
     @override
     async def GetWorkspace(
         self, request: policy_pb2.GetWorkspaceRequest, context: Context
     ) -> policy_pb2.GetWorkspaceResponse:
-        workspace = await self._catalog.get_workspace(request.workspace_id)
+        workspace = await self._catalog.get_workspace(current_caller(), request.workspace_id)
         return policy_pb2.GetWorkspaceResponse(workspace=workspace_message(workspace))
 
     @override
@@ -60,7 +61,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.SetHipaaEligibilityRequest, context: Context
     ) -> policy_pb2.SetHipaaEligibilityResponse:
         workspace = await self._catalog.set_hipaa_eligibility(
-            request.workspace_id, request.eligible, request.baa_reference
+            current_caller(), request.workspace_id, request.eligible, request.baa_reference
         )
         return policy_pb2.SetHipaaEligibilityResponse(workspace=workspace_message(workspace))
 
@@ -69,7 +70,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.CreateDestinationRequest, context: Context
     ) -> policy_pb2.CreateDestinationResponse:
         destination = await self._catalog.create_destination(
-            request.workspace_id, request.name, destination_type(request.type)
+            current_caller(), request.workspace_id, request.name, destination_type(request.type)
         )
         return policy_pb2.CreateDestinationResponse(destination=destination_message(destination))
 
@@ -77,7 +78,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def GetDestination(
         self, request: policy_pb2.GetDestinationRequest, context: Context
     ) -> policy_pb2.GetDestinationResponse:
-        destination = await self._catalog.get_destination(request.destination_id)
+        destination = await self._catalog.get_destination(current_caller(), request.destination_id)
         return policy_pb2.GetDestinationResponse(destination=destination_message(destination))
 
     @override
@@ -85,7 +86,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.ListDestinationsRequest, context: Context
     ) -> policy_pb2.ListDestinationsResponse:
         page = await self._catalog.list_destinations(
-            request.workspace_id, request.page.page_size, request.page.page_token
+            current_caller(), request.workspace_id, request.page.page_size, request.page.page_token
         )
         return policy_pb2.ListDestinationsResponse(
             destinations=[destination_message(d) for d in page.destinations],
@@ -97,6 +98,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.ListClassificationsRequest, context: Context
     ) -> policy_pb2.ListClassificationsResponse:
         page = await self._privacy.list_classifications(
+            current_caller(),
             request.workspace_id,
             list(request.paths),
             list(request.sample_events),
@@ -113,9 +115,11 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def SetClassification(
         self, request: policy_pb2.SetClassificationRequest, context: Context
     ) -> policy_pb2.SetClassificationResponse:
+        caller = current_caller()
         change = request.WhichOneof("change")
         if change == "override":
             field = await self._privacy.set_override(
+                caller,
                 request.workspace_id,
                 request.override.path,
                 classification(request.override.classification),
@@ -124,6 +128,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         if change == "add_matcher":
             new = request.add_matcher
             matcher = await self._privacy.add_matcher(
+                caller,
                 request.workspace_id,
                 new.name,
                 matcher_target(new.target),
@@ -133,7 +138,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             )
             return policy_pb2.SetClassificationResponse(matcher=matcher_message(matcher))
         if change == "remove_matcher_id":
-            await self._privacy.remove_matcher(request.workspace_id, request.remove_matcher_id)
+            await self._privacy.remove_matcher(
+                caller, request.workspace_id, request.remove_matcher_id
+            )
             return policy_pb2.SetClassificationResponse()
         raise InvalidArgument("set one of override, add_matcher or remove_matcher_id")
 
@@ -141,7 +148,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def GetPolicy(
         self, request: policy_pb2.GetPolicyRequest, context: Context
     ) -> policy_pb2.GetPolicyResponse:
-        policy = await self._policies.get(request.destination_id)
+        policy = await self._policies.get(current_caller(), request.destination_id)
         return policy_pb2.GetPolicyResponse(policy=policy_message(policy))
 
     @override
@@ -149,6 +156,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.EnableEncryptionRequest, context: Context
     ) -> policy_pb2.EnableEncryptionResponse:
         policy = await self._policies.enable(
+            current_caller(),
             request.destination_id,
             list(request.fields),
             encryption_format(request.format),
@@ -161,6 +169,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.UpdateEncryptedFieldsRequest, context: Context
     ) -> policy_pb2.UpdateEncryptedFieldsResponse:
         policy = await self._policies.update(
+            current_caller(),
             request.destination_id,
             list(request.add),
             list(request.remove),
@@ -172,7 +181,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def DisableEncryption(
         self, request: policy_pb2.DisableEncryptionRequest, context: Context
     ) -> policy_pb2.DisableEncryptionResponse:
-        policy = await self._policies.disable(request.destination_id, request.expected_version)
+        policy = await self._policies.disable(
+            current_caller(), request.destination_id, request.expected_version
+        )
         return policy_pb2.DisableEncryptionResponse(policy=policy_message(policy))
 
     @override
@@ -180,7 +191,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.ListPolicyVersionsRequest, context: Context
     ) -> policy_pb2.ListPolicyVersionsResponse:
         page = await self._policies.list_versions(
-            request.destination_id, request.page.page_size, request.page.page_token
+            current_caller(),
+            request.destination_id,
+            request.page.page_size,
+            request.page.page_token,
         )
         return policy_pb2.ListPolicyVersionsResponse(
             versions=[policy_message(p) for p in page.versions],
@@ -192,6 +206,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.PreviewEncryptionRequest, context: Context
     ) -> policy_pb2.PreviewEncryptionResponse:
         preview = await self._policies.preview(
+            current_caller(),
             request.destination_id,
             list(request.sample_events),
             list(request.proposed_fields),
@@ -204,7 +219,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.WatchPoliciesRequest, context: Context
     ) -> AsyncIterator[policy_pb2.WatchPoliciesResponse]:
         wanted = validate_filter(request.destination_ids)
-        await self._catalog.authorize_watch(wanted)
+        await self._catalog.authorize_watch(current_caller(), wanted)
         # Leaving the stream (client gone) must unsubscribe, or the queue grows forever.
         with self._feed.subscribe() as subscription:
             async for event in watch_events(subscription, parse_change, itemgetter(0), wanted):

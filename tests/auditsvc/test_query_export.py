@@ -21,7 +21,7 @@ from services.auditsvc import cli
 from services.auditsvc.app import AuditServer
 from services.auditsvc.audit_log import CSV_COLUMNS, AuditLog, ExportFormat, Filter
 from services.common.errors import PermissionDenied
-from services.common.security.auth import Principal, Role
+from services.common.security.auth import Caller, Principal, Role
 from tests.auditsvc.helpers import BASE_TIME, PERSON_MD, event, record, ts
 
 WS = "ws_q"
@@ -278,7 +278,7 @@ async def test_exports_are_audited(audit: audit_pb2_grpc.AuditServiceStub) -> No
 
 async def test_reading_needs_auditor_or_admin_in_the_workspace() -> None:
     """A person who is only a viewer of the workspace may not query, export or verify."""
-    viewer = Principal(subject="vic", memberships={WS: frozenset({Role.VIEWER})})
+    viewer = Caller(Principal(subject="vic", memberships={WS: frozenset({Role.VIEWER})}), "r1")
     log = AuditLog(store=None, signing_key=Ed25519PrivateKey.generate())  # type: ignore[arg-type]
     with pytest.raises(PermissionDenied, match="auditor or admin"):
         await log.query(viewer, Filter(WS), 0, "", "")
@@ -293,7 +293,7 @@ async def test_denied_reads_are_recorded_in_the_log(
 ) -> None:
     """auditsvc's denial auditor appends 'Access Denied' (outcome denied) to the log itself."""
     assert isinstance(auditsvc.server, AuditServer)
-    viewer = Principal(subject="vic", memberships={WS: frozenset({Role.VIEWER})})
+    viewer = Caller(Principal(subject="vic", memberships={WS: frozenset({Role.VIEWER})}), "r2")
     await auditsvc.server.audit_log.record_denial(
         viewer, "/phiseal.audit.v1.AuditService/QueryEvents", WS, "needs auditor"
     )

@@ -9,14 +9,8 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from services.common import errors
-from services.common.security.auth import (
-    DevelopmentAuthenticator,
-    Principal,
-    Role,
-    current_principal,
-    current_request_id,
-)
-from services.common.security.authz import Access, Rule, require
+from services.common.security.auth import Caller, DevelopmentAuthenticator, Role, current_caller
+from services.common.security.authz import Rule, require
 from services.common.server.config import ServerSettings
 from services.common.server.grpc_server import GrpcServer, ServerParts
 
@@ -31,8 +25,9 @@ SECRET_IN_EXCEPTION = "diagnosis=E11.9 for jane.doe@example.com"
 async def echo(request: Any, context: Any) -> Any:
     """Answers the request id and the actor in the response's service-less fields."""
     await asyncio.sleep(0)
-    assert current_request_id()
-    assert current_principal().subject
+    caller = current_caller()
+    assert caller.request_id
+    assert caller.principal.subject
     return Resp(status=Resp.SERVING)
 
 
@@ -47,7 +42,7 @@ async def crash(request: Any, context: Any) -> Any:
 
 async def edit_workspace(request: Any, context: Any) -> Any:
     """Stands for a workspace action: the domain learns the workspace, then calls require()."""
-    require(current_principal(), request.service, Role.EDITOR)
+    require(current_caller().principal, request.service, Role.EDITOR)
     return Resp(status=Resp.SERVING)
 
 
@@ -85,7 +80,7 @@ def register(server: grpc.aio.Server) -> None:
     )
 
 
-# The fake service's authorization table, shaped like services.common.security.authz.RULES.
+# The fake service's authorization rules, shaped like each service's rules.py.
 RULES = {
     f"/{SERVICE}/Echo": Rule(Role.VIEWER, services=frozenset({"encryptsvc"})),
     f"/{SERVICE}/EditWorkspace": Rule(Role.EDITOR, phi=True),
@@ -100,9 +95,9 @@ class RecordingAuditor:
         self.denials: list[tuple[str, str, str]] = []
 
     async def record_denial(
-        self, principal: Principal, method: str, workspace_id: str, reason: str
+        self, caller: Caller, method: str, workspace_id: str, reason: str
     ) -> None:
-        self.denials.append((principal.actor_id, method.rsplit("/", 1)[-1], workspace_id))
+        self.denials.append((caller.actor_id, method.rsplit("/", 1)[-1], workspace_id))
 
 
 def build_from_settings(settings: ServerSettings, auditor: Any = None) -> GrpcServer:
@@ -111,7 +106,8 @@ def build_from_settings(settings: ServerSettings, auditor: Any = None) -> GrpcSe
         name="fake",
         service_names=[SERVICE],
         register=register,
-        access=Access(rules=RULES, auditor=auditor),
+        rules=RULES,
+        denial_auditor=auditor,
     )
     return GrpcServer.from_settings(parts, settings, check_interval=0.1)
 

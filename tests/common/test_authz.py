@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import time
 from pathlib import Path
 
@@ -12,11 +13,11 @@ import phiseal
 import pytest
 
 from services.common.errors import PermissionDenied
-from services.common.security.auth import Principal, Role
+from services.common.security.auth import ANONYMOUS, Caller, Principal, PrincipalKind, Role
 from services.common.security.authz import (
-    RULES,
     Access,
     AccessDenied,
+    Rule,
     allowed,
     require,
     rules_markdown,
@@ -33,6 +34,7 @@ from tests.common.secure import (
     other_signing_key,
     person_channel,
 )
+from tests.rules import ALL_RULES, collect
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,12 +54,30 @@ def every_rpc() -> list[str]:
 def test_every_rpc_has_exactly_one_rule() -> None:
     """Nobody can add an RPC without deciding who may call it (and no rule is stale)."""
     rpcs = every_rpc()
-    assert (sorted(set(rpcs)), len(rpcs)) == (sorted(RULES), len(set(rpcs)))
+    assert (sorted(set(rpcs)), len(rpcs)) == (sorted(ALL_RULES), len(set(rpcs)))
+
+
+def test_each_service_rules_only_its_own_rpcs() -> None:
+    """Each services/<name>/rules.py names only its own service's methods, and common names
+    none: a rule in the wrong module would gate a method that server never serves."""
+    for name in ("keysvc", "policysvc", "encryptsvc", "auditsvc"):
+        rules = importlib.import_module(f"services.{name}.rules").RULES
+        registered = importlib.import_module(f"services.{name}.app").SERVICE_NAME
+        assert {m.split("/")[1] for m in rules} == {registered}
+    authz = (ROOT / "services" / "common" / "security" / "authz.py").read_text()
+    assert re.search(r"phiseal\.\w+\.v\d", authz) is None
+
+
+def test_a_method_claimed_by_two_services_is_refused() -> None:
+    """Collecting the rules refuses a method two services both declare."""
+    rule = Rule(Role.VIEWER)
+    with pytest.raises(AssertionError, match="two services"):
+        collect({"/a.A/M": rule}, {"/a.A/M": rule})
 
 
 def test_docs_roles_table_matches_the_rules() -> None:
-    """docs/security.md shows the table generated from RULES, verbatim."""
-    assert rules_markdown() in (ROOT / "docs" / "security.md").read_text()
+    """docs/security.md shows the table generated from every service's rules, verbatim."""
+    assert rules_markdown(ALL_RULES) in (ROOT / "docs" / "security.md").read_text()
 
 
 def test_role_ladder() -> None:
@@ -112,7 +132,7 @@ def test_wildcard_membership_counts_everywhere() -> None:
 
 def test_services_and_superusers_pass_require() -> None:
     """A service's allow-list was checked per method; require() does not second-guess it."""
-    require(Principal("encryptsvc", kind="service"), "ws_1", Role.ADMIN)
+    require(Principal("encryptsvc", kind=PrincipalKind.SERVICE), "ws_1", Role.ADMIN)
     require(Principal("dev", superuser=True), "ws_1", Role.ADMIN)
 
 
@@ -123,18 +143,18 @@ def test_visible_workspaces_filters_by_role() -> None:
 
 def gate_error(principal: Principal, method: str) -> str:
     with pytest.raises(PermissionDenied) as caught:
-        Access().check_method(principal, method)
+        Access(ALL_RULES).check_method(principal, method)
     return caught.value.message
 
 
 def test_only_keysvc_and_policysvc_record_audit_events() -> None:
     """RecordEvents: keysvc and policysvc yes; encryptsvc and people no."""
     method = "/phiseal.audit.v1.AuditService/RecordEvents"
-    Access().check_method(Principal("keysvc", kind="service"), method)
-    Access().check_method(Principal("policysvc", kind="service"), method)
+    Access(ALL_RULES).check_method(Principal("keysvc", kind=PrincipalKind.SERVICE), method)
+    Access(ALL_RULES).check_method(Principal("policysvc", kind=PrincipalKind.SERVICE), method)
     root = Principal("root", memberships=memberships(**{"*": Role.ADMIN}))
     assert [
-        gate_error(Principal("encryptsvc", kind="service"), method),
+        gate_error(Principal("encryptsvc", kind=PrincipalKind.SERVICE), method),
         gate_error(root, method),
     ] == [
         "service encryptsvc is not allowed to call RecordEvents",
@@ -145,7 +165,7 @@ def test_only_keysvc_and_policysvc_record_audit_events() -> None:
 def test_encryptsvc_may_read_policies_and_keys_only() -> None:
     """encryptsvc's allow-list is exactly GetPolicy, WatchPolicies, GetPublicKey, WatchKeys."""
     allowed_methods = sorted(
-        m.rsplit("/", 1)[-1] for m, rule in RULES.items() if "encryptsvc" in rule.services
+        m.rsplit("/", 1)[-1] for m, rule in ALL_RULES.items() if "encryptsvc" in rule.services
     )
     assert allowed_methods == ["GetPolicy", "GetPublicKey", "WatchKeys", "WatchPolicies"]
 
@@ -167,7 +187,7 @@ def test_phi_methods_leave_the_decision_to_the_domain() -> None:
     """On a PHI method the gate lets a person through so that the domain's denial names the
     workspace (and its audit record lands in that workspace's chain)."""
     audrey = Principal("audrey", memberships=memberships(ws_1=Role.AUDITOR))
-    Access().check_method(audrey, "/phiseal.keys.v1.KeyService/GenerateKeyPair")
+    Access(ALL_RULES).check_method(audrey, "/phiseal.keys.v1.KeyService/GenerateKeyPair")
 
 
 async def test_a_denial_without_a_workspace_is_logged_not_audited() -> None:
@@ -177,12 +197,12 @@ async def test_a_denial_without_a_workspace_is_logged_not_audited() -> None:
 
     class Recorder:
         async def record_denial(
-            self, principal: Principal, method: str, workspace_id: str, reason: str
+            self, caller: Caller, method: str, workspace_id: str, reason: str
         ) -> None:
             seen.append(workspace_id)
 
-    access = Access(auditor=Recorder())
-    alice = Principal("alice", memberships=memberships(ws_1=Role.VIEWER))
+    access = Access(ALL_RULES, auditor=Recorder())
+    alice = Caller(Principal("alice", memberships=memberships(ws_1=Role.VIEWER)), "r1")
     await access.denied(
         alice, "/phiseal.keys.v1.KeyService/GenerateKeyPair", PermissionDenied("no"), None
     )
@@ -197,9 +217,19 @@ def test_creating_a_workspace_needs_platform_admin() -> None:
 
 
 def test_health_and_reflection_are_open() -> None:
-    nobody = Principal("anonymous", kind="anonymous")
-    Access().check_method(nobody, "/grpc.health.v1.Health/Check")
-    Access().check_method(nobody, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+    Access(ALL_RULES).check_method(ANONYMOUS, "/grpc.health.v1.Health/Check")
+    Access(ALL_RULES).check_method(
+        ANONYMOUS, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+    )
+
+
+def test_the_anonymous_principal_has_no_rights() -> None:
+    """ANONYMOUS (no credentials) passes neither a method's gate nor a workspace check."""
+    assert (
+        gate_error(ANONYMOUS, "/phiseal.policy.v1.PolicyService/GetWorkspace"),
+        allowed(ANONYMOUS, "ws_1", Role.VIEWER),
+        visible_workspaces(ANONYMOUS, Role.VIEWER),
+    ) == ("GetWorkspace is for services only; people may not call it", False, frozenset())
 
 
 # The same checks end to end, over TLS, against the fake service's EditWorkspace (editor, PHI).

@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
-from services.common.security.auth import DevelopmentAuthenticator, current_principal
+from services.common.security.auth import DevelopmentAuthenticator, current_caller
 from services.common.server.clients import open_channel
 from services.common.server.grpc_server import GrpcServer, ServerParts
 
@@ -17,7 +17,7 @@ Req: Any = health_pb2.HealthCheckRequest
 
 async def who(request: Any, context: Any) -> Any:
     """Answers "kind:subject" of the caller in the service field of a request echo."""
-    principal = current_principal()
+    principal = current_caller().principal
     return Req(service=f"{principal.kind}:{principal.subject}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from services.common.data.db import create_pool
-from services.common.security.auth import Principal
+from services.common.security.auth import Caller, Principal
 from services.common.security.denials import OutboxDenialAuditor
 
 
@@ -15,7 +15,7 @@ async def test_denial_is_written_to_the_outbox(database_url: str) -> None:
     try:
         auditor = OutboxDenialAuditor(pool, "keysvc")
         await auditor.record_denial(
-            Principal("mallory"),
+            Caller(Principal("mallory"), "req-7"),
             "/phiseal.keys.v1.KeyService/GenerateKeyPair",
             "ws_1",
             "permission denied: this needs role admin or higher in workspace ws_1",
@@ -25,13 +25,15 @@ async def test_denial_is_written_to_the_outbox(database_url: str) -> None:
     finally:
         await pool.close()
     event = orjson.loads(raw)
-    picked = {k: event[k] for k in ("event_type", "actor_user_id", "workspace_id", "outcome")}
+    names = ("event_type", "actor_user_id", "workspace_id", "outcome", "request_id")
+    picked = {k: event[k] for k in names}
     assert (picked, event["details"]["method"]) == (
         {
             "event_type": "Access Denied",
             "actor_user_id": "mallory",
             "workspace_id": "ws_1",
             "outcome": "denied",
+            "request_id": "req-7",
         },
         "GenerateKeyPair",
     )

@@ -9,7 +9,8 @@ import pytest
 
 from phiseal_dev.testing import eventually
 from services.common.errors import Unavailable
-from services.encryptsvc.cache import Cache, Change, ChangeKind
+from services.common.vocabulary import ChangeKind
+from services.encryptsvc.cache import Cache, Change
 
 
 class FakeClock:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -11,10 +11,11 @@ import pytest
 
 from services.common.audit import AuditEntry
 from services.common.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
-from services.common.security.auth import ANONYMOUS, Principal, Role, bind_call
+from services.common.security.auth import Caller, Principal, Role
 from services.keysvc import crypto
 from services.keysvc.crypto import Algorithm
 from services.keysvc.keys import (
+    EXPIRY_SWEEPER,
     Activation,
     Destination,
     KeyChange,
@@ -25,6 +26,15 @@ from services.keysvc.keys import (
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# The destinations of FakeDirectory live in ws_1, where ADMIN is an admin.
+ADMIN = Caller(Principal("admin-1", memberships={"ws_1": frozenset({Role.ADMIN})}), "req-test")
+
+
+def person(subject: str, **roles: Role) -> Caller:
+    """A person holding one role in each named workspace."""
+    return Caller(
+        Principal(subject, memberships={ws: frozenset({r}) for ws, r in roles.items()}), "req-9"
+    )
 
 
 class FakeTransaction:
@@ -130,9 +140,9 @@ async def test_refused_duplicate_is_audited_but_changes_nothing(
     manager: KeyManager, store: FakeStore
 ) -> None:
     """A second generate rolls back and still leaves a failed audit row."""
-    await manager.generate("d1", Algorithm.X25519)
+    await manager.generate(ADMIN, "d1", Algorithm.X25519)
     with pytest.raises(FailedPrecondition):
-        await manager.generate("d1", Algorithm.X25519)
+        await manager.generate(ADMIN, "d1", Algorithm.X25519)
     assert (len(store.rows["d1"]), events(store)) == (
         1,
         [
@@ -148,7 +158,7 @@ async def test_directory_outage_fails_closed(store: FakeStore, clock: Clock) -> 
         store, FakeDirectory("d1", down=True), pending_ttl=timedelta(hours=1), clock=clock
     )
     with pytest.raises(Unavailable):
-        await manager.generate("d1", Algorithm.X25519)
+        await manager.generate(ADMIN, "d1", Algorithm.X25519)
     assert (store.rows, store.audits) == ({}, [])
 
 
@@ -156,10 +166,10 @@ async def test_pending_version_reads_as_expired_after_its_deadline(
     manager: KeyManager, clock: Clock
 ) -> None:
     """Evaluated on read: a pending version past confirm_by is EXPIRED before any sweep."""
-    await manager.generate("d1", Algorithm.X25519)
-    await manager.regenerate("d1", None, Activation.AFTER_CONFIRMATION)
+    await manager.generate(ADMIN, "d1", Algorithm.X25519)
+    await manager.regenerate(ADMIN, "d1", None, Activation.AFTER_CONFIRMATION)
     clock.now = T0 + timedelta(hours=1)
-    assert [(k.version, k.state) for k in await manager.list_versions("d1")] == [
+    assert [(k.version, k.state) for k in await manager.list_versions(ADMIN, "d1")] == [
         (2, KeyState.EXPIRED),
         (1, KeyState.ACTIVE),
     ]
@@ -169,26 +179,29 @@ async def test_sweep_expires_and_announces(
     manager: KeyManager, store: FakeStore, clock: Clock
 ) -> None:
     """The sweep marks the overdue version expired, audits it as keysvc and announces it."""
-    await manager.generate("d1", Algorithm.X25519)
-    await manager.regenerate("d1", None, Activation.AFTER_CONFIRMATION)
+    await manager.generate(ADMIN, "d1", Algorithm.X25519)
+    await manager.regenerate(ADMIN, "d1", None, Activation.AFTER_CONFIRMATION)
     clock.now = T0 + timedelta(hours=2)
-    expired = await manager.expire_due()
+    sweeper = Caller.system(EXPIRY_SWEEPER)
+    expired = await manager.expire_due(sweeper)
     assert [(k.version, k.state) for k in expired] == [(2, KeyState.EXPIRED)]
     assert store.changes[-1] == KeyChange("d1", 2, KeyState.EXPIRED)
-    assert (store.audits[-1].event_type, store.audits[-1].actor_user_id) == (
+    last = store.audits[-1]
+    assert (last.event_type, last.actor_user_id, last.request_id) == (
         "Destination Encryption Key Expired",
-        "service:keysvc",
+        "service:keysvc-expiry-sweeper",
+        sweeper.request_id,
     )
 
 
 async def test_wrong_answer_keeps_the_key_pending(manager: KeyManager, store: FakeStore) -> None:
     """PermissionDenied, the state unchanged, and a denied audit row."""
-    await manager.generate("d1", Algorithm.X25519)
-    await manager.regenerate("d1", None, Activation.AFTER_CONFIRMATION)
+    await manager.generate(ADMIN, "d1", Algorithm.X25519)
+    await manager.regenerate(ADMIN, "d1", None, Activation.AFTER_CONFIRMATION)
     with pytest.raises(PermissionDenied):
-        await manager.confirm("d1", 2, "not-the-answer")
+        await manager.confirm(ADMIN, "d1", 2, "not-the-answer")
     assert events(store)[-1] == ("Destination Encryption Key Confirmed", "denied")
-    assert [k.state for k in await manager.list_versions("d1")] == [
+    assert [k.state for k in await manager.list_versions(ADMIN, "d1")] == [
         KeyState.PENDING,
         KeyState.ACTIVE,
     ]
@@ -196,11 +209,11 @@ async def test_wrong_answer_keeps_the_key_pending(manager: KeyManager, store: Fa
 
 async def test_confirm_after_deadline_is_refused(manager: KeyManager, clock: Clock) -> None:
     """Even the right answer is refused once the deadline passed."""
-    await manager.generate("d1", Algorithm.X25519)
-    await manager.regenerate("d1", None, Activation.AFTER_CONFIRMATION)
+    await manager.generate(ADMIN, "d1", Algorithm.X25519)
+    await manager.regenerate(ADMIN, "d1", None, Activation.AFTER_CONFIRMATION)
     clock.now = T0 + timedelta(hours=1, seconds=1)
     with pytest.raises(FailedPrecondition, match="expired"):
-        await manager.confirm("d1", 2, "whatever")
+        await manager.confirm(ADMIN, "d1", 2, "whatever")
 
 
 async def test_import_after_confirmation_without_prior_key_stays_pending(
@@ -208,14 +221,14 @@ async def test_import_after_confirmation_without_prior_key_stays_pending(
 ) -> None:
     """A first imported key with AFTER_CONFIRMATION waits; there is no active version yet."""
     public = crypto.generate(Algorithm.X25519).public
-    created = await manager.import_key("d1", public, Activation.AFTER_CONFIRMATION)
+    created = await manager.import_key(ADMIN, "d1", public, Activation.AFTER_CONFIRMATION)
     assert (created.key.state, created.previous_version, bool(created.challenge)) == (
         KeyState.PENDING,
         0,
         True,
     )
     with pytest.raises(NotFound, match="pending"):
-        await manager.get("d1")
+        await manager.get(ADMIN, "d1")
 
 
 def test_key_change_payload_round_trips() -> None:
@@ -227,30 +240,18 @@ def test_key_change_payload_round_trips() -> None:
     )
 
 
-@pytest.fixture
-def as_person() -> Iterator[Callable[[Principal], None]]:
-    """Binds a caller for the domain to see, and restores the default afterwards."""
-    yield lambda principal: bind_call(principal, "req-test")
-    bind_call(ANONYMOUS, "")
-
-
 async def test_changing_keys_needs_admin_in_the_workspace(
-    manager: KeyManager, store: FakeStore, as_person: Callable[[Principal], None]
+    manager: KeyManager, store: FakeStore
 ) -> None:
     """An editor of the workspace may not generate keys; nothing is written."""
-    as_person(Principal("user-9", memberships={"ws_1": frozenset({Role.EDITOR})}))
     with pytest.raises(PermissionDenied, match="admin"):
-        await manager.generate("d1", Algorithm.X25519)
+        await manager.generate(person("user-9", ws_1=Role.EDITOR), "d1", Algorithm.X25519)
     assert store.rows == {}
 
 
-async def test_reading_keys_needs_a_role_in_that_workspace(
-    manager: KeyManager, as_person: Callable[[Principal], None]
-) -> None:
+async def test_reading_keys_needs_a_role_in_that_workspace(manager: KeyManager) -> None:
     """A viewer of another workspace cannot read this destination's key; one of this can."""
-    await manager.generate("d1", Algorithm.X25519)
-    as_person(Principal("user-9", memberships={"ws_2": frozenset({Role.VIEWER})}))
+    await manager.generate(ADMIN, "d1", Algorithm.X25519)
     with pytest.raises(PermissionDenied):
-        await manager.get("d1")
-    as_person(Principal("user-8", memberships={"ws_1": frozenset({Role.VIEWER})}))
-    assert (await manager.get("d1")).version == 1
+        await manager.get(person("user-9", ws_2=Role.VIEWER), "d1")
+    assert (await manager.get(person("user-8", ws_1=Role.VIEWER), "d1")).version == 1

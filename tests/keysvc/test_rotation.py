@@ -12,7 +12,7 @@ from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 
 from phiseal_dev.testing import eventually
 from tests.conftest import StartService
-from tests.keysvc.conftest import PERSON, Keys, audited, error_of, serve_keys
+from tests.keysvc.conftest import PERSON, Keys, audited, error_of, outbox, serve_keys
 
 OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 RSA = common_pb2.KEY_ALGORITHM_RSA_2048
@@ -157,8 +157,9 @@ async def test_confirming_a_missing_version_is_not_found(keys: Keys) -> None:
 async def test_pending_key_expires_and_cannot_be_confirmed(
     keys: Keys, start: StartService, database_url: str
 ) -> None:
-    """With a tiny TTL the pending version turns EXPIRED (swept and announced); confirming it
-    then is FAILED_PRECONDITION and v1 stays active."""
+    """With a tiny TTL the pending version turns EXPIRED (swept and announced, the audit record
+    naming the sweeper as its actor); confirming it then is FAILED_PRECONDITION and v1 stays
+    active."""
     short = await serve_keys(
         start,
         database_url,
@@ -171,17 +172,21 @@ async def test_pending_key_expires_and_cannot_be_confirmed(
     reply = await stub.RegenerateKeyPair(regenerate(keys, activation=LATER))
     answer = solve(reply.challenge, reply.private_key.private_key_pem)
 
-    async def expired() -> bool:
+    async def swept() -> bool:
         events = [e for e, _ in await audited(database_url)]
         return "Destination Encryption Key Expired" in events
 
-    await eventually(expired, timeout=10, what="the sweep expires version 2")
+    await eventually(swept, timeout=10, what="the sweep expires version 2")
     request = keys_pb2.ConfirmKeyRequest(
         destination_id=keys.destination_id, version=2, challenge_plaintext=answer
     )
     code, message = await error_of(stub.ConfirmKey(request))
     assert (code, "expired" in message) == (grpc.StatusCode.FAILED_PRECONDITION, True)
     assert await states(keys) == {2: keys_pb2.KEY_STATE_EXPIRED, 1: keys_pb2.KEY_STATE_ACTIVE}
+    expired = [e for e in await outbox(database_url) if e["event_type"].endswith("Key Expired")]
+    assert [(e["actor_user_id"], bool(e["request_id"])) for e in expired] == [
+        ("service:keysvc-expiry-sweeper", True)
+    ]
 
 
 async def test_regenerate_retry_with_same_request_id_is_already_exists(keys: Keys) -> None:

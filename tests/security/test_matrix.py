@@ -19,9 +19,10 @@ from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
 from phiseal_dev.testing import eventually, session_secrets
 from services.common.security.auth import Role
-from services.common.security.authz import RULES, WILDCARD
+from services.common.security.authz import WILDCARD
 from tests.auditsvc.helpers import whole_log
 from tests.encryptsvc.stack import PERSON
+from tests.rules import ALL_RULES
 from tests.security.calls import OK, call
 from tests.security.conftest import Stack
 from tests.security.world import Rpc, World, every_rpc
@@ -63,7 +64,7 @@ async def matrix(stack: Stack) -> AsyncIterator[Matrix]:
     details: dict[tuple[str, str], str] = {}
     tokens: list[str] = []
     for rpc in every_rpc():
-        rule = RULES[rpc.method]
+        rule = ALL_RULES[rpc.method]
         service = stack.services[rpc.service]
         bare = service.channel(token=None)
         workspace = WILDCARD if rule.platform else world.workspace_id
@@ -82,7 +83,7 @@ async def matrix(stack: Stack) -> AsyncIterator[Matrix]:
 
 
 def expected_person_codes(rpc: Rpc) -> dict[tuple[str, str], grpc.StatusCode]:
-    service_only = RULES[rpc.method].person is None
+    service_only = ALL_RULES[rpc.method].person is None
     codes = [UNAUTHENTICATED] * 4 + [DENIED] * 2 + [DENIED if service_only else OK]
     return {(rpc.name, case): code for case, code in zip(CASES, codes, strict=True)}
 
@@ -102,7 +103,7 @@ async def test_peer_identities_are_held_to_the_allow_lists(matrix: Matrix) -> No
     expected = {
         (rpc.name, identity): DENIED if identity == STRANGER else OK
         for rpc in every_rpc()
-        for identity in RULES[rpc.method].services | {STRANGER}
+        for identity in ALL_RULES[rpc.method].services | {STRANGER}
     }
     assert expected == matrix.peers, {k: matrix.details[k] for k in matrix.peers}
 
@@ -128,7 +129,9 @@ async def _denials(stack: Stack, workspace_id: str) -> list[audit_pb2.AuditRecor
 async def test_denied_phi_attempts_arrive_at_auditsvc(matrix: Matrix, stack: Stack) -> None:
     """Each PHI-related RPC's two denials (another workspace, too small a role) are in the
     workspace's chain: "Access Denied", outcome DENIED, actor = the token's subject."""
-    audited = [rpc for rpc in every_rpc() if RULES[rpc.method].phi and RULES[rpc.method].person]
+    audited = [
+        rpc for rpc in every_rpc() if ALL_RULES[rpc.method].phi and ALL_RULES[rpc.method].person
+    ]
     expected = Counter({(actor(rpc), rpc.name, audit_pb2.OUTCOME_DENIED): 2 for rpc in audited})
 
     def seen(records: list[audit_pb2.AuditRecord]) -> Counter[tuple[str, str, int]]:

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from services.common.errors import Unauthenticated
-from services.common.security.auth import SERVICE_HEADER, Principal
+from services.common.security.auth import ANONYMOUS, SERVICE_HEADER, Principal, PrincipalKind
 from services.common.security.authz import Access
 from services.common.security.tls import peer_service_identity
 from services.common.security.tokens import TokenVerifier
 
 AUTHORIZATION_HEADER = "authorization"
-# Not a superuser and a member of nothing: may call open methods (health, reflection) only.
-NOBODY = Principal(subject="anonymous", kind="anonymous")
 
 
 def bearer_token(metadata: Mapping[str, str]) -> str | None:
@@ -34,16 +32,16 @@ class CredentialAuthenticator:
     pretending to be a service learns why it fails.
     """
 
-    def __init__(self, verifier: TokenVerifier, access: Access | None = None) -> None:
+    def __init__(self, verifier: TokenVerifier, access: Access) -> None:
         self._verifier = verifier
-        self._access = access or Access()
+        self._access = access
 
     async def authenticate(
         self, method: str, metadata: Mapping[str, str], auth_context: Mapping[str, list[bytes]]
     ) -> Principal:
         service = peer_service_identity(auth_context)
         if service is not None:
-            return Principal(subject=service, kind="service")
+            return Principal(subject=service, kind=PrincipalKind.SERVICE)
         if metadata.get(SERVICE_HEADER):
             raise Unauthenticated(
                 f"{SERVICE_HEADER} is not proof of identity: services present their client "
@@ -53,7 +51,7 @@ class CredentialAuthenticator:
         if token is not None:
             return self._verifier.verify(token).principal()
         if self._access.is_open(method):
-            return NOBODY
+            return ANONYMOUS
         raise Unauthenticated(
             "no credentials: send `authorization: Bearer <token>` (mint one with phiseal-token)"
         )

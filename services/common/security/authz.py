@@ -1,10 +1,13 @@
-"""The authorization model in one place: what every RPC needs, and the checks that enforce it.
+"""The authorization model: what a rule says, and the checks that enforce the rules.
 
-Two steps. The interceptor knows the method and the caller: ``Access.check_method`` refuses a
-service outside its allow-list, a person calling a service-only method, or a person who holds
-the needed role in no workspace at all. The domain knows the workspace (often only after a
-lookup): it calls ``require(principal, workspace_id, Role.X)``. A denied attempt on a method
-marked ``phi`` is handed to a ``DenialAuditor`` so it lands in the audit log.
+Each service declares its own rules beside its servicer (``services/<name>/rules.py``, one
+``Rule`` per RPC) and its composition root hands them to the server; this module names no
+service's RPCs. Two steps. The interceptor knows the method and the caller:
+``Access.check_method`` refuses a service outside its allow-list, a person calling a
+service-only method, or a person who holds the needed role in no workspace at all. The domain
+knows the workspace (often only after a lookup): it calls
+``require(caller.principal, workspace_id, Role.X)``. A denied attempt on a method marked
+``phi`` is handed to a ``DenialAuditor`` so it lands in the audit log.
 
 Roles: viewer < editor < admin is a ladder; auditor stands apart and only reads the audit
 log, which admins may read too. A membership under ``"*"`` counts in every workspace.
@@ -13,14 +16,15 @@ log, which admins may read too. A membership under ``"*"`` counts in every works
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 
 from services.common.errors import PermissionDenied
-from services.common.security.auth import Principal, Role
+from services.common.security.auth import Caller, Principal, PrincipalKind, Role
 
+# A membership under this workspace id counts in every workspace (tokens.py reads it from JWTs).
 WILDCARD = "*"
 
 _LADDER = {Role.VIEWER: 1, Role.EDITOR: 2, Role.ADMIN: 3}
@@ -47,7 +51,7 @@ def allowed(principal: Principal, workspace_id: str, role: Role) -> bool:
     Services pass: their allow-list was checked per method by the interceptor, and they act
     on behalf of every workspace.
     """
-    if principal.superuser or principal.kind == "service":
+    if principal.superuser or principal.kind is PrincipalKind.SERVICE:
         return True
     return any(satisfies(held, role) for held in roles_in(principal, workspace_id))
 
@@ -78,7 +82,7 @@ def require(principal: Principal, workspace_id: str, role: Role) -> None:
 
 def visible_workspaces(principal: Principal, role: Role) -> frozenset[str] | None:
     """Workspaces where ``principal`` holds ``role``; None means all (for filtering lists)."""
-    if principal.superuser or principal.kind == "service":
+    if principal.superuser or principal.kind is PrincipalKind.SERVICE:
         return None
     if any(satisfies(r, role) for r in principal.memberships.get(WILDCARD, frozenset())):
         return None
@@ -104,50 +108,6 @@ class Rule:
 
 
 OPEN = Rule(person=None, open=True)
-_KEYS = "/phiseal.keys.v1.KeyService/"
-_POLICY = "/phiseal.policy.v1.PolicyService/"
-_ENCRYPT = "/phiseal.encrypt.v1.EncryptService/"
-_AUDIT = "/phiseal.audit.v1.AuditService/"
-_ENCRYPTSVC = frozenset({"encryptsvc"})
-
-# Every RPC of protos/ has exactly one entry (tests/common/test_authz.py checks it). Reads are
-# viewer; changes that widen protection or configure are editor; changes that weaken
-# protection, govern HIPAA eligibility or handle key material are admin.
-RULES: Mapping[str, Rule] = {
-    # keysvc: key material and the destination's ability to decrypt.
-    _KEYS + "GenerateKeyPair": Rule(Role.ADMIN, phi=True),
-    _KEYS + "RegenerateKeyPair": Rule(Role.ADMIN, phi=True),
-    _KEYS + "ConfirmKey": Rule(Role.ADMIN, phi=True),
-    _KEYS + "ImportPublicKey": Rule(Role.ADMIN, phi=True),
-    _KEYS + "GetPublicKey": Rule(Role.VIEWER, services=_ENCRYPTSVC),
-    _KEYS + "ListKeyVersions": Rule(Role.VIEWER),
-    _KEYS + "WatchKeys": Rule(Role.VIEWER, services=_ENCRYPTSVC),
-    # policysvc.
-    _POLICY + "CreateWorkspace": Rule(Role.ADMIN, platform=True),
-    _POLICY + "GetWorkspace": Rule(Role.VIEWER),
-    _POLICY + "SetHipaaEligibility": Rule(Role.ADMIN, phi=True),
-    _POLICY + "CreateDestination": Rule(Role.EDITOR),
-    _POLICY + "GetDestination": Rule(Role.VIEWER, services=frozenset({"keysvc"})),
-    _POLICY + "ListDestinations": Rule(Role.VIEWER),
-    _POLICY + "ListClassifications": Rule(Role.VIEWER),
-    _POLICY + "SetClassification": Rule(Role.EDITOR, phi=True),
-    _POLICY + "GetPolicy": Rule(Role.VIEWER, services=_ENCRYPTSVC),
-    _POLICY + "EnableEncryption": Rule(Role.EDITOR, phi=True),
-    _POLICY + "UpdateEncryptedFields": Rule(Role.EDITOR, phi=True),
-    _POLICY + "DisableEncryption": Rule(Role.ADMIN, phi=True),
-    _POLICY + "ListPolicyVersions": Rule(Role.VIEWER),
-    _POLICY + "PreviewEncryption": Rule(Role.EDITOR, phi=True),
-    _POLICY + "WatchPolicies": Rule(Role.VIEWER, services=_ENCRYPTSVC),
-    # encryptsvc: the event pipeline only (client certificate "producer"). People are refused:
-    # encryptsvc caches no workspace to check a role against, and PHI has no business passing
-    # through a person's grpcurl; PreviewEncryption is their dry run.
-    _ENCRYPT + "EncryptEvents": Rule(None, services=frozenset({"producer"}), phi=True),
-    # auditsvc: only keysvc and policysvc write; people read with auditor (or admin).
-    _AUDIT + "RecordEvents": Rule(None, services=frozenset({"keysvc", "policysvc"})),
-    _AUDIT + "QueryEvents": Rule(Role.AUDITOR, phi=True),
-    _AUDIT + "ExportEvents": Rule(Role.AUDITOR, phi=True),
-    _AUDIT + "VerifyChain": Rule(Role.AUDITOR),
-}
 
 # Whole services anyone may call without credentials.
 OPEN_SERVICES = frozenset(
@@ -159,7 +119,7 @@ OPEN_SERVICES = frozenset(
 )
 
 
-def rule_for(method: str, rules: Mapping[str, Rule] = RULES) -> Rule | None:
+def rule_for(method: str, rules: Mapping[str, Rule]) -> Rule | None:
     """The rule for a full method name ("/pkg.Service/Method"); None when there is none."""
     service = method.lstrip("/").split("/", 1)[0]
     if service in OPEN_SERVICES:
@@ -167,8 +127,9 @@ def rule_for(method: str, rules: Mapping[str, Rule] = RULES) -> Rule | None:
     return rules.get(method)
 
 
-def rules_markdown(rules: Mapping[str, Rule] = RULES) -> str:
-    """The rules as the Markdown table in docs/security.md (a test keeps them equal)."""
+def rules_markdown(rules: Mapping[str, Rule]) -> str:
+    """The rules as a Markdown table; docs/security.md holds every service's (a test keeps
+    them equal)."""
     lines = [
         "| RPC | people need | services allowed | denials audited |",
         "| --- | --- | --- | --- |",
@@ -190,7 +151,7 @@ class DenialAuditor(Protocol):
     """Makes a denied PHI-related attempt durable in the audit log (the service's outbox)."""
 
     async def record_denial(
-        self, principal: Principal, method: str, workspace_id: str, reason: str
+        self, caller: Caller, method: str, workspace_id: str, reason: str
     ) -> None: ...
 
 
@@ -198,7 +159,8 @@ class DenialAuditor(Protocol):
 class Access:
     """The interceptor's gate: per-method checks and the auditing of denials."""
 
-    rules: Mapping[str, Rule] = field(default_factory=lambda: RULES)
+    # The service's own rules (services/<name>/rules.py): a method not in them is refused.
+    rules: Mapping[str, Rule]
     auditor: DenialAuditor | None = None
 
     def is_open(self, method: str) -> bool:
@@ -214,11 +176,11 @@ class Access:
         if rule.open or principal.superuser:
             return
         name = method.rsplit("/", 1)[-1]
-        if principal.kind == "service":
+        if principal.kind is PrincipalKind.SERVICE:
             if principal.subject not in rule.services:
                 raise PermissionDenied(f"service {principal.subject} is not allowed to call {name}")
             return
-        if principal.kind != "person" or rule.person is None:
+        if principal.kind is not PrincipalKind.PERSON or rule.person is None:
             raise PermissionDenied(f"{name} is for services only; people may not call it")
         if rule.platform:
             require(principal, WILDCARD, rule.person)
@@ -237,7 +199,7 @@ class Access:
             )
 
     async def denied(
-        self, principal: Principal, method: str, error: PermissionDenied, request: Any
+        self, caller: Caller, method: str, error: PermissionDenied, request: Any
     ) -> None:
         """Logs every denial; audits it when the method touches PHI/PII."""
         workspace_id = getattr(error, "workspace_id", "") or _workspace_of(request)
@@ -248,7 +210,7 @@ class Access:
         log.warning("access_denied", method=method, workspace_id=workspace_id, audited=audited)
         if not audited or self.auditor is None:
             return
-        await self.auditor.record_denial(principal, method, workspace_id, error.message)
+        await self.auditor.record_denial(caller, method, workspace_id, error.message)
 
 
 def _workspace_of(request: Any) -> str:

@@ -6,20 +6,20 @@ import asyncpg
 
 from services.common.audit import AuditEntry, Outcome
 from services.common.data.outbox import append_to_outbox
-from services.common.security.auth import Principal
+from services.common.security.auth import Caller
 
 EVENT_TYPE = "Access Denied"
 
 
-def denial_entry(principal: Principal, method: str, workspace_id: str, reason: str) -> AuditEntry:
+def denial_entry(caller: Caller, method: str, workspace_id: str, reason: str) -> AuditEntry:
     """The audit record of one refused call: who, which RPC, where, why (no request values)."""
-    return AuditEntry(
+    return AuditEntry.by(
+        caller,
         event_type=EVENT_TYPE,
         workspace_id=workspace_id,
         target=method.lstrip("/"),
         outcome=Outcome.DENIED,
         details={"method": method.rsplit("/", 1)[-1], "reason": reason},
-        actor_user_id=principal.actor_id,
     )
 
 
@@ -32,8 +32,8 @@ class OutboxDenialAuditor:
         self._service = service
 
     async def record_denial(
-        self, principal: Principal, method: str, workspace_id: str, reason: str
+        self, caller: Caller, method: str, workspace_id: str, reason: str
     ) -> None:
-        entry = denial_entry(principal, method, workspace_id, reason)
+        entry = denial_entry(caller, method, workspace_id, reason)
         async with self._pool.acquire() as con, con.transaction():
             await append_to_outbox(con, entry, self._service)

@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.common.errors import Unauthenticated
-from services.common.security.auth import Principal, Role
+from services.common.security.auth import Principal, PrincipalKind, Role
+from services.common.security.authz import WILDCARD
 
 ALGORITHM = "EdDSA"
-WILDCARD = "*"
 DEFAULT_ISSUER = "phiseal-dev"
 DEFAULT_AUDIENCE = "phiseal"
 SIGNING_KEY = "token-signing-key.pem"
@@ -45,7 +45,9 @@ class TokenClaims:
     expires_at: int
 
     def principal(self) -> Principal:
-        return Principal(subject=self.subject, kind="person", memberships=self.memberships)
+        return Principal(
+            subject=self.subject, kind=PrincipalKind.PERSON, memberships=self.memberships
+        )
 
 
 def _refuse(reason: str) -> Unauthenticated:

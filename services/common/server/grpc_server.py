@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Self
 
 import grpc
@@ -16,16 +16,15 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.security.auth import Authenticator, DevelopmentAuthenticator
 from services.common.security.authn import CredentialAuthenticator
-from services.common.security.authz import Access, DenialAuditor
+from services.common.security.authz import Access, DenialAuditor, Rule
 from services.common.security.tls import TlsFiles, mtls_server_credentials, server_credentials
 from services.common.security.tokens import TokenVerifier
 from services.common.server.config import ConfigError, ServerSettings
 from services.common.server.health import HealthCheck, HealthMonitor
 from services.common.server.interceptor import ServerInterceptor
+from services.common.server.lifecycle import Component, Components
 
 log = structlog.get_logger("server")
-
-Closer = Callable[[], Awaitable[None]]
 
 # Explicit so that a hostile client meets a clear RESOURCE_EXHAUSTED, not a silent default.
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -41,15 +40,15 @@ class ServerParts:
     # None with GrpcServer.from_settings, which picks it from the security settings.
     authenticator: Authenticator | None = None
     checks: Sequence[HealthCheck] = ()
-    # Background tasks started after the port is bound (relays, listeners, ...).
-    starters: Sequence[Callable[[], Awaitable[None]]] = ()
-    # Called after the server stopped: clients first, then the pool (order of this list).
-    closers: Sequence[Closer] = field(default_factory=list)
+    # In dependency order (the pool first, then peer channels, then what uses them): started
+    # in this order once the ports are bound, stopped in reverse once the server has stopped.
+    components: Sequence[Component] = ()
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     # Where denied PHI-related attempts are audited (services.common.security.authz).
     denial_auditor: DenialAuditor | None = None
-    # Per-method authorization; from_settings defaults it to authz.RULES.
-    access: Access | None = None
+    # The service's authorization rules (services/<name>/rules.py), one per RPC. None: no
+    # per-method gate (tests with the development authenticator); from_settings refuses None.
+    rules: Mapping[str, Rule] | None = None
 
 
 class GrpcServer:
@@ -68,6 +67,7 @@ class GrpcServer:
         peer_credentials: grpc.ServerCredentials | None = None,
         health_port: int | None = None,
         authenticator: Authenticator | None = None,
+        access: Access | None = None,
     ) -> None:
         self.parts = parts
         self._host = host
@@ -80,10 +80,12 @@ class GrpcServer:
         authenticator = authenticator or parts.authenticator
         if authenticator is None:
             raise ValueError("no authenticator: use GrpcServer.from_settings or pass one")
+        if access is None and parts.rules is not None:
+            access = Access(rules=parts.rules, auditor=parts.denial_auditor)
         self.health = HealthServicer()
         self.monitor = HealthMonitor(self.health, parts.service_names, parts.checks, check_interval)
         self.server = grpc.aio.server(
-            interceptors=[ServerInterceptor(authenticator, parts.access)],
+            interceptors=[ServerInterceptor(authenticator, access)],
             options=[
                 ("grpc.max_receive_message_length", parts.max_message_bytes),
                 ("grpc.max_send_message_length", parts.max_message_bytes),
@@ -102,6 +104,7 @@ class GrpcServer:
         self.port = 0
         self.peer_port = 0
         self.health_port = 0
+        self.components = Components(parts.components, name=f"{parts.name} components")
         self._stopped = asyncio.Event()
         self._stop_lock = asyncio.Lock()
 
@@ -120,8 +123,10 @@ class GrpcServer:
         authenticator (every caller a superuser): a developer's loopback only.
         """
         security = settings.security
-        access = parts.access or Access(auditor=parts.denial_auditor)
-        parts = replace(parts, access=access, max_message_bytes=settings.max_message_bytes)
+        if parts.rules is None:
+            raise ValueError(f"{parts.name}: ServerParts.rules is required (its rules.py)")
+        access = Access(rules=parts.rules, auditor=parts.denial_auditor)
+        parts = replace(parts, max_message_bytes=settings.max_message_bytes)
         interval = settings.db_check_interval if check_interval is None else check_interval
 
         common = {
@@ -131,6 +136,7 @@ class GrpcServer:
             "check_interval": interval,
             "peer_port": settings.peer_port,
             "health_port": settings.health_port,
+            "access": access,
         }
         if security.insecure:
             log.warning("insecure_transport", service=settings.service, setting="PHISEAL_INSECURE")
@@ -196,12 +202,14 @@ class GrpcServer:
             await self.health_server.start()
         await self.server.start()
         # Serving only once the first check passed; until then callers see NOT_SERVING.
-        for name in ["", *self.parts.service_names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.monitor.check_once()
-        self.monitor.start()
-        for starter in self.parts.starters:
-            await starter()
+        await self.monitor.start()
+        try:
+            await self.components.start()
+        except BaseException:
+            # Components unwound what they had started; release the ports too, so a failed
+            # start-up leaves nothing running behind the error.
+            await self.stop()
+            raise
         log.info(
             "server_started",
             service=self.parts.name,
@@ -213,7 +221,7 @@ class GrpcServer:
         return self.port
 
     async def stop(self) -> None:
-        """health NOT_SERVING → server.stop(grace) → closers (clients, then the pool)."""
+        """health NOT_SERVING → server.stop(grace) → components in reverse (the pool last)."""
         async with self._stop_lock:
             if self._stopped.is_set():
                 return
@@ -222,11 +230,7 @@ class GrpcServer:
             await self.server.stop(self._grace)
             if self.health_server is not None:
                 await self.health_server.stop(0)
-            for closer in self.parts.closers:
-                try:
-                    await closer()
-                except Exception as exc:  # keep closing the rest
-                    log.error("close_failed", error_type=type(exc).__name__)
+            await self.components.stop()
             self._stopped.set()
             log.info("server_stopped", service=self.parts.name)
 

@@ -15,7 +15,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from services.common import errors
-from services.common.security.auth import ANONYMOUS, Authenticator, Principal, bind_call
+from services.common.security.auth import ANONYMOUS, Authenticator, Caller, bind_caller
 from services.common.security.authz import Access
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -132,7 +132,8 @@ class _Call:
         self.method = method
         self.context = context
         self.request = request
-        self.principal: Principal = ANONYMOUS
+        # Bound once authentication succeeds; until then the call has no caller and no rights.
+        self.caller: Caller | None = None
         self.metadata = {
             k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)
         }
@@ -146,8 +147,8 @@ class _Call:
         await self.context.send_initial_metadata(((REQUEST_ID_HEADER, self.request_id),))
         auth_context = {k: list(v) for k, v in (self.context.auth_context() or {}).items()}
         principal = await authenticator.authenticate(self.method, self.metadata, auth_context)
-        self.principal = principal
-        bind_call(principal, self.request_id)
+        self.caller = Caller(principal, self.request_id)
+        bind_caller(self.caller)
         structlog.contextvars.bind_contextvars(actor=principal.actor_id)
         if access is not None:
             access.check_method(principal, self.method)
@@ -155,8 +156,10 @@ class _Call:
     async def fail(self, exc: BaseException, access: Access | None = None) -> None:
         """Turns ``exc`` into a status; always raises."""
         if isinstance(exc, errors.PermissionDenied) and access is not None:
+            # Refused before authentication finished: attributed to nobody in particular.
+            caller = self.caller or Caller(ANONYMOUS, self.request_id)
             try:
-                await access.denied(self.principal, self.method, exc, self.request)
+                await access.denied(caller, self.method, exc, self.request)
             except Exception as audit_exc:  # the call stays denied either way
                 log.error("denial_audit_failed", error_type=type(audit_exc).__name__)
         if isinstance(exc, errors.DomainError):
