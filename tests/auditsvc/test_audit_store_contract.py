@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from phiseal_dev.testing import PgCluster
 from services.auditsvc import chain
 from services.auditsvc.audit_log import Event, Filter
-from services.auditsvc.store import SCHEMA, AuditStore, open_pool
+from services.auditsvc.store import SCHEMA, WRITER_ROLE, AuditStore
+from services.common.data.db import create_pool
 from tests.auditsvc.fakes import FakeAuditStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -55,7 +56,9 @@ async def backend(
         yield Backend(fake)
         return
     await pg_cluster.empty_schema(shared_database, SCHEMA)
-    pool = await open_pool(shared_database, min_size=1, max_size=4)
+    pool = await create_pool(
+        shared_database, schema=SCHEMA, application="contract", max_size=4, role=WRITER_ROLE
+    )
     try:
         store = AuditStore(pool)
         await store.register_key(KEY_ID, PEM)

@@ -14,15 +14,15 @@ from phiseal_dev.testing import ManualClock
 from services.auditsvc import chain
 from services.auditsvc.audit_log import AuditLog
 from services.auditsvc.chain import Problem
-from services.common.security.auth import Principal
+from services.common.security.auth import Caller, Principal, PrincipalKind, Role
 from tests.auditsvc.fakes import FakeAuditStore
 from tests.auditsvc.test_audit_store_contract import T0, event
 
-# A service may record; the anonymous development principal may read (the domain's own check
-# is tested through gRPC in test_query_export).
-WRITER = Principal("policysvc", kind="service")
-READER = Principal("auditor", superuser=True)
 WS = "ws_1"
+# A service records; an auditor of the workspace verifies (the role checks are tested through
+# gRPC in test_query_export).
+WRITER = Caller(Principal("policysvc", kind=PrincipalKind.SERVICE), "req-1")
+READER = Caller(Principal("auditor", memberships={WS: frozenset({Role.AUDITOR})}), "req-2")
 
 
 @pytest.fixture

@@ -47,7 +47,13 @@ def version(number: int, state: KeyState = KeyState.ACTIVE, dest: str = "dst_1")
 
 
 def entry(event_type: str) -> AuditEntry:
-    return AuditEntry(event_type, "ws_1", "dst_1", actor_user_id="alice")
+    return AuditEntry(
+        event_type=event_type,
+        workspace_id="ws_1",
+        target="dst_1",
+        actor_user_id="alice",
+        request_id="req-1",
+    )
 
 
 @dataclass

@@ -46,7 +46,13 @@ class Backend:
 
 
 def entry(event_type: str, workspace_id: str = "ws_1") -> AuditEntry:
-    return AuditEntry(event_type, workspace_id, workspace_id, actor_user_id="alice")
+    return AuditEntry(
+        event_type=event_type,
+        workspace_id=workspace_id,
+        target=workspace_id,
+        actor_user_id="alice",
+        request_id="req-1",
+    )
 
 
 def workspace(workspace_id: str = "ws_1") -> Workspace:
