@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from services.common.audit import AuditEntry
 from services.common.errors import Aborted, AlreadyExists, NotFound
 from services.policysvc.catalog import Destination, HipaaEligibility, Workspace
-from services.policysvc.classification import Classification, Matcher, Override
+from services.policysvc.classification import Classification, Matcher, Override, Signals
 from services.policysvc.policy import Decide, Policy, PolicyContext
 from services.policysvc.privacy import ClassifierState
 
@@ -30,6 +30,7 @@ class FakePolicyDatabase:
     overrides: dict[tuple[str, str], Override] = field(default_factory=dict)
     sample_paths: set[tuple[str, str]] = field(default_factory=set)
     value_matches: set[tuple[str, str, str]] = field(default_factory=set)
+    signals: set[tuple[str, str, str]] = field(default_factory=set)  # (workspace, path, signal)
     policies: dict[str, list[Policy]] = field(default_factory=dict)
     outbox: list[AuditEntry] = field(default_factory=list)
     announced: list[tuple[str, int]] = field(default_factory=list)
@@ -51,10 +52,15 @@ class FakePolicyDatabase:
         for ws, path, matcher_id in self.value_matches:
             if ws == workspace_id:
                 hits.setdefault(path, set()).add(matcher_id)
+        stored: dict[str, list[str]] = {}
+        for ws, path, signal in self.signals:
+            if ws == workspace_id:
+                stored.setdefault(path, []).append(signal)
         return ClassifierState(
             [m for _, ws, m in rows if ws == workspace_id],
             [o for (ws, _), o in self.overrides.items() if ws == workspace_id],
             {p: frozenset(h) for p, h in hits.items()},
+            {p: Signals.decode(found) for p, found in stored.items()},
         )
 
     def head(self, destination: Destination) -> Policy:
@@ -141,9 +147,18 @@ class FakePrivacyStore:
         return paths
 
     async def record_samples(
-        self, workspace_id: str, paths: Iterable[str], hits: Mapping[str, frozenset[str]]
+        self,
+        workspace_id: str,
+        paths: Iterable[str],
+        hits: Mapping[str, frozenset[str]],
+        signals: Mapping[str, Signals] | None = None,
+        audit: AuditEntry | None = None,
     ) -> None:
+        if audit is not None:
+            self._db.outbox.append(audit)
         self._db.sample_paths |= {(workspace_id, p) for p in paths}
+        for path, shown in (signals or {}).items():
+            self._db.signals |= {(workspace_id, path, signal) for signal in shown.encode()}
         for path, matcher_ids in hits.items():
             for matcher_id in matcher_ids:
                 # A matcher removed meanwhile (or another workspace's) records nothing.
@@ -232,6 +247,9 @@ class FakePolicyStore:
 
     async def load_context(self, destination_id: str) -> PolicyContext | None:
         return self._context(destination_id)
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        self._db.outbox.append(entry)
 
     async def get_policy(
         self, destination_id: str, audit: Callable[[Policy], AuditEntry] | None

@@ -72,11 +72,11 @@ async def test_a_red_field_is_refused_naming_it(policies: Policies, db: FakePoli
 async def test_every_green_field_is_named(policies: Policies, db: FakePolicyDatabase) -> None:
     """Unmatched paths are green: each is named, not only the first; nothing is written."""
     with pytest.raises(FailedPrecondition) as refused:
-        await policies.enable(ADMIN, "dst_1", ["traits.plan", "properties.copay"], JWE, 0)
+        await policies.enable(ADMIN, "dst_1", ["traits.plan", "properties.clinic"], JWE, 0)
     message = refused.value.message
     assert (
         "traits.plan is green" in message,
-        "properties.copay is green" in message,
+        "properties.clinic is green" in message,
         untouched(db),
     ) == (True, True, NOTHING)
 
@@ -124,14 +124,14 @@ async def test_a_stale_update_or_disable_is_aborted_and_changes_nothing(
     with pytest.raises(Aborted):
         await policies.update(ADMIN, "dst_1", ["traits.city"], [], 1)
     with pytest.raises(Aborted):
-        await policies.disable(ADMIN, "dst_1", 1)
+        await policies.disable(ADMIN, "dst_1", 1, "dst_1")
     assert untouched(db) == before
 
 
 async def test_the_expected_version_continues_through_disable(policies: Policies) -> None:
     """Enable (1), disable (2), enable based on 2 (3): versions never restart."""
     await policies.enable(ADMIN, "dst_1", ["traits.email"], JWE, 0)
-    await policies.disable(ADMIN, "dst_1", 1)
+    await policies.disable(ADMIN, "dst_1", 1, "dst_1")
     again = await policies.enable(ADMIN, "dst_1", ["traits.email"], JWE, 2)
     assert (again.version, again.enabled) == (3, True)
 

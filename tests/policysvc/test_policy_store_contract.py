@@ -146,3 +146,9 @@ async def test_concurrent_changes_are_decided_one_after_the_other(backend: Backe
         backend.policy.change_policy("dst_1", lambda c: next_version(c, "traits.b")),
     )
     assert sorted(p.version for p in results if p) == [1, 2]
+
+
+async def test_record_audit_writes_the_entry(backend: Backend) -> None:
+    """An audit entry recorded on its own reaches the outbox."""
+    await backend.policy.record_audit(entry("Destination Encryption Previewed"))
+    assert await backend.outbox() == ["Destination Encryption Previewed"]

@@ -11,6 +11,7 @@ from services.policysvc.classification import (
     MatcherTarget,
     MatchKind,
     Override,
+    Signals,
 )
 from services.policysvc.policy import Policy, PolicyChange
 from tests.policysvc.backends import T0, Backend, backend, destination, entry, seed
@@ -169,3 +170,24 @@ async def test_known_paths_are_samples_overrides_and_current_policy_fields(
         "traits.overridden",
         "traits.current",
     }
+
+
+async def test_sample_signals_and_the_samples_audit_are_kept(backend: Backend) -> None:
+    """What samples showed at a path (detectors, JSON kinds) reads back merged per path; the
+    audit entry given is written with them."""
+    await seed(backend)
+    await backend.privacy.record_samples(
+        "ws_1",
+        ["traits.a"],
+        {},
+        {"traits.a": Signals(frozenset(), frozenset({"string"}))},
+        entry("Privacy Samples Classified"),
+    )
+    await backend.privacy.record_samples(
+        "ws_1", ["traits.a"], {}, {"traits.a": Signals(frozenset(), frozenset({"number"}))}
+    )
+    state = await backend.privacy.classifier_state("ws_1")
+    assert (state.signals, (await backend.outbox())[-1]) == (
+        {"traits.a": Signals(frozenset(), frozenset({"number", "string"}))},
+        "Privacy Samples Classified",
+    )
