@@ -1,19 +1,23 @@
 """An in-memory AuditStore (test_audit_store_contract keeps it equal to the PostgreSQL one).
 
-Its ``records`` and ``checkpoints`` are plain lists a test may edit, as a superuser with the
-triggers switched off could edit the tables: that is how the domain tests tamper.
+Its ``records``, ``checkpoints`` and ``heads`` are plain containers a test may edit, as a
+superuser with the triggers switched off could edit the tables: that is how the domain tests
+tamper.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
+import asyncpg
 import orjson
 
 from services.auditsvc import chain
-from services.auditsvc.audit_log import AppendResult, Event, ExportSnapshot, Filter
+from services.auditsvc.audit_log import AppendResult, Event, ExportSnapshot, Filter, VerifyInputs
+from services.auditsvc.checkpointer import ChainState
 
 
 def _matches(flt: Filter, record: chain.ChainRecord) -> bool:
@@ -29,34 +33,62 @@ def _matches(flt: Filter, record: chain.ChainRecord) -> bool:
     )
 
 
+def _by_number(checkpoints: Sequence[chain.Checkpoint]) -> list[chain.Checkpoint]:
+    return sorted(checkpoints, key=lambda c: c.number)
+
+
+class FakeSigningRound:
+    """A round's snapshot; its checkpoints are kept only when the round ends normally."""
+
+    def __init__(self, states: list[ChainState], held: set[tuple[str, int]]) -> None:
+        self.states = states
+        self.inserted: list[chain.Checkpoint] = []
+        self._held = held
+
+    async def insert(self, checkpoints: Sequence[chain.Checkpoint]) -> None:
+        for cp in checkpoints:
+            # PRIMARY KEY (workspace_id, number): two replicas cannot fork the checkpoint chain.
+            if (cp.workspace_id, cp.number) in self._held:
+                raise asyncpg.UniqueViolationError(
+                    f"checkpoint {cp.number} of {cp.workspace_id} exists"
+                )
+            self._held.add((cp.workspace_id, cp.number))
+            self.inserted.append(cp)
+
+
 class FakeAuditStore:
-    """The audit log's tables as lists: records and checkpoints per workspace, keys by id."""
+    """The audit log's tables as containers: records and checkpoints per workspace, and the
+    chain_heads cache."""
 
     def __init__(self) -> None:
         self.records: dict[str, list[chain.ChainRecord]] = {}
         self.checkpoints: dict[str, list[chain.Checkpoint]] = {}
-        self.keys: dict[str, str] = {}
-        self._heads: dict[str, tuple[int, str]] = {}
+        self.heads: dict[str, tuple[int, str]] = {}
         self._event_ids: set[str] = set()
-
-    async def register_key(self, key_id: str, pem: str) -> None:
-        self.keys.setdefault(key_id, pem)
+        # The advisory lock replicas share: rounds take turns.
+        self._round_lock = asyncio.Lock()
 
     async def append(self, events: Sequence[Event], recorded_at: datetime) -> AppendResult:
         recorded = 0
+        touched: set[str] = set()
         for event in events:
+            ws = event.workspace_id
+            touched.add(ws)
+            # A workspace gets its head row even when every event of it was a duplicate.
+            self.heads.setdefault(ws, (0, chain.GENESIS_HASH))
             if event.event_id in self._event_ids:
                 continue  # a duplicate, in this batch or before
             self._event_ids.add(event.event_id)
-            sequence, prev_hash = self._heads.get(event.workspace_id, (0, chain.GENESIS_HASH))
+            sequence, prev_hash = self.heads[ws]
             fields = event.fields(sequence + 1, recorded_at)
             # Details read back from jsonb: the same JSON value, as a new object.
             fields["details"] = orjson.loads(orjson.dumps(fields["details"]))
             sealed = chain.seal(prev_hash, fields)
-            self.records.setdefault(event.workspace_id, []).append(sealed)
-            self._heads[event.workspace_id] = (sequence + 1, sealed.hash)
+            self.records.setdefault(ws, []).append(sealed)
+            self.heads[ws] = (sequence + 1, sealed.hash)
             recorded += 1
-        return AppendResult(recorded=recorded, duplicates=len(events) - recorded)
+        heads = {ws: self.heads[ws] for ws in touched if self.heads[ws][0] > 0}
+        return AppendResult(recorded=recorded, duplicates=len(events) - recorded, heads=heads)
 
     def _selected(self, flt: Filter, after: int) -> list[chain.ChainRecord]:
         rows = self.records.get(flt.workspace_id, [])
@@ -66,31 +98,26 @@ class FakeAuditStore:
 
     async def query_and_record(
         self, flt: Filter, after: int, limit: int, viewed: Event, recorded_at: datetime
-    ) -> list[chain.ChainRecord]:
+    ) -> tuple[list[chain.ChainRecord], AppendResult]:
         rows = self._selected(flt, after)[:limit]
-        await self.append([viewed], recorded_at)
-        return rows
+        return rows, await self.append([viewed], recorded_at)
 
     @contextlib.asynccontextmanager
     async def export(self, flt: Filter) -> AsyncIterator[ExportSnapshot]:
-        # A snapshot: what later appends add is not part of this export.
+        # A snapshot: what later appends and rounds add is not part of this export.
         rows = self._selected(flt, 0)
-        cps = list(self.checkpoints.get(flt.workspace_id, []))
+        cps = _by_number(self.checkpoints.get(flt.workspace_id, []))
 
         async def records() -> AsyncIterator[chain.ChainRecord]:
             for row in rows:
                 yield row
 
         async def checkpoints(last: int) -> list[chain.Checkpoint]:
-            return sorted(
-                (c for c in cps if 1 <= c.sequence <= last), key=lambda c: (c.sequence, c.key_id)
-            )
+            return [c for c in cps if 1 <= c.sequence <= last]
 
-        yield ExportSnapshot(records(), checkpoints, dict(self.keys))
+        yield ExportSnapshot(records(), checkpoints)
 
-    async def verify_inputs(
-        self, workspace_id: str, first: int, last: int
-    ) -> tuple[list[chain.ChainRecord], list[chain.Checkpoint], dict[str, str], chain.Anchor]:
+    async def verify_inputs(self, workspace_id: str, first: int, last: int) -> VerifyInputs:
         start = max(first, 1)
 
         def within(sequence: int, low: int) -> bool:
@@ -101,9 +128,8 @@ class FakeAuditStore:
             (r for r in self.records.get(workspace_id, []) if within(r.sequence, start - 1)),
             key=lambda r: r.sequence,
         )
-        cps = sorted(
-            (c for c in self.checkpoints.get(workspace_id, []) if within(c.sequence, start)),
-            key=lambda c: (c.sequence, c.key_id),
+        cps = _by_number(
+            [c for c in self.checkpoints.get(workspace_id, []) if within(c.sequence, start)]
         )
         anchor = chain.Anchor()
         if start > 1:
@@ -112,22 +138,27 @@ class FakeAuditStore:
                 records = records[1:]
             else:
                 anchor = chain.Anchor(start - 1, "")
-        return records, cps, dict(self.keys), anchor
+        return VerifyInputs(records, cps, anchor, self.heads.get(workspace_id))
 
-    async def checkpoint_heads(
-        self, sign: Callable[[str, int, str], chain.Checkpoint], workspace_id: str | None
-    ) -> int:
-        signed = 0
-        for ws, (sequence, _) in sorted(self._heads.items()):
-            if workspace_id is not None and ws != workspace_id:
-                continue
-            latest = max((c.sequence for c in self.checkpoints.get(ws, [])), default=0)
-            if sequence <= latest:
-                continue
-            # The head hash is read from the record itself, as the SQL does.
-            head = next((r for r in self.records.get(ws, []) if r.sequence == sequence), None)
-            if head is None:
-                continue
-            self.checkpoints.setdefault(ws, []).append(sign(ws, sequence, head.hash))
-            signed += 1
-        return signed
+    @contextlib.asynccontextmanager
+    async def signing_round(
+        self, workspace_id: str | None, known: Sequence[str]
+    ) -> AsyncIterator[FakeSigningRound]:
+        async with self._round_lock:
+            names = {ws for ws in self.heads if workspace_id in (None, ws)}
+            names |= {ws for ws in known if workspace_id in (None, ws)}
+            states = []
+            for ws in sorted(names):
+                last = max(self.checkpoints.get(ws, []), key=lambda c: c.number, default=None)
+                base = last.sequence if last is not None else 1
+                records = sorted(
+                    (r for r in self.records.get(ws, []) if r.sequence >= base),
+                    key=lambda r: r.sequence,
+                )
+                states.append(ChainState(ws, self.heads.get(ws), last, records))
+            held = {(ws, c.number) for ws, cps in self.checkpoints.items() for c in cps}
+            rnd = FakeSigningRound(states, held)
+            yield rnd
+            # Committed only when the block ended without an exception.
+            for cp in rnd.inserted:
+                self.checkpoints.setdefault(cp.workspace_id, []).append(cp)

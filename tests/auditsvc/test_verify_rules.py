@@ -5,6 +5,7 @@ checkpoint that does not match). No gRPC, no PostgreSQL."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from phiseal_dev.testing import ManualClock
 from services.auditsvc import chain
 from services.auditsvc.audit_log import AuditLog
 from services.auditsvc.chain import Problem
+from services.auditsvc.journal import Journal
 from services.common.security.auth import Caller, Principal, PrincipalKind, Role
 from tests.auditsvc.fakes import FakeAuditStore
 from tests.auditsvc.test_audit_store_contract import T0, event
@@ -31,10 +33,12 @@ async def store() -> FakeAuditStore:
 
 
 @pytest.fixture
-async def log(store: FakeAuditStore) -> AuditLog:
-    """An audit log holding five records of ws_1, checkpointed at its head (sequence 5)."""
-    made = AuditLog(store, Ed25519PrivateKey.generate(), clock=ManualClock(T0))
-    await store.register_key(made.key_id, made.public_key_pem)
+async def log(store: FakeAuditStore, tmp_path: Path) -> AuditLog:
+    """An audit log holding five records of ws_1, checkpointed at its head (sequence 5); it
+    trusts its own signing key and journals to a file."""
+    key = Ed25519PrivateKey.generate()
+    journal = Journal(tmp_path / "checkpoints.jsonl")
+    made = AuditLog(store, key, chain.trust(key.public_key()), journal, clock=ManualClock(T0))
     await made.record(WRITER, [event(n, WS) for n in range(1, 6)])
     await made.checkpoint()
     return made
@@ -129,4 +133,46 @@ async def test_a_range_after_an_edit_verifies_and_one_holding_it_does_not(
     assert ((after.ok, after.records_checked), problem(holding)) == (
         (True, 3),
         (Problem.EDITED, 2),
+    )
+
+
+async def test_a_deleted_tail_with_a_rewound_head_is_caught_by_the_last_append(
+    log: AuditLog, store: FakeAuditStore
+) -> None:
+    """Records 6 and 7, not yet checkpointed, deleted and the chain head set back to 5: the
+    chain and its checkpoint agree, but this service appended up to 7: REMOVED at 6."""
+    await log.record(WRITER, [event(n, WS) for n in (6, 7)])
+    del store.records[WS][5:]
+    store.heads[WS] = (5, store.records[WS][4].hash)
+    assert problem(await log.verify(READER, WS, 0, 0)) == (Problem.REMOVED, 6)
+
+
+async def test_a_checkpoint_deleted_with_its_records_is_caught_by_the_journal(
+    log: AuditLog, store: FakeAuditStore
+) -> None:
+    """Records 4 and 5 deleted together with the checkpoint over them and the head rewound:
+    the journal outside the database still holds the checkpoint: CHECKPOINT_MISSING."""
+    del store.records[WS][3:]
+    store.checkpoints[WS] = []
+    store.heads[WS] = (3, store.records[WS][2].hash)
+    assert problem(await log.verify(READER, WS, 0, 0)) == (Problem.CHECKPOINT_MISSING, 5)
+
+
+async def test_no_checkpoint_is_signed_over_an_edited_record(
+    log: AuditLog, store: FakeAuditStore
+) -> None:
+    """Record 6, edited before the next round, is not signed over: the round raises the alarm
+    (EDITED at 6) and signs nothing; once it is put back the next round signs."""
+    await log.record(WRITER, [event(n, WS) for n in (6, 7)])
+    original = store.records[WS][5]
+    edit(store, 6, target="elsewhere")
+    refused = await log.checkpoint(WS)
+    alarm = log.checkpoints.alarms.get(WS)
+    store.records[WS][5] = original
+    signed = await log.checkpoint(WS)
+    assert (refused, alarm and (alarm.kind, alarm.sequence), signed, log.checkpoints.alarms) == (
+        0,
+        (Problem.EDITED, 6),
+        1,
+        {},
     )

@@ -57,6 +57,8 @@ class FakeKeyTransaction:
         self.changes.append(KeyChange(self._destination_id, version, state))
 
     async def audit(self, entry: AuditEntry) -> None:
+        # append_to_outbox: an entry auditsvc would refuse fails the block (InvalidArgument).
+        entry.check("keysvc")
         self.audits.append(entry)
 
 
@@ -99,17 +101,23 @@ class FakeKeyStore:
     async def expire_due(
         self, now: datetime, audit: Callable[[KeyVersion], AuditEntry]
     ) -> list[KeyVersion]:
-        expired = []
-        for destination_id, rows in self.rows.items():
-            for version, stored in rows.items():
-                key = stored.key
-                if key.state is KeyState.PENDING and key.confirm_by and key.confirm_by <= now:
-                    key = replace(key, state=KeyState.EXPIRED)
-                    rows[version] = replace(stored, key=key)
-                    expired.append(key)
-                    self.outbox.append(audit(key))
-                    self.announced.append(KeyChange(destination_id, version, key.state))
-        return expired
+        due = [
+            (destination_id, version, stored, replace(stored.key, state=KeyState.EXPIRED))
+            for destination_id, rows in self.rows.items()
+            for version, stored in rows.items()
+            if stored.key.state is KeyState.PENDING
+            and stored.key.confirm_by
+            and stored.key.confirm_by <= now
+        ]
+        # One transaction: every entry is checked (as append_to_outbox does) before any commits.
+        entries = [audit(key) for *_, key in due]
+        for entry in entries:
+            entry.check("keysvc")
+        for (destination_id, version, stored, key), entry in zip(due, entries, strict=True):
+            self.rows[destination_id][version] = replace(stored, key=key)
+            self.outbox.append(entry)
+            self.announced.append(KeyChange(destination_id, version, key.state))
+        return [key for *_, key in due]
 
 
 class FakeDirectory:

@@ -14,10 +14,11 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from phiseal_dev.dbroles import runtime_url
 from phiseal_dev.testing import PgCluster, eventually
 from services.common.audit import AuditEntry
-from services.common.data.db import create_pool
-from services.common.errors import Aborted
+from services.common.data.db import create_pool, runtime_role
+from services.common.errors import Aborted, InvalidArgument
 from services.keysvc.crypto import Algorithm
 from services.keysvc.keys import KeyChange, KeyOrigin, KeyState, KeyStore, KeyVersion
 from services.keysvc.store import CHANGES_CHANNEL, SCHEMA, PgKeyStore
@@ -79,7 +80,12 @@ async def _fake() -> AsyncIterator[Backend]:
 
 
 async def _postgres(database_url: str) -> AsyncIterator[Backend]:
-    pool = await create_pool(database_url, schema=SCHEMA, application="contract")
+    pool = await create_pool(
+        runtime_url(database_url, "keysvc"),
+        schema=SCHEMA,
+        application="contract",
+        role=runtime_role(SCHEMA),
+    )
     listener = await asyncpg.connect(database_url)
     heard: list[KeyChange] = []
 
@@ -112,7 +118,8 @@ async def _postgres(database_url: str) -> AsyncIterator[Backend]:
 async def backend(
     request: pytest.FixtureRequest, pg_cluster: PgCluster, shared_database: str
 ) -> AsyncIterator[Backend]:
-    """The fake, or PgKeyStore on the shared database with its schema emptied."""
+    """The fake, or PgKeyStore on the shared database with its schema emptied, connected as
+    keysvc runs: its own login in the runtime role, which owns nothing."""
     if request.param == "fake":
         async for made in _fake():
             yield made
@@ -267,7 +274,7 @@ async def test_expire_due_expires_audits_and_announces_only_overdue_pending(
     async with backend.store.locked("dst_2") as tx:
         await tx.insert(not_due, None, b"c")
     expired = await backend.store.expire_due(
-        T0 + timedelta(hours=1), lambda key: entry(f"Key {key.version} Expired")
+        T0 + timedelta(hours=1), lambda key: entry("Key Version Expired")
     )
     async with backend.store.reading("dst_1") as tx:
         states = [s.key.state for s in await tx.versions()]
@@ -275,9 +282,36 @@ async def test_expire_due_expires_audits_and_announces_only_overdue_pending(
     assert (expired, states, await backend.outbox(), changes[-1]) == (
         [replace(due, state=KeyState.EXPIRED)],
         [KeyState.EXPIRED, KeyState.ACTIVE],
-        ["Key 2 Expired"],
+        ["Key Version Expired"],
         KeyChange("dst_1", 2, KeyState.EXPIRED),
     )
+
+
+async def test_an_entry_auditsvc_would_refuse_fails_the_block(backend: Backend) -> None:
+    """The outbox checks auditsvc's rules: the block's insert is not committed either."""
+
+    async def insert_with_a_refused_entry() -> None:
+        async with backend.store.locked("dst_1") as tx:
+            await tx.insert(version(1), None, None)
+            await tx.audit(entry("Generate Key"))
+
+    with pytest.raises(InvalidArgument, match="past-tense verb"):
+        await insert_with_a_refused_entry()
+    async with backend.store.reading("dst_1") as tx:
+        assert (await tx.versions(), await backend.outbox()) == ([], [])
+
+
+async def test_an_overdue_key_with_an_entry_auditsvc_would_refuse_stays_pending(
+    backend: Backend,
+) -> None:
+    """expire_due is one transaction: a refused entry expires nothing and queues nothing."""
+    async with backend.store.locked("dst_1") as tx:
+        await tx.insert(version(2, KeyState.PENDING), None, b"c")
+    with pytest.raises(InvalidArgument, match="past-tense verb"):
+        await backend.store.expire_due(T0 + timedelta(hours=1), lambda key: entry("Expire Key"))
+    async with backend.store.reading("dst_1") as tx:
+        states = [s.key.state for s in await tx.versions()]
+    assert (states, await backend.outbox()) == ([KeyState.PENDING], [])
 
 
 async def test_locked_blocks_on_one_destination_run_one_after_the_other(

@@ -12,9 +12,10 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from phiseal_dev.dbroles import runtime_url
 from phiseal_dev.testing import PgCluster, eventually
 from services.common.audit import AuditEntry
-from services.common.data.db import create_pool
+from services.common.data.db import create_pool, runtime_role
 from services.policysvc import store as pg
 from services.policysvc.catalog import (
     CatalogStore,
@@ -86,7 +87,12 @@ async def _fake() -> AsyncIterator[Backend]:
 
 
 async def _postgres(url: str) -> AsyncIterator[Backend]:
-    pool = await create_pool(url, schema=pg.SCHEMA, application="contract")
+    pool = await create_pool(
+        runtime_url(url, "policysvc"),
+        schema=pg.SCHEMA,
+        application="contract",
+        role=runtime_role(pg.SCHEMA),
+    )
     listener = await asyncpg.connect(url)
     heard: list[tuple[str, int]] = []
 
@@ -118,7 +124,8 @@ async def _postgres(url: str) -> AsyncIterator[Backend]:
 async def backend(
     request: pytest.FixtureRequest, pg_cluster: PgCluster, shared_database: str
 ) -> AsyncIterator[Backend]:
-    """The fakes, or the PostgreSQL stores on the shared database with the schema emptied."""
+    """The fakes, or the PostgreSQL stores on the shared database with the schema emptied,
+    connected as policysvc runs: its own login in the runtime role, which owns nothing."""
     if request.param == "fake":
         async for made in _fake():
             yield made

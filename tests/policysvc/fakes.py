@@ -37,6 +37,11 @@ class FakePolicyDatabase:
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
+    def to_outbox(self, entry: AuditEntry) -> None:
+        """append_to_outbox: an entry auditsvc would refuse fails the change (InvalidArgument)."""
+        entry.check("policysvc")
+        self.outbox.append(entry)
+
     def catalog(self) -> FakeCatalogStore:
         return FakeCatalogStore(self)
 
@@ -77,8 +82,8 @@ class FakeCatalogStore:
         self._db = db
 
     async def insert_workspace(self, workspace: Workspace, audit: AuditEntry) -> None:
+        self._db.to_outbox(audit)
         self._db.workspaces[workspace.workspace_id] = workspace
-        self._db.outbox.append(audit)
 
     async def get_workspace(self, workspace_id: str) -> Workspace | None:
         return self._db.workspaces.get(workspace_id)
@@ -94,7 +99,7 @@ class FakeCatalogStore:
             return None
         entry = audit(before)
         self._db.workspaces[workspace_id] = replace(before, hipaa=hipaa)
-        self._db.outbox.append(entry)
+        self._db.to_outbox(entry)
         return before
 
     async def insert_destination(self, destination: Destination, audit: AuditEntry) -> None:
@@ -110,7 +115,7 @@ class FakeCatalogStore:
                 f"{destination.name!r}; choose another name"
             )
         self._db.destinations[destination.destination_id] = (next(self._db._seq), destination)
-        self._db.outbox.append(audit)
+        self._db.to_outbox(audit)
 
     async def get_destination(self, destination_id: str) -> Destination | None:
         found = self._db.destinations.get(destination_id)
@@ -155,7 +160,7 @@ class FakePrivacyStore:
         audit: AuditEntry | None = None,
     ) -> None:
         if audit is not None:
-            self._db.outbox.append(audit)
+            self._db.to_outbox(audit)
         self._db.sample_paths |= {(workspace_id, p) for p in paths}
         for path, shown in (signals or {}).items():
             self._db.signals |= {(workspace_id, path, signal) for signal in shown.encode()}
@@ -181,7 +186,7 @@ class FakePrivacyStore:
             self._db.overrides.pop((workspace_id, path), None)
         else:
             self._db.overrides[(workspace_id, path)] = override
-        self._db.outbox.append(entry)
+        self._db.to_outbox(entry)
         return True
 
     async def add_matcher(
@@ -195,7 +200,7 @@ class FakePrivacyStore:
             return False
         check(sum(1 for _, ws, _ in self._db.matchers.values() if ws == workspace_id))
         self._db.matchers[matcher.matcher_id] = (next(self._db._seq), workspace_id, matcher)
-        self._db.outbox.append(audit)
+        self._db.to_outbox(audit)
         return True
 
     async def remove_matcher(
@@ -208,7 +213,7 @@ class FakePrivacyStore:
         del self._db.matchers[matcher_id]
         # ON DELETE CASCADE: what the matcher found in samples goes with it.
         self._db.value_matches = {v for v in self._db.value_matches if v[2] != matcher_id}
-        self._db.outbox.append(entry)
+        self._db.to_outbox(entry)
         return found[2]
 
 
@@ -241,7 +246,7 @@ class FakePolicyStore:
                     "again with GetPolicy and retry"
                 )
             versions.append(change.policy)
-            self._db.outbox.append(change.audit)
+            self._db.to_outbox(change.audit)
             self._db.announced.append((destination_id, change.policy.version))
             return change.policy
 
@@ -249,7 +254,7 @@ class FakePolicyStore:
         return self._context(destination_id)
 
     async def record_audit(self, entry: AuditEntry) -> None:
-        self._db.outbox.append(entry)
+        self._db.to_outbox(entry)
 
     async def get_policy(
         self, destination_id: str, audit: Callable[[Policy], AuditEntry] | None
@@ -259,7 +264,7 @@ class FakePolicyStore:
             return None
         policy = self._db.head(found[1])
         if audit is not None:
-            self._db.outbox.append(audit(policy))
+            self._db.to_outbox(audit(policy))
         return policy
 
     async def list_versions(
@@ -276,7 +281,7 @@ class FakePolicyStore:
         rows = sorted((p for p in versions if p.version < before), key=lambda p: -p.version)
         rows = rows[:limit]
         if audit is not None:
-            self._db.outbox.append(
+            self._db.to_outbox(
                 audit(rows[0] if rows else Policy(destination_id, found[1].workspace_id))
             )
         return rows

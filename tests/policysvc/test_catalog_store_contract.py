@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from services.common.errors import AlreadyExists, NotFound
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.policysvc.catalog import HipaaEligibility, Workspace
 from tests.policysvc.backends import T0, Backend, backend, destination, entry, seed, workspace
 
@@ -21,6 +21,13 @@ async def test_a_workspace_reads_back_as_inserted_with_its_audit(backend: Backen
         await backend.catalog.get_workspace("ws_unknown"),
         await backend.outbox(),
     ) == (workspace(), None, ["Workspace Created"])
+
+
+async def test_an_entry_auditsvc_would_refuse_fails_the_change(backend: Backend) -> None:
+    """The outbox checks auditsvc's rules: the workspace is not created, nothing is queued."""
+    with pytest.raises(InvalidArgument, match="past-tense verb"):
+        await backend.catalog.insert_workspace(workspace(), entry("Create Workspace"))
+    assert (await backend.catalog.get_workspace("ws_1"), await backend.outbox()) == (None, [])
 
 
 async def test_update_hipaa_answers_the_workspace_before_the_change(backend: Backend) -> None:

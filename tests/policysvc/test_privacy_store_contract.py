@@ -110,10 +110,14 @@ async def test_a_refusing_check_adds_nothing(backend: Backend) -> None:
 async def test_remove_matcher_answers_it_and_forgets_its_value_matches(backend: Backend) -> None:
     """The removed matcher comes back; its recorded value hits go with it."""
     await seed(backend)
-    await backend.privacy.add_matcher("ws_1", matcher("mt_1"), lambda _: None, entry("Added"))
+    await backend.privacy.add_matcher(
+        "ws_1", matcher("mt_1"), lambda _: None, entry("Matcher Added")
+    )
     await backend.privacy.record_samples("ws_1", ["traits.a"], {"traits.a": frozenset({"mt_1"})})
     hits_before = (await backend.privacy.classifier_state("ws_1")).value_hits
-    removed = await backend.privacy.remove_matcher("ws_1", "mt_1", lambda m: entry("Removed"))
+    removed = await backend.privacy.remove_matcher(
+        "ws_1", "mt_1", lambda m: entry("Matcher Removed")
+    )
     state = await backend.privacy.classifier_state("ws_1")
     assert (hits_before, removed, state.matchers, state.value_hits) == (
         {"traits.a": frozenset({"mt_1"})},
@@ -126,7 +130,9 @@ async def test_remove_matcher_answers_it_and_forgets_its_value_matches(backend: 
 async def test_remove_matcher_of_another_workspace_is_none(backend: Backend) -> None:
     """A matcher id from ws_2 is not found through ws_1, and stays."""
     await seed(backend, destination("dst_2", "ws_2"))
-    await backend.privacy.add_matcher("ws_2", matcher("mt_2"), lambda _: None, entry("Added"))
+    await backend.privacy.add_matcher(
+        "ws_2", matcher("mt_2"), lambda _: None, entry("Matcher Added")
+    )
     removed = await backend.privacy.remove_matcher("ws_1", "mt_2", lambda m: entry("Never"))
     state = await backend.privacy.classifier_state("ws_2")
     assert (removed, [m.matcher_id for m in state.matchers]) == (None, ["mt_2"])
@@ -135,7 +141,9 @@ async def test_remove_matcher_of_another_workspace_is_none(backend: Backend) -> 
 async def test_value_hits_are_kept_only_for_the_workspaces_own_matchers(backend: Backend) -> None:
     """A hit naming an unknown (or removed) matcher records nothing."""
     await seed(backend)
-    await backend.privacy.add_matcher("ws_1", matcher("mt_1"), lambda _: None, entry("Added"))
+    await backend.privacy.add_matcher(
+        "ws_1", matcher("mt_1"), lambda _: None, entry("Matcher Added")
+    )
     await backend.privacy.record_samples(
         "ws_1",
         ["traits.a", "traits.b"],
@@ -163,7 +171,7 @@ async def test_known_paths_are_samples_overrides_and_current_policy_fields(
         policy = Policy("dst_1", "ws_1", version, True, fields=fields, created_at=T0)
         await backend.policy.change_policy(
             "dst_1",
-            lambda ctx, p=policy: PolicyChange(p, entry("Enabled")),  # type: ignore[misc]
+            lambda ctx, p=policy: PolicyChange(p, entry("Policy Enabled")),  # type: ignore[misc]
         )
     assert await backend.privacy.known_paths("ws_1") == {
         "traits.sampled",
