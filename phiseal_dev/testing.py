@@ -7,17 +7,20 @@ fresh copy of the template for each test.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import importlib
+import inspect
 import os
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -41,11 +44,81 @@ from services.common.security.tls import (
 from services.common.server.grpc_server import GrpcServer
 from services.migrate import migrate_all
 
+T = TypeVar("T")
+
 DB_SERVICES = ("keysvc", "policysvc", "auditsvc")
 ALL_SERVICES = ("keysvc", "policysvc", "encryptsvc", "auditsvc")
 # Identities that exist only in tests: a certificate from our CA that no allow-list names.
 TEST_IDENTITIES = ("stranger",)
 DEV_ADMIN = "dev-admin"
+
+
+@overload
+async def eventually(
+    check: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = ...,  # noqa: ASYNC109
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    check: Callable[[], T],
+    *,
+    timeout: float = ...,  # noqa: ASYNC109
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+async def eventually(
+    check: Callable[[], Any],
+    *,
+    timeout: float = 20.0,  # noqa: ASYNC109 - a deadline that reports the last value seen
+    interval: float = 0.01,
+    what: str = "",
+) -> T:
+    """Polls ``check`` (sync or async) until it returns a truthy value, and returns that value.
+
+    A check may also raise ``AssertionError`` to mean "not yet". The one way tests wait for
+    something to happen: never a fixed sleep, which is either too short on a loaded machine or
+    wasted time on an idle one. On timeout it raises ``TimeoutError`` carrying the last value
+    (or chains the last ``AssertionError``), so the failure says what was still wrong.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        failure: AssertionError | None = None
+        try:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result  # type: ignore[no-any-return]
+        except AssertionError as exc:
+            failure, result = exc, None
+        if loop.time() >= deadline:
+            message = f"not true within {timeout}s: {what or getattr(check, '__name__', check)}"
+            if failure is not None:
+                raise TimeoutError(f"{message}; last: {failure}") from failure
+            raise TimeoutError(f"{message}; last value: {result!r}")
+        await asyncio.sleep(interval)
+
+
+class ManualClock:
+    """An injectable clock that moves only when a test says so (``advance``)."""
+
+    def __init__(self, start: datetime = datetime(2026, 1, 1, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> datetime:
+        self.now += delta
+        return self.now
 
 
 @dataclass(frozen=True)
@@ -292,6 +365,26 @@ class PgCluster:
         finally:
             await admin.close()
         return self.url(name)
+
+    async def empty_schema(self, url: str, schema: str) -> None:
+        """Empties every table of ``schema`` in ``url``'s database but its migration record.
+
+        Much cheaper than a fresh database for tests that start from an empty schema (the store
+        contract suites); as a superuser in replica mode, so append-only triggers stay quiet.
+        """
+        con = await asyncpg.connect(url)
+        try:
+            tables = await con.fetch(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+                "WHERE schemaname = $1 AND tablename <> 'schema_migrations'",
+                schema,
+            )
+            async with con.transaction():
+                await con.execute("SET LOCAL session_replication_role = replica")
+                names = ", ".join(row[0] for row in tables)
+                await con.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        finally:
+            await con.close()
 
     async def drop_database(self, url: str) -> None:
         name = urlsplit(url).path.lstrip("/")

@@ -38,6 +38,15 @@ async def database_url(pg_cluster: PgCluster) -> AsyncIterator[str]:
     await pg_cluster.drop_database(url)
 
 
+@pytest_asyncio.fixture(scope="session")
+async def shared_database(pg_cluster: PgCluster) -> AsyncIterator[str]:
+    """One database for the store contract suites, which empty their schema per test
+    (``PgCluster.empty_schema``) instead of paying for a fresh database each time."""
+    url = await pg_cluster.create_database()
+    yield url
+    await pg_cluster.drop_database(url)
+
+
 @pytest_asyncio.fixture
 async def start(database_url: str) -> AsyncIterator[StartService]:
     """Factory: ``await start("keysvc", KEY="value")`` serves a service on an ephemeral port."""

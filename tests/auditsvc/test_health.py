@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import asyncpg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from phiseal_dev.testing import PgCluster, RunningService
+from phiseal_dev.testing import PgCluster, RunningService, eventually
 
 
 async def _status(service: RunningService) -> int:
@@ -20,12 +17,11 @@ async def _status(service: RunningService) -> int:
 
 
 async def _until(service: RunningService, wanted: int) -> int:
-    deadline = time.monotonic() + 10
-    status = await _status(service)
-    while status != wanted and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        status = await _status(service)
-    return status
+    async def reached() -> bool:
+        return await _status(service) == wanted
+
+    await eventually(reached, timeout=10, what=f"health status {wanted}")
+    return wanted
 
 
 async def test_synchronous_commit_off_is_not_serving(

@@ -6,9 +6,7 @@ import asyncio
 import os
 import signal
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -23,7 +21,7 @@ from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
 from phiseal_dev.dbroles import runtime_url
 from phiseal_dev.localpg import free_port
-from phiseal_dev.testing import RunningService, session_secrets
+from phiseal_dev.testing import RunningService, eventually, session_secrets
 from services.common.audit import AuditEntry
 from services.common.data.outbox import append_to_outbox
 from services.common.data.outbox_relay import to_proto
@@ -56,13 +54,6 @@ async def write_outbox(database_url: str, schema: str, count: int) -> list[str]:
     finally:
         await con.close()
     return [e.event_id for e in entries]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def recorded_ids(audit: audit_pb2_grpc.AuditServiceStub) -> list[str]:
@@ -378,7 +369,7 @@ async def test_sigkill_before_the_relay_ran_loses_nothing(
             except grpc.aio.AioRpcError:
                 return False
 
-        await eventually(up, 30)
+        await eventually(up, timeout=30)
         return process
 
     first = await spawn("3600")

@@ -29,7 +29,7 @@ from services.keysvc.servicer import KeyServicer
 from services.policysvc.catalog import Catalog
 from services.policysvc.policy import Policies
 from services.policysvc.privacy import Privacy
-from tests.keysvc.test_keys import FakeDirectory, FakeStore
+from tests.keysvc.fakes import FakeDirectory, FakeKeyStore
 
 ROOT = Path(__file__).resolve().parents[2]
 DOMAIN_MODULES = [
@@ -48,15 +48,15 @@ def test_reading_the_caller_outside_an_rpc_raises() -> None:
 
 
 @pytest.fixture
-def store() -> FakeStore:
-    return FakeStore()
+def store() -> FakeKeyStore:
+    return FakeKeyStore()
 
 
 @pytest_asyncio.fixture
-async def bare_keysvc(store: FakeStore) -> AsyncIterator[keys_pb2_grpc.KeyServiceStub]:
+async def bare_keysvc(store: FakeKeyStore) -> AsyncIterator[keys_pb2_grpc.KeyServiceStub]:
     """keysvc's real servicer and domain on a server without the interceptor: nothing
     authenticates the call, so nothing binds a caller."""
-    manager = KeyManager(store, FakeDirectory("d1"), pending_ttl=timedelta(hours=1))
+    manager = KeyManager(store, FakeDirectory({"d1": "ws_1"}), pending_ttl=timedelta(hours=1))
     server = grpc.aio.server()
     keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(manager, feed=None), server)  # type: ignore[arg-type]
     port = server.add_insecure_port("127.0.0.1:0")
@@ -70,7 +70,7 @@ async def bare_keysvc(store: FakeStore) -> AsyncIterator[keys_pb2_grpc.KeyServic
 
 
 async def test_an_unbound_call_is_refused_not_served_as_a_superuser(
-    bare_keysvc: keys_pb2_grpc.KeyServiceStub, store: FakeStore
+    bare_keysvc: keys_pb2_grpc.KeyServiceStub, store: FakeKeyStore
 ) -> None:
     """A handler reached without the interceptor used to run as the default principal, a
     superuser, and delivered a private key; now reading its caller fails and nothing is made."""

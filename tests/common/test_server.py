@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from phiseal_dev import dbroles
 from phiseal_dev.localpg import LocalPostgres
-from phiseal_dev.testing import ALL_SERVICES, PgCluster, start_service
+from phiseal_dev.testing import ALL_SERVICES, PgCluster, eventually, start_service
 from services.migrate import migrate_all
 from tests.common import fake_service
 from tests.common.fake_service import Req
@@ -77,13 +77,11 @@ async def test_health_is_serving_for_overall_and_service(start: StartService, na
 
 
 async def wait_for_status(channel: grpc.aio.Channel, wanted: int, within: float = 15) -> int:
-    status = -1
-    for _ in range(int(within / 0.1)):
-        status = await health_status(channel)
-        if status == wanted:
-            break
-        await asyncio.sleep(0.1)
-    return status
+    async def reached() -> bool:
+        return await health_status(channel) == wanted
+
+    await eventually(reached, timeout=within, what=f"health status {wanted}")
+    return wanted
 
 
 async def test_health_follows_the_database() -> None:
@@ -118,12 +116,20 @@ async def test_shutdown_finishes_in_flight_call_and_refuses_new_ones() -> None:
         async with asyncio.timeout(10):
             await fake_service.SLOW_STARTED.wait()
         stopping = asyncio.ensure_future(server.stop())
-        await asyncio.sleep(0.1)
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await fake_service.call(channel, "Echo")(Req(), timeout=2)
+
+        async def refusal() -> grpc.StatusCode | None:
+            try:
+                await fake_service.call(channel, "Echo")(Req(), timeout=2)
+            except grpc.aio.AioRpcError as exc:
+                # CANCELLED: the call got in just before the port closed and was cut off with
+                # the server; only a call that starts after it closed is a refusal.
+                return None if exc.code() == grpc.StatusCode.CANCELLED else exc.code()
+            return None  # stop() has not closed the port yet
+
+        refused = await eventually(refusal, timeout=10, what="a new call is refused")
         reply = await in_flight
         await stopping
-    assert (reply.status, refused.value.code()) == (SERVING, grpc.StatusCode.UNAVAILABLE)
+    assert (reply.status, refused) == (SERVING, grpc.StatusCode.UNAVAILABLE)
 
 
 async def test_health_reports_not_serving_once_shutdown_begins() -> None:

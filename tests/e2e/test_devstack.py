@@ -3,6 +3,7 @@ credentials, talk to each other only over mutual TLS, and stop cleanly on SIGTER
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from phiseal_dev.localpg import free_port
+from phiseal_dev.testing import eventually
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 NAMES = ("keysvc", "policysvc", "encryptsvc", "auditsvc")
@@ -140,18 +142,20 @@ def test_stack_serves_over_tls_and_mtls_and_stops_on_sigterm() -> None:
             "phiseal.keys.v1.KeyService/GenerateKeyPair",
             data={"destination_id": destination},
         )
-        audited: set[str] = set()
-        deadline = time.monotonic() + 30
         expected = {"Workspace HIPAA Eligibility Modified", "Destination Encryption Keys Generated"}
-        while not expected <= audited:
-            assert time.monotonic() < deadline, f"audit records seen: {sorted(audited)}"
-            time.sleep(0.3)
-            page = s.as_admin(
+
+        async def audit_types() -> set[str]:
+            page = await asyncio.to_thread(
+                s.as_admin,
                 "auditsvc",
                 "phiseal.audit.v1.AuditService/QueryEvents",
                 data={"filter": {"workspace_id": workspace}},
             )
-            audited = {r["event"]["event_type"] for r in page.get("records", [])}
+            seen = {r["event"]["event_type"] for r in page.get("records", [])}
+            assert expected <= seen, f"audit records seen: {sorted(seen)}"
+            return seen
+
+        audited = asyncio.run(eventually(audit_types, timeout=30, interval=0.3))
         stack.send_signal(signal.SIGTERM)
         code = stack.wait(timeout=60)
     finally:

@@ -8,8 +8,6 @@ and decrypts with the kit and, independently, with jwcrypto.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 from phiseal.keys.v1 import keys_pb2
 
 from phiseal_decrypt import Decryptor, Keyring, WrongKey, looks_like_jwe
+from phiseal_dev.testing import eventually
 from services.common.fieldpath import find, parse_selection
 from tests.auditsvc.helpers import whole_log
 from tests.conftest import StartService
@@ -33,7 +32,6 @@ from tests.encryptsvc.stack import (
     SAMPLES,
     X25519,
     Admin,
-    wait_for,
     wait_serving,
 )
 
@@ -169,7 +167,7 @@ async def test_customer_flow_end_to_end(start: StartService, tmp_path: Path) -> 
     async def uses_v2() -> bool:
         return (await _encrypt(encrypt, x_dest)).kid == f"{x_dest}.v2"
 
-    await wait_for(uses_v2, 10)
+    await eventually(uses_v2, timeout=10)
     x2_out = await _encrypt(encrypt, x_dest)
     new_only = Decryptor(Keyring.from_files([x2_pem]))
     assert [new_only.decrypt_event(orjson.loads(r.event)) for r in x2_out.results] == SAMPLES
@@ -206,13 +204,12 @@ async def test_customer_flow_end_to_end(start: StartService, tmp_path: Path) -> 
                 found[(event.event_type, about)] += 1
         return found
 
-    deadline = time.monotonic() + 30
-    while True:
+    async def all_recorded() -> list[audit_pb2.AuditRecord] | None:
         records = await _audit_log(audit, workspace_id)
-        if actions(records) == expected or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
-    assert expected == actions(records)
+        assert expected == actions(records)
+        return records
+
+    records = await eventually(all_recorded, timeout=30) or []
     assert len(records) == len({r.event.event_id for r in records})
     text = "\n".join(json_format.MessageToJson(r) for r in records)
     leaked = sorted(v for v in _phi_values() if v in text)

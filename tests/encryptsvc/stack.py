@@ -7,9 +7,7 @@ private key kept here, as the customer keeps it) and encryption enabled through 
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
 from phiseal_decrypt import Keyring
-from phiseal_dev.testing import person
+from phiseal_dev.testing import eventually, person
 from tests.encryptsvc.keys import KeyPair, PrivateKey
 
 PERSON = person("user-1")
@@ -227,15 +225,6 @@ async def health(channel: grpc.aio.Channel) -> int:
     return int(reply.status)
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float) -> float:
-    """Polls ``predicate`` until true; fails after ``within`` seconds. Answers the time taken."""
-    started = time.monotonic()
-    while not await predicate():
-        assert time.monotonic() - started < within, "the condition did not hold in time"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
-
-
 async def wait_serving(channel: grpc.aio.Channel, within: float = 10) -> None:
     async def serving() -> bool:
         try:
@@ -243,4 +232,4 @@ async def wait_serving(channel: grpc.aio.Channel, within: float = 10) -> None:
         except grpc.aio.AioRpcError:
             return False
 
-    await wait_for(serving, within)
+    await eventually(serving, timeout=within, what="SERVING")

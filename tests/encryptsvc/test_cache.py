@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from phiseal_dev.testing import eventually
 from services.common.errors import Unavailable
 from services.common.vocabulary import ChangeKind
 from services.encryptsvc.cache import Cache, Change
@@ -212,11 +213,7 @@ async def test_stream_reconnects_and_health_follows_it() -> None:
         assert cache.health() is None  # within the bound
         clock.now += 6
         assert "down for longer than 5s" in (cache.health() or "")
-        for _ in range(50):
-            if stream.opened >= 2:
-                break
-            await asyncio.sleep(0.005)
-        assert stream.opened >= 2
+        assert await eventually(lambda: stream.opened >= 2, timeout=5)
     finally:
         await cache.stop()
 

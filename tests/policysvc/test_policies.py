@@ -86,28 +86,6 @@ async def test_enable_refuses_unknown_format(stub: PolicyServiceStub) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_enable_in_non_eligible_workspace_fails(
-    stub: PolicyServiceStub, database_url: str
-) -> None:
-    """Encryption needs a HIPAA-eligible workspace: FAILED_PRECONDITION saying how to fix it."""
-    destination_id = await new_destination(stub, await new_workspace(stub, eligible=False))
-    before = await event_types(database_url)
-    code, message = await error_of(stub.EnableEncryption(enable(destination_id, ["traits.email"])))
-    assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "SetHipaaEligibility" in message
-    assert await event_types(database_url) == before
-
-
-async def test_enable_on_wrong_destination_type_fails(stub: PolicyServiceStub) -> None:
-    """Only event-stream cloud-mode destinations can have encryption."""
-    workspace_id = await new_workspace(stub)
-    destination_id = await new_destination(
-        stub, workspace_id, type_=policy_pb2.DESTINATION_TYPE_WAREHOUSE
-    )
-    code, message = await error_of(stub.EnableEncryption(enable(destination_id, ["traits.email"])))
-    assert (code, "cloud-mode" in message) == (grpc.StatusCode.FAILED_PRECONDITION, True)
-
-
 async def test_enable_path_outside_the_three_objects_is_invalid(stub: PolicyServiceStub) -> None:
     """A path outside context, traits and properties is INVALID_ARGUMENT."""
     destination_id = await ready_destination(stub)
@@ -155,33 +133,6 @@ async def test_enable_red_field_fails_naming_it(stub: PolicyServiceStub) -> None
     assert "traits.email" not in message
 
 
-async def test_enable_green_fields_fails_naming_each(stub: PolicyServiceStub) -> None:
-    """Every non-yellow field is named, not only the first."""
-    destination_id = await ready_destination(stub)
-    code, message = await error_of(
-        stub.EnableEncryption(enable(destination_id, ["traits.plan", "properties.clinic"]))
-    )
-    assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "traits.plan is green" in message
-    assert "properties.clinic is green" in message
-
-
-async def test_override_to_yellow_makes_a_field_selectable(stub: PolicyServiceStub) -> None:
-    """After an override to yellow, a green field can be encrypted."""
-    workspace_id = await new_workspace(stub)
-    destination_id = await new_destination(stub, workspace_id)
-    await stub.SetClassification(
-        policy_pb2.SetClassificationRequest(
-            workspace_id=workspace_id,
-            override=policy_pb2.PathOverride(
-                path="traits.plan", classification=policy_pb2.CLASSIFICATION_YELLOW
-            ),
-        )
-    )
-    reply = await stub.EnableEncryption(enable(destination_id, ["traits.plan"]))
-    assert list(reply.policy.fields) == ["traits.plan"]
-
-
 async def test_stale_expected_version_is_aborted(
     stub: PolicyServiceStub, database_url: str
 ) -> None:
@@ -193,14 +144,6 @@ async def test_stale_expected_version_is_aborted(
         stub.UpdateEncryptedFields(update(destination_id, 0, add=("traits.birthdate",)))
     )
     assert (code, await event_types(database_url)) == (grpc.StatusCode.ABORTED, before)
-
-
-async def test_enable_again_with_stale_version_is_aborted(stub: PolicyServiceStub) -> None:
-    """EnableEncryption checks expected_version too."""
-    destination_id = await ready_destination(stub)
-    await stub.EnableEncryption(enable(destination_id, ["traits.email"]))
-    code = await status_of(stub.EnableEncryption(enable(destination_id, ["traits.name"])))
-    assert code == grpc.StatusCode.ABORTED
 
 
 async def test_concurrent_changes_on_one_version_one_wins(stub: PolicyServiceStub) -> None:
@@ -242,16 +185,6 @@ async def test_update_adds_and_removes(stub: PolicyServiceStub, database_url: st
             "removed": ["traits.name"],
         },
     )
-
-
-async def test_update_adding_green_field_fails(stub: PolicyServiceStub) -> None:
-    """Added fields must be yellow too."""
-    destination_id = await ready_destination(stub)
-    await stub.EnableEncryption(enable(destination_id, ["traits.email"]))
-    code = await status_of(
-        stub.UpdateEncryptedFields(update(destination_id, 1, add=("traits.plan",)))
-    )
-    assert code == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_update_removing_unknown_field_is_invalid(stub: PolicyServiceStub) -> None:

@@ -23,7 +23,6 @@ gives audit records for it, not a value from an event); it must stay out of the 
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import subprocess
@@ -42,10 +41,10 @@ from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
 from phiseal_dev.localpg import bin_dir
-from phiseal_dev.testing import PgCluster, person
+from phiseal_dev.testing import PgCluster, eventually, person
 from services.common.server.logging import configure_logging
 from tests.auditsvc.helpers import event, whole_log
-from tests.encryptsvc.stack import FIELDS, PERSON, RSA_2048, SEGMENT, X25519, Admin, wait_for
+from tests.encryptsvc.stack import FIELDS, PERSON, RSA_2048, SEGMENT, X25519, Admin
 from tests.secret_search import data_files, flush_to_disk, needles, search
 from tests.security.conftest import Stack
 from tests.security.world import World
@@ -346,6 +345,22 @@ def leaks(blobs: list[tuple[str, bytes]], wanted: dict[str, bytes]) -> list[tupl
     return sorted((name, label) for name, blob in blobs for label, w in wanted.items() if w in blob)
 
 
+async def _delivery_logged(database_url: str, log_text: str) -> bool:
+    """Whether the relays' "outbox_delivered" lines account for every outbox row."""
+    con = await asyncpg.connect(database_url)
+    try:
+        rows = 0
+        for schema in ("keysvc", "policysvc"):
+            rows += int(await con.fetchval(f"SELECT count(*) FROM {schema}.audit_outbox"))  # noqa: S608
+    finally:
+        await con.close()
+    logged = 0
+    for line in log_text.splitlines():
+        if '"outbox_delivered"' in line:
+            logged += int(orjson.loads(line).get("rows", 0))
+    return logged >= rows
+
+
 async def _drained(database_url: str) -> bool:
     con = await asyncpg.connect(database_url)
     try:
@@ -391,8 +406,9 @@ async def test_canaries_appear_nowhere(
     configure_logging("debug", "json", stream=app_log)
     world = await World.create(stack, "Canary Clinic")
     pushed = await push_everything(stack, world)
-    await wait_for(lambda: _drained(stack.database_url), 20)
-    await asyncio.sleep(0.3)  # the relays' last log lines
+    await eventually(lambda: _drained(stack.database_url), timeout=20)
+    # The relays log a batch after committing it: wait for those last lines too.
+    await eventually(lambda: _delivery_logged(stack.database_url, app_log.getvalue()))
     audit_text = await _audit_text(pushed["audit"], world.workspace_id)
 
     await flush_to_disk(pg_cluster.admin_url)

@@ -17,11 +17,11 @@ import pytest_asyncio
 from google.protobuf import json_format
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
-from phiseal_dev.testing import session_secrets
+from phiseal_dev.testing import eventually, session_secrets
 from services.common.security.auth import Role
 from services.common.security.authz import WILDCARD
 from tests.auditsvc.helpers import whole_log
-from tests.encryptsvc.stack import PERSON, wait_for
+from tests.encryptsvc.stack import PERSON
 from tests.rules import ALL_RULES
 from tests.security.calls import OK, call
 from tests.security.conftest import Stack
@@ -144,7 +144,7 @@ async def test_denied_phi_attempts_arrive_at_auditsvc(matrix: Matrix, stack: Sta
     async def arrived() -> bool:
         return seen(await _denials(stack, matrix.world.workspace_id)) == expected
 
-    await wait_for(arrived, 20)
+    await eventually(arrived, timeout=20)
     assert expected == seen(await _denials(stack, matrix.world.workspace_id))
 
 

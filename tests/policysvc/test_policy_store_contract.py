@@ -1,0 +1,154 @@
+"""The PolicyStore contract, run against the fake and the PostgreSQL store alike."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.common.errors import FailedPrecondition
+from services.common.fieldpath import parse
+from services.policysvc.classification import Classification, Override
+from services.policysvc.policy import Policy, PolicyChange, PolicyContext
+from tests.policysvc.backends import T0, Backend, backend, destination, entry, seed, workspace
+
+__all__ = ["backend"]
+
+
+def next_version(ctx: PolicyContext, *fields: str) -> PolicyChange:
+    """A decision that appends the version after the head with ``fields``."""
+    policy = Policy(
+        ctx.destination.destination_id,
+        ctx.workspace.workspace_id,
+        ctx.head.version + 1,
+        enabled=bool(fields),
+        fields=fields,
+        created_at=T0,
+        created_by="alice",
+        change_summary="changed",
+    )
+    return PolicyChange(policy, entry("Destination Encryption Enabled"))
+
+
+async def test_a_change_is_stored_audited_and_announced(backend: Backend) -> None:
+    """change_policy answers and keeps decide's policy, its audit entry and an announcement."""
+    await seed(backend, destination())
+    stored = await backend.policy.change_policy("dst_1", lambda c: next_version(c, "traits.a"))
+    assert (
+        stored,
+        await backend.policy.get_policy("dst_1", None),
+        (await backend.outbox())[-1],
+        await backend.announced(1),
+    ) == (
+        Policy(
+            "dst_1",
+            "ws_1",
+            1,
+            True,
+            fields=("traits.a",),
+            created_at=T0,
+            created_by="alice",
+            change_summary="changed",
+        ),
+        stored,
+        "Destination Encryption Enabled",
+        [("dst_1", 1)],
+    )
+
+
+async def test_a_change_to_an_unknown_destination_is_none_without_deciding(
+    backend: Backend,
+) -> None:
+    """None; decide is never called."""
+    called: list[PolicyContext] = []
+
+    def decide(ctx: PolicyContext) -> PolicyChange:
+        called.append(ctx)
+        return next_version(ctx)
+
+    assert (await backend.policy.change_policy("dst_x", decide), called) == (None, [])
+
+
+async def test_a_refusing_decision_writes_nothing(backend: Backend) -> None:
+    """decide's error propagates; no version, no audit entry, no announcement."""
+    await seed(backend, destination())
+
+    def refuse(ctx: PolicyContext) -> PolicyChange:
+        raise FailedPrecondition("no")
+
+    with pytest.raises(FailedPrecondition):
+        await backend.policy.change_policy("dst_1", refuse)
+    await backend.policy.change_policy("dst_1", lambda c: next_version(c, "traits.a"))
+    assert (
+        await backend.policy.list_versions("dst_1", 1 << 62, 10, None),
+        await backend.announced(1),
+    ) == (
+        [await backend.policy.get_policy("dst_1", None)],
+        [("dst_1", 1)],
+    )
+
+
+async def test_the_context_holds_workspace_destination_head_and_classifier(
+    backend: Backend,
+) -> None:
+    """Before any change the head is version 0; the classifier sees the workspace overrides."""
+    await seed(backend, destination())
+    await backend.privacy.set_override(
+        "ws_1",
+        "traits.plan",
+        Override("traits.plan", Classification.YELLOW, "alice", T0),
+        lambda _: entry("Privacy Classification Modified"),
+    )
+    ctx = await backend.policy.load_context("dst_1")
+    assert ctx is not None
+    assert (
+        ctx.workspace,
+        ctx.destination,
+        ctx.head,
+        ctx.classifier.classify(parse("traits.plan")).classification,
+        await backend.policy.load_context("dst_x"),
+    ) == (workspace(), destination(), Policy("dst_1", "ws_1"), Classification.YELLOW, None)
+
+
+async def test_get_policy_of_a_never_configured_destination_is_version_zero(
+    backend: Backend,
+) -> None:
+    """Version 0 in the destination's workspace; the audit callback sees it; unknown is None."""
+    await seed(backend, destination())
+    seen: list[Policy] = []
+
+    def audit(policy: Policy) -> object:
+        seen.append(policy)
+        return entry("Destination Encryption Policy Viewed")
+
+    policy = await backend.policy.get_policy("dst_1", audit)  # type: ignore[arg-type]
+    assert (policy, seen, await backend.policy.get_policy("dst_x", None)) == (
+        Policy("dst_1", "ws_1"),
+        [Policy("dst_1", "ws_1")],
+        None,
+    )
+
+
+async def test_versions_list_newest_first_below_a_version(backend: Backend) -> None:
+    """Newest first, strictly below ``before``, at most ``limit``."""
+    await seed(backend, destination())
+    for n in range(4):
+        await backend.policy.change_policy("dst_1", lambda c, n=n: next_version(c, f"traits.f{n}"))  # type: ignore[misc]
+    page = await backend.policy.list_versions("dst_1", 4, 2, None)
+    assert [p.version for p in page or []] == [3, 2]
+
+
+async def test_concurrent_changes_are_decided_one_after_the_other(backend: Backend) -> None:
+    """Both decisions run under the destination's lock: the second sees the first's version."""
+    await seed(backend, destination())
+    results = await asyncio.gather(
+        backend.policy.change_policy("dst_1", lambda c: next_version(c, "traits.a")),
+        backend.policy.change_policy("dst_1", lambda c: next_version(c, "traits.b")),
+    )
+    assert sorted(p.version for p in results if p) == [1, 2]
+
+
+async def test_record_audit_writes_the_entry(backend: Backend) -> None:
+    """An audit entry recorded on its own reaches the outbox."""
+    await backend.policy.record_audit(entry("Destination Encryption Previewed"))
+    assert await backend.outbox() == ["Destination Encryption Previewed"]

@@ -1,0 +1,201 @@
+"""The PrivacyStore contract, run against the fake and the PostgreSQL store alike."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.errors import ResourceExhausted
+from services.policysvc.classification import (
+    Classification,
+    Matcher,
+    MatcherTarget,
+    MatchKind,
+    Override,
+    Signals,
+)
+from services.policysvc.policy import Policy, PolicyChange
+from tests.policysvc.backends import T0, Backend, backend, destination, entry, seed
+
+__all__ = ["backend"]
+
+
+def matcher(matcher_id: str, pattern: str = "email") -> Matcher:
+    return Matcher(
+        matcher_id,
+        f"name {matcher_id}",
+        MatcherTarget.VALUE,
+        MatchKind.EXACT,
+        pattern,
+        Classification.RED,
+        created_at=T0,
+        created_by="alice",
+    )
+
+
+def override(path: str, classification: Classification) -> Override:
+    return Override(path, classification, "alice", T0)
+
+
+async def test_workspace_exists_only_once_inserted(backend: Backend) -> None:
+    """False before, True after."""
+    before = await backend.privacy.workspace_exists("ws_1")
+    await seed(backend)
+    assert (before, await backend.privacy.workspace_exists("ws_1")) == (False, True)
+
+
+async def test_an_override_is_set_replaced_and_removed(backend: Backend) -> None:
+    """The audit callback sees the previous override's classification each time."""
+    await seed(backend)
+    previous: list[Classification | None] = []
+
+    def audit(before: Classification | None) -> object:
+        previous.append(before)
+        return entry("Privacy Classification Modified")
+
+    for value in (
+        override("traits.x", Classification.RED),
+        override("traits.x", Classification.YELLOW),
+        None,
+    ):
+        assert await backend.privacy.set_override("ws_1", "traits.x", value, audit)  # type: ignore[arg-type]
+        state = await backend.privacy.classifier_state("ws_1")
+        previous.append(state.overrides[0].classification if state.overrides else None)
+    assert previous == [
+        None,
+        Classification.RED,
+        Classification.RED,
+        Classification.YELLOW,
+        Classification.YELLOW,
+        None,
+    ]
+
+
+async def test_an_override_in_an_unknown_workspace_is_refused_unaudited(backend: Backend) -> None:
+    """False, and nothing in the outbox."""
+    value = override("traits.x", Classification.RED)
+    done = await backend.privacy.set_override("ws_x", "traits.x", value, lambda _: entry("Never"))
+    assert (done, await backend.outbox()) == (False, [])
+
+
+async def test_add_matcher_checks_the_count_and_keeps_order(backend: Backend) -> None:
+    """check() sees how many custom matchers exist; matchers read back in insertion order."""
+    await seed(backend)
+    counts: list[int] = []
+    for matcher_id in ("mt_b", "mt_a"):
+        added = await backend.privacy.add_matcher(
+            "ws_1", matcher(matcher_id), counts.append, entry("Privacy Matcher Added")
+        )
+        assert added
+    state = await backend.privacy.classifier_state("ws_1")
+    assert (counts, [m.matcher_id for m in state.matchers], state.matchers[0]) == (
+        [0, 1],
+        ["mt_b", "mt_a"],
+        matcher("mt_b"),
+    )
+
+
+async def test_a_refusing_check_adds_nothing(backend: Backend) -> None:
+    """The check's error propagates; no matcher, no audit entry."""
+    await seed(backend)
+
+    def full(count: int) -> None:
+        raise ResourceExhausted("full")
+
+    with pytest.raises(ResourceExhausted):
+        await backend.privacy.add_matcher("ws_1", matcher("mt_1"), full, entry("Never"))
+    state = await backend.privacy.classifier_state("ws_1")
+    assert (state.matchers, await backend.outbox()) == ([], ["Workspace Created"])
+
+
+async def test_remove_matcher_answers_it_and_forgets_its_value_matches(backend: Backend) -> None:
+    """The removed matcher comes back; its recorded value hits go with it."""
+    await seed(backend)
+    await backend.privacy.add_matcher(
+        "ws_1", matcher("mt_1"), lambda _: None, entry("Matcher Added")
+    )
+    await backend.privacy.record_samples("ws_1", ["traits.a"], {"traits.a": frozenset({"mt_1"})})
+    hits_before = (await backend.privacy.classifier_state("ws_1")).value_hits
+    removed = await backend.privacy.remove_matcher(
+        "ws_1", "mt_1", lambda m: entry("Matcher Removed")
+    )
+    state = await backend.privacy.classifier_state("ws_1")
+    assert (hits_before, removed, state.matchers, state.value_hits) == (
+        {"traits.a": frozenset({"mt_1"})},
+        matcher("mt_1"),
+        [],
+        {},
+    )
+
+
+async def test_remove_matcher_of_another_workspace_is_none(backend: Backend) -> None:
+    """A matcher id from ws_2 is not found through ws_1, and stays."""
+    await seed(backend, destination("dst_2", "ws_2"))
+    await backend.privacy.add_matcher(
+        "ws_2", matcher("mt_2"), lambda _: None, entry("Matcher Added")
+    )
+    removed = await backend.privacy.remove_matcher("ws_1", "mt_2", lambda m: entry("Never"))
+    state = await backend.privacy.classifier_state("ws_2")
+    assert (removed, [m.matcher_id for m in state.matchers]) == (None, ["mt_2"])
+
+
+async def test_value_hits_are_kept_only_for_the_workspaces_own_matchers(backend: Backend) -> None:
+    """A hit naming an unknown (or removed) matcher records nothing."""
+    await seed(backend)
+    await backend.privacy.add_matcher(
+        "ws_1", matcher("mt_1"), lambda _: None, entry("Matcher Added")
+    )
+    await backend.privacy.record_samples(
+        "ws_1",
+        ["traits.a", "traits.b"],
+        {"traits.a": frozenset({"mt_1", "mt_gone"}), "traits.b": frozenset({"mt_gone"})},
+    )
+    state = await backend.privacy.classifier_state("ws_1")
+    assert state.value_hits == {"traits.a": frozenset({"mt_1"})}
+
+
+async def test_known_paths_are_samples_overrides_and_current_policy_fields(
+    backend: Backend,
+) -> None:
+    """Sampled paths, overridden paths and the fields of each destination's newest policy
+    version are known; an older version's fields and another workspace's paths are not."""
+    await seed(backend, destination("dst_1"), destination("dst_2", "ws_2"))
+    await backend.privacy.record_samples("ws_1", ["traits.sampled"], {})
+    await backend.privacy.record_samples("ws_2", ["traits.elsewhere"], {})
+    await backend.privacy.set_override(
+        "ws_1",
+        "traits.overridden",
+        override("traits.overridden", Classification.YELLOW),
+        lambda _: entry("Privacy Classification Modified"),
+    )
+    for version, fields in ((1, ("traits.old",)), (2, ("traits.current",))):
+        policy = Policy("dst_1", "ws_1", version, True, fields=fields, created_at=T0)
+        await backend.policy.change_policy(
+            "dst_1",
+            lambda ctx, p=policy: PolicyChange(p, entry("Policy Enabled")),  # type: ignore[misc]
+        )
+    assert await backend.privacy.known_paths("ws_1") == {
+        "traits.sampled",
+        "traits.overridden",
+        "traits.current",
+    }
+
+
+async def test_sample_signals_and_the_samples_audit_are_kept(backend: Backend) -> None:
+    """What samples showed at a path (detectors, JSON kinds) reads back merged per path; the
+    audit entry given is written with them."""
+    await seed(backend)
+    await backend.privacy.record_samples(
+        "ws_1",
+        ["traits.a"],
+        {},
+        {"traits.a": Signals(frozenset(), frozenset({"string"}))},
+        entry("Privacy Samples Classified"),
+    )
+    await backend.privacy.record_samples(
+        "ws_1", ["traits.a"], {}, {"traits.a": Signals(frozenset(), frozenset({"number"}))}
+    )
+    state = await backend.privacy.classifier_state("ws_1")
+    assert (state.signals, (await backend.outbox())[-1]) == (
+        {"traits.a": Signals(frozenset(), frozenset({"number", "string"}))},
+        "Privacy Samples Classified",
+    )
