@@ -244,6 +244,21 @@ class Decryptor:
         # Exactly the JSON that was sealed, big or unusual numbers included.
         return exactjson.loads(plaintext)
 
+    def open_challenge(self, token: str) -> str:
+        """The answer to a key-confirmation challenge (RegenerateKeyPair or ImportPublicKey with
+        confirmation): the text ConfirmKey wants back, proving you hold the new private key."""
+        parsed = _parse(token)
+        aead = self._unwrap(parsed)
+        try:
+            plaintext = aead.decrypt(
+                parsed.iv, parsed.ciphertext + parsed.tag, parsed.protected.encode("ascii")
+            )
+            return plaintext.decode("utf-8")
+        except InvalidTag:
+            raise DecryptError("the challenge fails authentication: it was altered") from None
+        except UnicodeDecodeError:
+            raise DecryptError("this JWE's plaintext is not a PHIseal challenge") from None
+
     def decrypt_segment(self, text: str) -> Any:
         """The original JSON value of one SEGMENT_RSA_OAEP field (base64 RSA-OAEP-SHA256)."""
         try:
