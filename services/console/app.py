@@ -108,8 +108,9 @@ async def _internal(request: Request, exc: Exception) -> Response:
     )
 
 
-def build(settings: Settings, channels: Channels | None = None) -> Outermost:
-    """The ASGI app. Channels open at start-up unless given (tests share their own)."""
+def build(settings: Settings, channels: Channels | None = None) -> Starlette:
+    """The application. Channels open at start-up unless given; serve it wrapped in
+    ``Outermost``."""
     console = Console(
         settings=settings,
         codec=SessionCodec.from_file(settings.session_key_file, settings.session_max_seconds),
@@ -149,7 +150,7 @@ def build(settings: Settings, channels: Channels | None = None) -> Outermost:
         },
     )
     app.state.console = console
-    return Outermost(app)
+    return app
 
 
 class ConsoleServer:
@@ -160,8 +161,9 @@ class ConsoleServer:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((settings.host, settings.port))
+        self.app = build(settings, channels)
         config = uvicorn.Config(
-            build(settings, channels),
+            Outermost(self.app),
             ssl_certfile=str(settings.tls_cert),
             ssl_keyfile=str(settings.tls_key),
             ssl_version=ssl.PROTOCOL_TLS_SERVER,
