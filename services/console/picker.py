@@ -6,7 +6,6 @@ field is listed with its class, what decided it and a link to reclassify it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from phiseal.policy.v1 import policy_pb2
@@ -19,10 +18,11 @@ SECTIONS = ("context", "traits", "properties")
 @dataclass(frozen=True)
 class PickerRow:
     path: str
-    klass: str  # red / yellow / green / unknown
+    klass: str  # red / yellow / green
     why: str
     selectable: bool
     selected: bool
+    how_to_change: str = ""
 
 
 def in_sections(path: str) -> bool:
@@ -30,25 +30,26 @@ def in_sections(path: str) -> bool:
     return head in SECTIONS and "." in path
 
 
-def rows(
-    fields: Iterable[policy_pb2.FieldClassification], policy_fields: Sequence[str]
-) -> list[PickerRow]:
-    """One row per known field under the three sections, sorted by path; fields the policy
-    names are marked selected (even if since reclassified, so the person sees them)."""
-    chosen = set(policy_fields)
-    found: dict[str, PickerRow] = {}
-    for f in fields:
-        if not in_sections(f.path):
-            continue
-        klass = label(CLASSES, f.classification)
-        source = label(SOURCES, f.source)
-        found[f.path] = PickerRow(
-            path=f.path,
-            klass=klass,
-            why=f.decided_by or source,
-            selectable=klass == "yellow",
-            selected=f.path in chosen,
-        )
-    for path in chosen - found.keys():
-        found[path] = PickerRow(path, "unknown", "named by the policy", True, True)
-    return [found[p] for p in sorted(found)]
+def rows(listing: policy_pb2.ListSelectableFieldsResponse) -> list[PickerRow]:
+    """One row per field under the three sections, sorted by path: policysvc's answer to
+    ListSelectableFields (selectable = yellow; the others with what decided and the fix)."""
+    found: list[PickerRow] = []
+    for choice in listing.selectable:
+        f = choice.field
+        found.append(_row(f, selectable=True, selected=choice.encrypted))
+    for other in listing.not_selectable:
+        found.append(_row(other.field, False, False, other.how_to_change))
+    return sorted((r for r in found if in_sections(r.path)), key=lambda r: r.path)
+
+
+def _row(
+    f: policy_pb2.FieldClassification, selectable: bool, selected: bool, how: str = ""
+) -> PickerRow:
+    return PickerRow(
+        path=f.path,
+        klass=label(CLASSES, f.classification),
+        why=f.decided_by or label(SOURCES, f.source),
+        selectable=selectable,
+        selected=selected,
+        how_to_change=how,
+    )

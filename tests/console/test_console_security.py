@@ -246,3 +246,33 @@ async def test_a_viewer_sees_no_button_an_editor_has(
     assert seen[Role.VIEWER] & (editor_only | admin_only) == set()
     assert editor_only <= seen[Role.EDITOR]
     assert seen[Role.EDITOR] & admin_only == set()
+
+
+async def test_turning_encryption_off_needs_the_confirmation_naming_the_destination(
+    stack: ConsoleStack, client: httpx.AsyncClient
+) -> None:
+    """A turn-off form that does not repeat the destination is refused by policysvc; the
+    console shows that message on the confirmation page and encryption stays on."""
+    workspace_id, destination_id = await _workspace(stack)
+    admin = Admin(stack.policysvc.channel(), stack.keysvc.channel())
+    await admin.make_yellow(workspace_id, ["traits.email"])
+    version = await admin.enable(destination_id, ["traits.email"])
+    await sign_in(client, stack.secrets.admin_token("carol"))
+    confirm = f"/w/{workspace_id}/d/{destination_id}/disable"
+    page = await client.get(confirm)
+    assert "Turn off data encryption?" in page.text
+    refused = await client.post(
+        confirm,
+        data={
+            "csrf": csrf_of(page.text),
+            "expected_version": str(version),
+            "confirm_destination_id": "dst_someone_else",
+        },
+        follow_redirects=True,
+    )
+    assert str(refused.url).endswith(confirm)
+    assert "Invalid argument:" in refused.text
+    policy = await admin.policy.GetPolicy(
+        policy_pb2.GetPolicyRequest(destination_id=destination_id), metadata=PERSON
+    )
+    assert (policy.policy.enabled, policy.policy.version) == (True, version)

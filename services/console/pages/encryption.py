@@ -73,6 +73,7 @@ async def encryption_tab(request: Request) -> Response:
     cloud = dst.destination.type == labels.CLOUD_MODE
     keys: list[keys_pb2.KeyVersion] = []
     rows: list[picker.PickerRow] = []
+    problems = list(dst.encryption_problems)
     versions: list[policy_pb2.EncryptionPolicy] = []
     if cloud:
         keys = list(
@@ -84,16 +85,17 @@ async def encryption_tab(request: Request) -> Response:
                 )
             ).versions
         )
-        listing = await calls.policy.ListClassifications(
-            policy_pb2.ListClassificationsRequest(
-                workspace_id=workspace_id,
+        listing = await calls.policy.ListSelectableFields(
+            policy_pb2.ListSelectableFieldsRequest(
+                destination_id=destination_id,
                 paths=list(policy.fields),
                 page=common_pb2.PageRequest(page_size=500),
             ),
             metadata=md,
             timeout=timeout,
         )
-        rows = picker.rows(listing.fields, policy.fields if policy.enabled else [])
+        rows = picker.rows(listing)
+        problems = list(listing.destination_problems)
         versions = list(
             (
                 await calls.policy.ListPolicyVersions(
@@ -113,6 +115,7 @@ async def encryption_tab(request: Request) -> Response:
         policy=policy,
         cloud=cloud,
         why_not=labels.WHY_NO_ENCRYPTION.get(dst.destination.type, ""),
+        problems=problems,
         keys=keys,
         has_active=any(k.state == keys_pb2.KEY_STATE_ACTIVE for k in keys),
         pending=[k for k in keys if k.state == keys_pb2.KEY_STATE_PENDING],
@@ -178,26 +181,22 @@ async def disable_confirm(request: Request) -> Response:
 
 @form_action(lambda r: url("w", r.path_params["ws"], "d", r.path_params["dst"], "disable"))
 async def disable(page: Page, form: FormData) -> Response:
-    """Only with the confirmation naming this destination; nothing already sent changes."""
-    workspace_id, destination_id = _ids(page.request)
-    if text(form, "confirm_destination_id", 200) != destination_id:
-        return page.redirect(
-            url("w", workspace_id, "d", destination_id, "disable"),
-            error="Encryption stays on: confirm by submitting the form that names this "
-            "destination.",
-        )
+    """policysvc turns encryption off only when the confirmation repeats this destination."""
+    _, destination_id = _ids(page.request)
     calls = page.calls
     reply = await calls.policy.DisableEncryption(
         policy_pb2.DisableEncryptionRequest(
-            destination_id=destination_id, expected_version=_number(form, "expected_version")
+            destination_id=destination_id,
+            expected_version=_number(form, "expected_version"),
+            # The person's answer to "Turn off data encryption?", checked by policysvc too.
+            confirm_destination_id=text(form, "confirm_destination_id", 200),
         ),
         metadata=calls.metadata,
         timeout=calls.timeout,
     )
     return page.redirect(
         _tab(page.request),
-        ok=f"Data encryption is off (policy version {reply.policy.version}). Events sent "
-        "before stay encrypted; only the private keys open them.",
+        ok=f"Data encryption is off (policy version {reply.policy.version}). {reply.notice}",
     )
 
 
