@@ -29,11 +29,11 @@ SCREENS = (
 )
 
 
-async def shoot(page: Page, name: str) -> None:
+async def shoot(page: Page, name: str, *, full_page: bool = True) -> None:
     assert name in SCREENS, f"add {name!r} to SCREENS (and to docs/console.md)"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    await page.screenshot(path=str(path), full_page=True)
+    await page.screenshot(path=str(path), full_page=full_page)
     if os.environ.get("PHISEAL_CONSOLE_DOCS") == "1":
         DOCS_SCREENS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOCS_SCREENS / path.name)

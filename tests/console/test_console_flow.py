@@ -243,7 +243,7 @@ async def test_privacy_officer_flow(
 
     await wait_for(everything_recorded, 30)
     await expect(page.get_by_test_id("chain-status")).to_contain_text("Chain verified")
-    await shoot(page, "audit-log")
+    await shoot(page, "audit-log", full_page=False)
     async with page.expect_download() as info:
         await page.locator("#export").click()
     export = await info.value
