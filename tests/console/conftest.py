@@ -5,23 +5,31 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, async_playwright
 
+from phiseal_dev.testing import session_secrets
 from tests.conftest import StartService
 from tests.console.stack import NO_CHROMIUM, ConsoleStack, chromium_path, start_stack
+from tests.console.web_client import https
 
 
 @pytest_asyncio.fixture
 async def stack(start: StartService, tmp_path: Path) -> AsyncIterator[ConsoleStack]:
     dev_token = tmp_path / "admin.token"
-    from phiseal_dev.testing import session_secrets
-
     dev_token.write_text(session_secrets().admin_token("dev-admin"))
     running = await start_stack(start, tmp_path, CONSOLE_DEV_TOKEN_FILE=str(dev_token))
     yield running
     await running.console.stop()
+
+
+@pytest_asyncio.fixture
+async def client(stack: ConsoleStack) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTPS to the console trusting the development CA."""
+    async with https(stack) as http:
+        yield http
 
 
 @pytest_asyncio.fixture

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import io
 import re
-import ssl
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import pytest_asyncio
 from phiseal.policy.v1 import policy_pb2
 from playwright.async_api import BrowserContext, Page
 from starlette.routing import Route
@@ -20,40 +17,9 @@ from services.common.server.logging import configure_logging
 from services.console.session import COOKIE
 from services.console.web import CSP
 from tests.console.stack import ConsoleStack
+from tests.console.web_client import csrf_of, https, sign_in, workspace
 from tests.encryptsvc.stack import PERSON, Admin
 from tests.secret_search import pem_body_lines
-
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-def csrf_of(html: str) -> str:
-    found = CSRF.search(html)
-    assert found, "the page has no form with a CSRF token"
-    return found.group(1)
-
-
-async def sign_in(client: httpx.AsyncClient, token: str) -> httpx.Response:
-    form = await client.get("/signin")
-    return await client.post("/signin", data={"csrf": csrf_of(form.text), "token": token})
-
-
-def https(stack: ConsoleStack) -> httpx.AsyncClient:
-    """HTTPS to the console, trusting the development CA (no browser needed)."""
-    tls = ssl.create_default_context(cadata=stack.secrets.ca_pem.decode())
-    return httpx.AsyncClient(base_url=stack.url, verify=tls)
-
-
-@pytest_asyncio.fixture
-async def client(stack: ConsoleStack) -> AsyncIterator[httpx.AsyncClient]:
-    async with https(stack) as http:
-        yield http
-
-
-async def _workspace(stack: ConsoleStack) -> tuple[str, str]:
-    """A HIPAA-eligible workspace with one cloud-mode destination, made over gRPC."""
-    admin = Admin(stack.policysvc.channel(), stack.keysvc.channel())
-    workspace_id = await admin.workspace("Security clinic")
-    return workspace_id, await admin.destination(workspace_id, "Webhook")
 
 
 async def test_every_page_sends_the_security_headers(
@@ -61,7 +27,7 @@ async def test_every_page_sends_the_security_headers(
 ) -> None:
     """Strict CSP (no inline script), no-store, framing and sniffing off: on pages, redirects,
     errors and refusals alike."""
-    workspace_id, destination_id = await _workspace(stack)
+    workspace_id, destination_id = await workspace(stack)
     signed = await sign_in(client, stack.secrets.admin_token("carol"))
     base = f"/w/{workspace_id}"
     responses = [
@@ -130,7 +96,7 @@ async def test_a_form_without_its_csrf_token_is_refused(
 ) -> None:
     """Every POST route refuses a form with no CSRF token, or another session's, and the
     service is never called (the workspace's eligibility stays as it was)."""
-    workspace_id, destination_id = await _workspace(stack)
+    workspace_id, destination_id = await workspace(stack)
     await sign_in(client, stack.secrets.admin_token("carol"))
     routes = [
         r
@@ -158,7 +124,7 @@ async def test_no_token_or_private_key_reaches_a_url_or_a_log_line(
 ) -> None:
     """Sign in, generate a key (the page holds it, uncached), resubmit the same form: the
     token and the key appear in no URL and no log line, and no second key is delivered."""
-    workspace_id, destination_id = await _workspace(stack)
+    workspace_id, destination_id = await workspace(stack)
     logs = io.StringIO()
     configure_logging("debug", "json", stream=logs)
     token = stack.secrets.admin_token("carol")
@@ -207,7 +173,7 @@ async def test_a_viewer_sees_no_button_an_editor_has(
     """Destinations, Data Encryption and Classification offer a viewer no action; an editor
     gets the editing ones but not the admin's key buttons; a viewer's forged form is refused
     by the service, and the console shows its message."""
-    workspace_id, destination_id = await _workspace(stack)
+    workspace_id, destination_id = await workspace(stack)
     pages = [
         f"/w/{workspace_id}/destinations",
         f"/w/{workspace_id}/d/{destination_id}",
@@ -253,7 +219,7 @@ async def test_turning_encryption_off_needs_the_confirmation_naming_the_destinat
 ) -> None:
     """A turn-off form that does not repeat the destination is refused by policysvc; the
     console shows that message on the confirmation page and encryption stays on."""
-    workspace_id, destination_id = await _workspace(stack)
+    workspace_id, destination_id = await workspace(stack)
     admin = Admin(stack.policysvc.channel(), stack.keysvc.channel())
     await admin.make_yellow(workspace_id, ["traits.email"])
     version = await admin.enable(destination_id, ["traits.email"])
