@@ -62,6 +62,7 @@ async def build(settings: Settings) -> GrpcServer:
         rules=RULES,
         denial_auditor=OutboxDenialAuditor(pool, "policysvc"),
         checks=checks,
+        alarms=[relay.quarantine_alarm],
         components=[Closing("pool", pool.close), feed, relay],
     )
     return GrpcServer.from_settings(parts, settings.server)

@@ -20,7 +20,7 @@ from tests.console.web_client import https
 async def stack(start: StartService, tmp_path: Path) -> AsyncIterator[ConsoleStack]:
     dev_token = tmp_path / "admin.token"
     dev_token.write_text(session_secrets().admin_token("dev-admin"))
-    running = await start_stack(start, tmp_path, CONSOLE_DEV_TOKEN_FILE=str(dev_token))
+    running = await start_stack(start, CONSOLE_DEV_TOKEN_FILE=str(dev_token))
     yield running
     await running.console.stop()
 

@@ -63,9 +63,9 @@ def console_settings(
     return Settings.from_env(env)
 
 
-async def start_stack(start: StartService, tmp_path: Path, **console_env: str) -> ConsoleStack:
+async def start_stack(start: StartService, **console_env: str) -> ConsoleStack:
     """auditsvc, policysvc (relaying its audit outbox), keysvc, encryptsvc, then the console."""
-    auditsvc = await start("auditsvc", AUDITSVC_SIGNING_KEY_FILE=str(tmp_path / "signing.pem"))
+    auditsvc = await start("auditsvc")
     relay = {"AUDITSVC_ADDR": auditsvc.peer_address, "OUTBOX_POLL_SECONDS": "0.1"}
     policysvc = await start("policysvc", **relay)
     keysvc = await start("keysvc", POLICYSVC_ADDR=policysvc.peer_address, **relay)
