@@ -6,10 +6,10 @@ PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto' | sort)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install proto clean-proto fmt lint test check run bench buf-lint clean
+.PHONY: help install browser proto clean-proto fmt lint test check run bench buf-lint clean
 
 help:
-	@echo "make run    start PostgreSQL (private unless DATABASE_URL is set) and the four services"
+	@echo "make run    start PostgreSQL (private unless DATABASE_URL is set), the four services and the console"
 	@echo "make test   install what is needed and run the whole test suite"
 	@echo "make check  lint (ruff, buf) + mypy --strict + tests"
 	@echo "make proto  regenerate Python code and mypy stubs into gen/"
@@ -25,7 +25,17 @@ $(STAMP): pyproject.toml $(PROTOS)
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# The console's browser tests drive Debian's chromium through Playwright (never a browser
+# download of Playwright's own). Installed here when we may (root with apt-get); otherwise
+# those tests skip and say so.
+browser:
+	@command -v chromium >/dev/null || command -v "$$PHISEAL_CHROMIUM" >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium for the console's browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not found (not root, or no apt-get): the console's browser tests will skip"; fi; }
 
 proto: clean-proto
 	@mkdir -p gen
@@ -59,7 +69,7 @@ $(INTEROP)/node_modules/.package-lock.json: $(INTEROP)/package-lock.json
 	@if command -v npm >/dev/null; then cd $(INTEROP) && npm ci --no-audit --no-fund; \
 	else echo "npm not found: the HPKE interoperability tests will be skipped"; fi
 
-test: $(STAMP) $(INTEROP)/node_modules/.package-lock.json
+test: $(STAMP) browser $(INTEROP)/node_modules/.package-lock.json
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 check: lint test
@@ -71,4 +81,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks
 
 clean: clean-proto
-	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache test-artifacts

@@ -28,7 +28,7 @@ USAGE_EXAMPLES = """examples:
   phiseal-decrypt --key dest_1.v1.pem value 'eyJhbGciOi...'
   phiseal-decrypt --key dest_1.v1.pem --key dest_1.v2=new.pem event received.json
   phiseal-decrypt --key k.pem --passphrase-env KEY_PASS file export.jsonl -o plain.jsonl
-  phiseal-decrypt --key dest_1.v2.pem challenge 'eyJhbGciOi...'
+  phiseal-decrypt --key dest_1.v2.pem challenge 'eyJhbGciOi...'   # answer for ConfirmKey
   phiseal-decrypt --key k.pem --only traits.email --only 'properties.allergy[*]' file in.jsonl
 """
 
@@ -72,12 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     value.add_argument("--message-id", help="check the value is bound to this messageId")
     value.add_argument("--path", help="check the value is bound to this field path")
     value.add_argument("--format", choices=("jwe", "segment"), default="jwe")
-    challenge = sub.add_parser(
-        "challenge", help="decrypt a RegenerateKeyPair/ImportPublicKey challenge for ConfirmKey"
-    )
-    challenge.add_argument("ciphertext")
     event = sub.add_parser("event", help="decrypt one JSON event (file or - for stdin)")
     event.add_argument("input", nargs="?", default="-")
+    challenge = sub.add_parser(
+        "challenge", help="open a key-confirmation challenge; prints the answer for ConfirmKey"
+    )
+    challenge.add_argument("challenge")
     lines = sub.add_parser("file", help="decrypt a JSON-lines file (or - for stdin)")
     lines.add_argument("input")
     lines.add_argument("-o", "--output", default="-", help="where to write JSON lines (- stdout)")
@@ -155,7 +155,7 @@ def run(argv: Sequence[str]) -> int:
                 )
             sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
         elif args.command == "challenge":
-            print(decryptor.decrypt_challenge(args.ciphertext))
+            sys.stdout.write(decryptor.open_challenge(args.challenge) + "\n")
         elif args.command == "event":
             with _open_in(args.input) as stream:
                 event = exactjson.loads(stream.read())

@@ -291,20 +291,22 @@ class Decryptor:
         # Exactly the JSON that was sealed, big or unusual numbers included.
         return exactjson.loads(plaintext)
 
-    def decrypt_challenge(self, token: str) -> str:
-        """The text of a key-rotation challenge (a compact JWE without binding claims).
+    def open_challenge(self, token: str) -> str:
+        """The answer to a key-confirmation challenge (RegenerateKeyPair or ImportPublicKey with
+        confirmation): the text ConfirmKey wants back, proving you hold the new private key.
 
-        ConfirmKey wants it back; for an ML-KEM-768 + X25519 key no general JOSE library opens
-        HPKE-9-KE yet, so the kit does."""
+        For an ML-KEM-768 + X25519 key no general JOSE library opens HPKE-9-KE yet; the kit does."""
         parsed = _parse(token)
         aead = self._unwrap(parsed)
         try:
             plaintext = aead.decrypt(
                 parsed.iv, parsed.ciphertext + parsed.tag, parsed.protected.encode("ascii")
             )
+            return plaintext.decode("utf-8")
         except InvalidTag:
             raise DecryptError("the challenge fails authentication: it was altered") from None
-        return plaintext.decode("utf-8", errors="replace")
+        except UnicodeDecodeError:
+            raise DecryptError("this JWE's plaintext is not a PHIseal challenge") from None
 
     def decrypt_segment(self, text: str) -> Any:
         """The original JSON value of one SEGMENT_RSA_OAEP field (base64 RSA-OAEP-SHA256)."""

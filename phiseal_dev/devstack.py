@@ -1,4 +1,4 @@
-"""`make run`: a private PostgreSQL (unless DATABASE_URL is set) and the four services.
+"""`make run`: a private PostgreSQL (unless DATABASE_URL is set), the four services, the console.
 
 The database is set up as production has it (docs/database-roles.md): migrations run here as
 the owner role, and each service connects as its own role that owns nothing. A DATABASE_URL
@@ -8,8 +8,10 @@ Creates the development secrets once under ``<PHISEAL_RUN_DIR>/dev-secrets`` (a 
 certificate per service and for ``producer``, the token signing key) and a fresh development
 admin token, starts every service with TLS on its service port and mutual TLS on its peer port
 (peers call each other only there), waits for SERVING on the plaintext health-only ports,
-prints how to call it, and on Ctrl-C or SIGTERM stops the services (newest first, each within
-its grace period) and then PostgreSQL.
+starts the web console (HTTPS, calling the services' TLS ports with the signed-in person's
+token, with a development sign-in as the admin), prints how to call it, and on Ctrl-C or
+SIGTERM stops the console and the services (newest first, each within its grace period) and
+then PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +36,7 @@ from phiseal_dev.localpg import LocalPostgres
 from phiseal_dev.pki import DevPki
 from phiseal_dev.tokens import DevSigningKey
 from services.common.security.authz import WILDCARD
-from services.common.security.tls import write_private
+from services.common.security.tls import CLIENT_IDENTITIES, SERVICE_IDENTITIES, write_private
 from services.common.security.tokens import MAX_LIFETIME_SECONDS
 from services.common.server.config import ConfigError, Env
 from services.migrate import migrate_all
@@ -60,11 +63,14 @@ SERVICES = (
 
 
 ADMIN_TOKEN = "admin.token"
+# The console's HTTPS certificate (DNS localhost, IP 127.0.0.1) from the development CA.
+CONSOLE_IDENTITY = "console"
+CONSOLE_PORT = 8443
 
 
 def prepare_secrets(folder: Path) -> Path:
     """CA, certificates and token key (created once, then kept) and a fresh admin token."""
-    DevPki(folder).ensure()
+    DevPki(folder).ensure((*SERVICE_IDENTITIES, *CLIENT_IDENTITIES, CONSOLE_IDENTITY))
     key = DevSigningKey(folder)
     key.ensure()
     token = key.minter().mint(
@@ -109,11 +115,28 @@ async def wait_serving(port: int, within: float) -> bool:
     return False
 
 
+async def wait_console(port: int, ca: Path, within: float) -> bool:
+    """Whether the console answers its health endpoint over HTTPS within ``within`` seconds."""
+    context = ssl.create_default_context(cafile=str(ca))
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        with contextlib.suppress(OSError):
+            reader, writer = await asyncio.open_connection("localhost", port, ssl=context)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            status = await reader.readline()
+            writer.close()
+            if status.startswith(b"HTTP/1.1 200"):
+                return True
+        await asyncio.sleep(0.2)
+    return False
+
+
 async def run(environ: Mapping[str, str]) -> int:
     env = Env(environ)
     database_url = env.optional_text("DATABASE_URL")
     run_dir = Path(env.text("PHISEAL_RUN_DIR", str(ROOT / ".run")))
     services = [configured(s, env) for s in SERVICES]
+    console_port = env.integer("CONSOLE_PORT", CONSOLE_PORT, minimum=1, maximum=65535)
     secrets_dir = run_dir / "dev-secrets"
     say(f"development CA, certificates and admin token in {secrets_dir}")
     prepare_secrets(secrets_dir)
@@ -178,7 +201,30 @@ async def run(environ: Mapping[str, str]) -> int:
                 )
                 exit_code = 1
                 return exit_code
-        print_banner([s for s, _ in children], secrets_dir)
+        console = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.console",
+            env={
+                **child_env,
+                "CONSOLE_PORT": str(console_port),
+                # People's ports (TLS + bearer token), not the peer ports: the console is a
+                # client acting as the signed-in person, never a service.
+                **{f"CONSOLE_{s.name.upper()}_ADDR": f"localhost:{s.port}" for s in services},
+                "CONSOLE_DEV_TOKEN_FILE": str(secrets_dir / ADMIN_TOKEN),
+            },
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert console.stdout is not None
+        pumps.append(asyncio.create_task(pump("console", console.stdout)))
+        children.append((Service("console", console_port), console))
+        if not await wait_console(console_port, secrets_dir / "ca.pem", within=60):
+            say(f"the console did not answer on port {console_port}; stopping")
+            exit_code = 1
+            return exit_code
+        print_banner([s for s, _ in children if s.name != "console"], secrets_dir, console_port)
         waiters: list[asyncio.Task[object]] = [asyncio.create_task(p.wait()) for _, p in children]
         stopper: asyncio.Task[object] = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
@@ -220,7 +266,7 @@ def configured(service: Service, env: Env) -> Service:
     )
 
 
-def print_banner(services: list[Service], secrets: Path) -> None:
+def print_banner(services: list[Service], secrets: Path, console_port: int) -> None:
     bin_dir = Path(sys.executable).parent
     grpcurl, token_cli = bin_dir / "grpcurl", bin_dir / "phiseal-token"
     by_name = {s.name: s for s in services}
@@ -245,6 +291,9 @@ def print_banner(services: list[Service], secrets: Path) -> None:
         f"localhost:{encrypt.peer_port} list",
         "A token for one person and workspace (development signing key):",
         f"  {token_cli} --secrets-dir {secrets} --sub alice --workspace ws_1=viewer",
+        "",
+        f"The console: https://localhost:{console_port}  (development sign-in as dev-admin; "
+        f"its certificate is from the development CA {secrets}/ca.pem)",
         "",
         "Ctrl-C stops everything.",
         "",

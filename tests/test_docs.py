@@ -139,8 +139,10 @@ def settings_variables() -> dict[str, set[str]]:
 def test_settings_variables_are_found() -> None:
     """The recording sees the four services and what they all share (guards the next test)."""
     found = settings_variables()
-    assert sorted(found) == ["auditsvc", "encryptsvc", "keysvc", "policysvc"]
-    assert all({"DATABASE_URL", "PHISEAL_INSECURE"} <= asked for asked in found.values())
+    assert sorted(found) == ["auditsvc", "console", "encryptsvc", "keysvc", "policysvc"]
+    services = [asked for name, asked in found.items() if name != "console"]
+    assert all({"DATABASE_URL", "PHISEAL_INSECURE"} <= asked for asked in services)
+    assert "CONSOLE_SESSION_KEY_FILE" in found["console"]
     assert "KEYSVC_PENDING_KEY_TTL_SECONDS" in found["keysvc"]
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from phiseal_dev.localpg import free_port
@@ -22,6 +24,7 @@ from phiseal_dev.testing import eventually
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 NAMES = ("keysvc", "policysvc", "encryptsvc", "auditsvc")
+CONSOLE_SEES = ("policysvc", "keysvc", "encryptsvc", "auditsvc")
 
 
 def grpcurl(*args: str, data: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
@@ -57,9 +60,10 @@ class Stack:
 
 @pytest.mark.slow
 def test_stack_serves_over_tls_and_mtls_and_stops_on_sigterm() -> None:
-    """A private PostgreSQL and four services start; TLS + token and mTLS work, plaintext and
-    certificate-less peer calls fail, a key generation (keysvc → policysvc) and its audit
-    record (keysvc → auditsvc) flow over mTLS; SIGTERM ends them all with exit code 0."""
+    """A private PostgreSQL, four services and the console start; TLS + token and mTLS work,
+    the console sees every service serving, plaintext and certificate-less peer calls fail, a
+    key generation (keysvc → policysvc) and its audit record (keysvc → auditsvc) flow over
+    mTLS; SIGTERM ends them all with exit code 0."""
     # Not pytest's tmp_path: its 0700 root folders are unreachable for the unprivileged
     # PostgreSQL user, and concurrent pytest sessions reset their modes.
     tmp_path = Path(tempfile.mkdtemp(prefix="phiseal-devstack-"))
@@ -76,6 +80,7 @@ def test_stack_serves_over_tls_and_mtls_and_stops_on_sigterm() -> None:
             "PHISEAL_RUN_DIR": str(tmp_path),
             "PHISEAL_PG_PORT": str(free_port()),
             "OUTBOX_POLL_SECONDS": "0.2",
+            "CONSOLE_PORT": str(console_port := free_port()),
         }
     )
     log_path = tmp_path / "devstack.log"
@@ -98,6 +103,10 @@ def test_stack_serves_over_tls_and_mtls_and_stops_on_sigterm() -> None:
             banner += line
         assert "PHIseal is up" in banner, log_path.read_text()[-3000:]
         s = Stack(tmp_path / "dev-secrets", ports)
+        console = httpx.get(
+            f"https://localhost:{console_port}/healthz",
+            verify=ssl.create_default_context(cafile=str(s.secrets / "ca.pem")),
+        ).json()
         listed = {name: s.as_admin(name, "list").stdout.split() for name in NAMES}
         health = grpcurl(
             "-plaintext", f"localhost:{ports['keysvc']['health']}", "grpc.health.v1.Health/Check"
@@ -180,6 +189,8 @@ def test_stack_serves_over_tls_and_mtls_and_stops_on_sigterm() -> None:
         0,
     )
     assert generated["key"]["version"] == 1
+    assert f"The console: https://localhost:{console_port}" in banner
+    assert console == {"status": "SERVING", "services": dict.fromkeys(CONSOLE_SEES, "SERVING")}
     assert {"Workspace HIPAA Eligibility Modified", "Destination Encryption Keys Generated"} <= (
         audited
     )

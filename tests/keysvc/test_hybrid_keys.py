@@ -102,7 +102,7 @@ async def test_hybrid_rotation_is_confirmed_with_the_kits_challenge_answer(keys:
         "A256GCM",
         1120,
     )
-    answer = Decryptor(_ring(reply.private_key.private_key_pem)).decrypt_challenge(reply.challenge)
+    answer = Decryptor(_ring(reply.private_key.private_key_pem)).open_challenge(reply.challenge)
     confirmed = await keys.stub.ConfirmKey(
         keys_pb2.ConfirmKeyRequest(
             destination_id=keys.destination_id, version=2, challenge_plaintext=answer
