@@ -13,9 +13,10 @@ from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 from playwright.async_api import BrowserContext, Page, expect
 
 from phiseal_decrypt import Decryptor, Keyring
+from phiseal_dev.testing import eventually
 from tests.console.screens import shoot
 from tests.console.stack import ConsoleStack
-from tests.encryptsvc.stack import SAMPLE_LINES, SAMPLES, wait_for
+from tests.encryptsvc.stack import SAMPLE_LINES, SAMPLES
 
 ACTOR = "dev-admin"
 YELLOW = [
@@ -173,7 +174,7 @@ async def test_privacy_officer_flow(
         reply = await _encrypt(stack, destination_id)
         return reply.encryption_enabled and reply.kid == f"{destination_id}.v1"
 
-    await wait_for(sealed_v1, 20)
+    await eventually(sealed_v1, timeout=20)
     reply = await _encrypt(stack, destination_id)
     sealed = [orjson.loads(r.event) for r in reply.results]
     assert sealed != SAMPLES
@@ -217,7 +218,7 @@ async def test_privacy_officer_flow(
     async def plaintext_again() -> bool:
         return not (await _encrypt(stack, destination_id)).encryption_enabled
 
-    await wait_for(plaintext_again, 20)
+    await eventually(plaintext_again, timeout=20)
 
     # The audit log: every step under the person's name, the chain verified, an export.
     expected = {
@@ -241,7 +242,7 @@ async def test_privacy_officer_flow(
         rows = await page.get_by_test_id("audit-records").locator("tbody tr").all_inner_texts()
         return expected <= {t.split("\t")[2] for t in rows if t.count("\t") >= 3}
 
-    await wait_for(everything_recorded, 30)
+    await eventually(everything_recorded, timeout=30)
     await expect(page.get_by_test_id("chain-status")).to_contain_text("Chain verified")
     await shoot(page, "audit-log", full_page=False)
     async with page.expect_download() as info:

@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from phiseal_decrypt import Decryptor, Keyring
+from phiseal_dev.testing import eventually
 from services.console.pages import audit
 from tests.console.stack import ConsoleStack
 from tests.console.web_client import csrf_of, sign_in, workspace
-from tests.encryptsvc.stack import wait_for
 
 SEQUENCES = re.compile(r"<tr class=\"\w*\">\s*<td>(\d+)</td>")
 
@@ -79,7 +79,7 @@ async def test_the_audit_log_pages_and_filters(
             ).text
         )
 
-    await wait_for(settled, 20)
+    await eventually(settled, timeout=20)
     first = await client.get(here)
     token = re.search(r'name="page_token" value="([^"]+)"', first.text)
     assert token

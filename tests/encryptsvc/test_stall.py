@@ -17,10 +17,10 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2
 
 from phiseal_dev.localpg import free_port
-from phiseal_dev.testing import service_env
+from phiseal_dev.testing import eventually, service_env
 from tests.conftest import StartService
 from tests.encryptsvc.conftest import HEARTBEAT, STALENESS, serve_encryptsvc
-from tests.encryptsvc.stack import health, wait_for, wait_serving
+from tests.encryptsvc.stack import health, wait_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -81,7 +81,9 @@ async def test_health_follows_a_stalled_peer(
 
     os.kill(process.pid, signal.SIGSTOP)
     try:
-        await wait_for(lambda: status_is(health_pb2.HealthCheckResponse.NOT_SERVING), STALENESS + 2)
+        await eventually(
+            lambda: status_is(health_pb2.HealthCheckResponse.NOT_SERVING), timeout=STALENESS + 2
+        )
     finally:
         os.kill(process.pid, signal.SIGCONT)
-    await wait_for(lambda: status_is(SERVING), STALENESS + 2)
+    await eventually(lambda: status_is(SERVING), timeout=STALENESS + 2)

@@ -38,7 +38,7 @@ from phiseal.keys.v1 import keys_pb2
 from phiseal_decrypt import Decryptor, Keyring, looks_like_jwe
 from phiseal_decrypt.core import decrypt_lines
 from phiseal_dev.localpg import free_port
-from phiseal_dev.testing import peer_channel, start_service
+from phiseal_dev.testing import eventually, peer_channel, start_service
 from services.common.fieldpath import FieldPath, parse_selection
 from services.common.vocabulary import EncryptionFormat
 from services.encryptsvc.encryption import Encryptor, Limits, Policy
@@ -47,7 +47,7 @@ from tests import weak_keys
 from tests.auditsvc.helpers import event
 from tests.encryptsvc.impostors import Answers, serve_impostor
 from tests.encryptsvc.keys import x25519_key
-from tests.encryptsvc.stack import FIELDS, wait_for
+from tests.encryptsvc.stack import FIELDS
 from tests.rules import ALL_RULES
 from tests.security.calls import call, serving
 from tests.security.conftest import Stack
@@ -644,4 +644,4 @@ async def test_every_server_is_still_serving(target: Target) -> None:
     async def all_serving() -> bool:
         return all([await serving(s) for s in services.values()])
 
-    await wait_for(all_serving, 10)
+    await eventually(all_serving, timeout=10)
