@@ -37,9 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 class Service:
     name: str
     port: int
-    # Mutual TLS for peer services; plaintext grpc.health.v1.Health only.
+    # Mutual TLS for peer services; plaintext grpc.health.v1.Health only; HTTP /metrics.
     peer_port: int = 0
     health_port: int = 0
+    metrics_port: int = 0
 
 
 # Started in this order (dependencies first) and stopped in the reverse one.
@@ -128,6 +129,11 @@ async def run(environ: Mapping[str, str]) -> int:
         # Peers reach each other only on the mutual-TLS peer ports.
         **{f"{s.name.upper()}_ADDR": f"localhost:{s.peer_port}" for s in services},
         "PHISEAL_TLS_DIR": str(secrets_dir),
+        # Every file a service writes lands under the run folder, the audit signing key too.
+        "PHISEAL_RUN_DIR": str(run_dir),
+        "AUDITSVC_SIGNING_KEY_FILE": environ.get(
+            "AUDITSVC_SIGNING_KEY_FILE", str(run_dir / "auditsvc-signing-key.pem")
+        ),
         "LOG_FORMAT": environ.get("LOG_FORMAT", "json"),
         "PYTHONUNBUFFERED": "1",
     }
@@ -144,6 +150,7 @@ async def run(environ: Mapping[str, str]) -> int:
                     f"{prefix}_PORT": str(service.port),
                     f"{prefix}_PEER_PORT": str(service.peer_port),
                     f"{prefix}_HEALTH_PORT": str(service.health_port),
+                    f"{prefix}_METRICS_PORT": str(service.metrics_port),
                 },
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -190,14 +197,15 @@ async def run(environ: Mapping[str, str]) -> int:
 
 
 def configured(service: Service, env: Env) -> Service:
-    """The service's ports: <SVC>_PORT, and peer/health ports 100 and 200 above it."""
+    """The service's ports: <SVC>_PORT, and peer/health/metrics ports 100/200/300 above it."""
     prefix = service.name.upper()
-    port = env.integer(f"{prefix}_PORT", service.port, minimum=1, maximum=65335)
+    port = env.integer(f"{prefix}_PORT", service.port, minimum=1, maximum=65235)
     return Service(
         service.name,
         port,
         peer_port=env.integer(f"{prefix}_PEER_PORT", port + 100, minimum=1, maximum=65535),
         health_port=env.integer(f"{prefix}_HEALTH_PORT", port + 200, minimum=1, maximum=65535),
+        metrics_port=env.integer(f"{prefix}_METRICS_PORT", port + 300, minimum=1, maximum=65535),
     )
 
 
@@ -211,7 +219,7 @@ def print_banner(services: list[Service], secrets: Path) -> None:
     lines = ["", "PHIseal is up (TLS; people bring a bearer token, services mutual TLS):"]
     lines += [
         f"  {s.name:<11} localhost:{s.port}  peer (mTLS) :{s.peer_port}  "
-        f"health (plaintext) :{s.health_port}"
+        f"health (plaintext) :{s.health_port}  metrics http://localhost:{s.metrics_port}/metrics"
         for s in services
     ]
     lines += [
@@ -227,6 +235,7 @@ def print_banner(services: list[Service], secrets: Path) -> None:
         "A token for one person and workspace (development signing key):",
         f"  {token_cli} --secrets-dir {secrets} --sub alice --workspace ws_1=viewer",
         "",
+        "The story end to end (workspace, keys, encryption, rotation, audit): make demo",
         "Ctrl-C stops everything.",
         "",
     ]

@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable
 import grpc
 import structlog
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
+from prometheus_client import Counter
 
 from services.auditsvc import signing
-from services.auditsvc.audit_log import AuditLog
+from services.auditsvc.audit_log import AuditCounts, AuditLog
 from services.auditsvc.config import Settings
 from services.auditsvc.rules import RULES
 from services.auditsvc.servicer import AuditServicer
@@ -19,6 +20,7 @@ from services.auditsvc.store import MIGRATIONS, SCHEMA, AuditStore, open_pool
 from services.common.data.db import connect_with_retry, migrate
 from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.health import HealthCheck, database_check
+from services.common.server.metrics import Metrics
 
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
@@ -72,6 +74,18 @@ class Periodic:
                 await self._task
 
 
+def audit_counts(metrics: Metrics) -> AuditCounts:
+    def counter(name: str, documentation: str) -> Counter:
+        return metrics.counter(f"phiseal_audit_{name}", documentation)
+
+    return AuditCounts(
+        records=counter("records", "Audit records appended through RecordEvents"),
+        duplicates=counter("duplicates", "Resent audit events already in the log"),
+        checkpoints=counter("checkpoints", "Chain heads signed as checkpoints"),
+        alarms=counter("alarms", "Verifications that found a chain broken, edited or cut"),
+    )
+
+
 class AuditServer(GrpcServer):
     """The server, holding its AuditLog so tests and tools can checkpoint on demand."""
 
@@ -91,7 +105,9 @@ async def build(settings: Settings) -> AuditServer:
         url, min_size=settings.server.db_pool_min, max_size=settings.server.db_pool_max
     )
     store = AuditStore(pool)
-    audit_log = AuditLog(store, key)
+    metrics = Metrics("auditsvc")
+    metrics.watch_pool(pool)
+    audit_log = AuditLog(store, key, counts=audit_counts(metrics))
     await store.register_key(audit_log.key_id, audit_log.public_key_pem)
     await store.ensure_partitions(settings.partitions_ahead)
     servicer = AuditServicer(audit_log)
@@ -110,6 +126,7 @@ async def build(settings: Settings) -> AuditServer:
         service_names=[SERVICE_NAME],
         register=register,
         rules=RULES,
+        metrics=metrics,
         # auditsvc appends its own denials to the log it keeps (no outbox, no relay).
         denial_auditor=audit_log,
         checks=[database_check(pool), durability_check(store)],

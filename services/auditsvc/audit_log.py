@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from services.auditsvc import chain
@@ -21,6 +22,9 @@ from services.common.errors import InvalidArgument, PermissionDenied, ResourceEx
 from services.common.limits import json_depth
 from services.common.security.auth import Caller, Principal, PrincipalKind, Role
 from services.common.security.authz import require
+from services.common.server.metrics import UNCOUNTED, Incrementing
+
+log = structlog.get_logger("auditsvc")
 
 SERVICE = "auditsvc"
 MAX_BATCH = 1000
@@ -319,6 +323,17 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class AuditCounts:
+    """What the log counts for its operators (services.common.server.metrics)."""
+
+    records: Incrementing = UNCOUNTED  # records appended through RecordEvents
+    duplicates: Incrementing = UNCOUNTED  # resent events already in the log (outbox retries)
+    checkpoints: Incrementing = UNCOUNTED  # chain heads signed
+    # A verification that found the chain broken, edited, reordered or cut: page someone.
+    alarms: Incrementing = UNCOUNTED
+
+
 class AuditLog:
     """Appends, audited reads and exports, verification and checkpoints."""
 
@@ -329,8 +344,10 @@ class AuditLog:
         *,
         clock: Callable[[], datetime] = utc_now,
         chunk_bytes: int = 64 * 1024,
+        counts: AuditCounts = AuditCounts(),
     ) -> None:
         self._store = store
+        self._counts = counts
         self._key = signing_key
         self._clock = clock
         self._chunk = chunk_bytes
@@ -343,7 +360,10 @@ class AuditLog:
             raise InvalidArgument("events is empty: send at least one event")
         if len(events) > MAX_BATCH:
             raise ResourceExhausted(f"at most {MAX_BATCH} events per RecordEvents call")
-        return await self._store.append([e.validated() for e in events], self._clock())
+        result = await self._store.append([e.validated() for e in events], self._clock())
+        self._counts.records.inc(result.recorded)
+        self._counts.duplicates.inc(result.duplicates)
+        return result
 
     def _self_audit(
         self, caller: Caller, event_type: str, flt: Filter, reason: str, **details: Any
@@ -462,7 +482,11 @@ class AuditLog:
             workspace_id, first, last
         )
         keys = {kid: chain.load_public_key_pem(pem) for kid, pem in pems.items()}
-        return chain.verify(records, checkpoints, keys, anchor=anchor, to_head=last == 0)
+        verdict = chain.verify(records, checkpoints, keys, anchor=anchor, to_head=last == 0)
+        if not verdict.ok:
+            self._counts.alarms.inc()
+            log.error("audit_chain_broken", workspace_id=workspace_id)
+        return verdict
 
     async def record_denial(
         self, caller: Caller, method: str, workspace_id: str, reason: str
@@ -490,7 +514,9 @@ class AuditLog:
         def sign(ws: str, sequence: int, head_hash: str) -> chain.Checkpoint:
             return chain.sign_checkpoint(self._key, ws, sequence, head_hash, self._clock())
 
-        return await self._store.checkpoint_heads(sign, workspace_id)
+        signed = await self._store.checkpoint_heads(sign, workspace_id)
+        self._counts.checkpoints.inc(signed)
+        return signed
 
     @property
     def public_key(self) -> Ed25519PublicKey:

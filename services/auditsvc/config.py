@@ -9,8 +9,9 @@ from pathlib import Path
 from services.common.server.config import Env, ServerSettings
 
 DEFAULT_PORT = 50054
-# Development only: generated on first start when no key file exists (see README, Audit log).
-DEFAULT_SIGNING_KEY_FILE = ".run/auditsvc-signing-key.pem"
+# Development only: generated on first start when no key file exists (docs/audit.md), under
+# PHISEAL_RUN_DIR (default .run).
+DEFAULT_SIGNING_KEY_FILE = "auditsvc-signing-key.pem"
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,9 @@ class Settings:
         env = Env(environ)
         return cls(
             server=ServerSettings.from_env("auditsvc", DEFAULT_PORT, env),
-            signing_key_file=Path(env.text("AUDITSVC_SIGNING_KEY_FILE", DEFAULT_SIGNING_KEY_FILE)),
+            signing_key_file=Path(
+                env.text("AUDITSVC_SIGNING_KEY_FILE", str(env.run_dir() / DEFAULT_SIGNING_KEY_FILE))
+            ),
             checkpoint_interval=env.number(
                 "AUDITSVC_CHECKPOINT_INTERVAL_SECONDS", 60.0, minimum=0.05
             ),

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import orjson
 
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from services.common.server.metrics import UNCOUNTED, Incrementing
 from services.encryptsvc.envelope import (
     MAX_CEK_USES,
     RecipientKey,
@@ -97,12 +98,26 @@ def _invalid(message: str, path: str = "") -> _Refused:
     return _Refused(EventError("INVALID_ARGUMENT", message, path))
 
 
+@dataclass(frozen=True)
+class EncryptCounts:
+    """What the encryptor counts, once per batch (never per field: the hot path)."""
+
+    events: Incrementing = UNCOUNTED  # events encrypted (a policy that encrypts)
+    failed_events: Incrementing = UNCOUNTED  # events answered with a per-event error
+    fields: Incrementing = UNCOUNTED  # values sealed
+    data_keys: Incrementing = UNCOUNTED  # content keys made and wrapped (public-key operations)
+    data_key_uses: Incrementing = UNCOUNTED  # values sealed under a content key
+
+
 class Encryptor:
     """Encrypts batches of JSON events to a destination's active key, per its policy."""
 
-    def __init__(self, source: SnapshotSource, limits: Limits) -> None:
+    def __init__(
+        self, source: SnapshotSource, limits: Limits, counts: EncryptCounts = EncryptCounts()
+    ) -> None:
         self._source = source
         self._limits = limits
+        self._counts = counts
 
     async def encrypt(self, destination_id: str, events: Sequence[bytes]) -> BatchResult:
         if not destination_id.strip():
@@ -132,7 +147,7 @@ class Encryptor:
             policy.format, snapshot.key, destination_id, max_uses=self._limits.max_cek_uses
         )
         outcomes: list[EventOutcome] = []
-        work = 0
+        work = fields = failed = 0
         for raw in events:
             if work >= _YIELD_AFTER:
                 await asyncio.sleep(0)
@@ -143,7 +158,18 @@ class Encryptor:
                 outcome = EventOutcome(None, refused.error)
             outcomes.append(outcome)
             work += 1 + outcome.encrypted_fields
+            fields += outcome.encrypted_fields
+            failed += outcome.error is not None
+        self._count(len(outcomes) - failed, failed, fields, sealer.ceks_issued)
         return BatchResult(outcomes, policy.version, snapshot.key.kid, True, policy.format)
+
+    def _count(self, events: int, failed: int, fields: int, data_keys: int) -> None:
+        counts = self._counts
+        counts.events.inc(events)
+        counts.failed_events.inc(failed)
+        counts.fields.inc(fields)
+        counts.data_keys.inc(data_keys)
+        counts.data_key_uses.inc(fields if data_keys else 0)
 
     def _encrypt_one(self, raw: bytes, selection: Selection, sealer: Sealer) -> EventOutcome:
         event = self._parse(raw)

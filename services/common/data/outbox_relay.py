@@ -9,8 +9,8 @@ health check reports NOT_SERVING. ``append_to_outbox`` NOTIFYs ``<schema>_audit_
 commit, which wakes the relay at once; it also polls, because NOTIFY is lost while nobody
 listens.
 
-The backlog gauges are registered with prometheus-client's default registry; no service
-exposes an HTTP /metrics port yet, so scrape them by adding one (``start_http_server``).
+The backlog gauges (``phiseal_audit_outbox_backlog``, ``..._oldest_age_seconds``, refreshed by
+every health check) and the delivered-rows counter live in the service's metrics registry.
 """
 
 from __future__ import annotations
@@ -27,22 +27,14 @@ import orjson
 import structlog
 from google.protobuf import json_format
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
-from prometheus_client import Gauge
 
 from services.common.data.changefeed import ChangeFeed, FeedKind
 from services.common.server.clients import open_peer_channel
 from services.common.server.config import Env, ServerSettings
+from services.common.server.metrics import Metrics
 
 log = structlog.get_logger("outbox_relay")
 
-BACKLOG = Gauge(
-    "phiseal_audit_outbox_backlog", "Audit outbox rows not yet delivered to auditsvc", ["service"]
-)
-OLDEST_AGE = Gauge(
-    "phiseal_audit_outbox_oldest_age_seconds",
-    "Age of the oldest audit outbox row not yet delivered to auditsvc",
-    ["service"],
-)
 
 _CLAIM_BATCH = """
 SELECT seq, event::text AS event FROM audit_outbox
@@ -111,6 +103,7 @@ class OutboxRelay:
         schema: str,
         auditsvc_addr: str,
         settings: RelaySettings,
+        metrics: Metrics | None = None,
     ) -> None:
         self._pool = pool
         self._service = server.service
@@ -123,6 +116,17 @@ class OutboxRelay:
         self._tasks: list[asyncio.Task[None]] = []
         self._channel: grpc.aio.Channel | None = None
         self._feed: ChangeFeed | None = None
+        metrics = metrics or Metrics(server.service)
+        self._backlog = metrics.gauge(
+            "phiseal_audit_outbox_backlog", "Audit outbox rows not yet delivered to auditsvc"
+        )
+        self._oldest_age = metrics.gauge(
+            "phiseal_audit_outbox_oldest_age_seconds",
+            "Age of the oldest audit outbox row not yet delivered to auditsvc",
+        )
+        self._delivered = metrics.counter(
+            "phiseal_audit_outbox_delivered", "Audit outbox rows acknowledged by auditsvc"
+        )
 
     async def start(self) -> None:
         self._feed = ChangeFeed(
@@ -201,6 +205,7 @@ class OutboxRelay:
             )
             response = await stub.RecordEvents(request, timeout=self._settings.rpc_timeout)
             await con.execute(_MARK_DELIVERED, [r["seq"] for r in rows])
+        self._delivered.inc(len(rows))
         log.info(
             "outbox_delivered",
             rows=len(rows),
@@ -218,8 +223,8 @@ class OutboxRelay:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             return None  # the database check reports an unreachable database
         assert row is not None
-        BACKLOG.labels(self._service).set(row["rows"])
-        OLDEST_AGE.labels(self._service).set(row["age"])
+        self._backlog.set(row["rows"])
+        self._oldest_age.set(row["age"])
         if row["age"] > self._settings.max_age:
             return (
                 f"audit outbox: {row['rows']} records undelivered, the oldest for "

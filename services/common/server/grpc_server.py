@@ -22,6 +22,7 @@ from services.common.security.tokens import TokenVerifier
 from services.common.server.config import ConfigError, ServerSettings
 from services.common.server.health import HealthCheck, HealthMonitor
 from services.common.server.interceptor import ServerInterceptor
+from services.common.server.metrics import Metrics, MetricsEndpoint
 
 log = structlog.get_logger("server")
 
@@ -51,6 +52,9 @@ class ServerParts:
     # The service's authorization rules (services/<name>/rules.py), one per RPC. None: no
     # per-method gate (tests with the development authenticator); from_settings refuses None.
     rules: Mapping[str, Rule] | None = None
+    # The service's registry (its composition root hands meters from it to what it builds);
+    # None: a fresh one holding only the RPC metrics.
+    metrics: Metrics | None = None
 
 
 class GrpcServer:
@@ -68,6 +72,7 @@ class GrpcServer:
         peer_port: int | None = None,
         peer_credentials: grpc.ServerCredentials | None = None,
         health_port: int | None = None,
+        metrics_port: int | None = None,
         authenticator: Authenticator | None = None,
         access: Access | None = None,
     ) -> None:
@@ -84,10 +89,15 @@ class GrpcServer:
             raise ValueError("no authenticator: use GrpcServer.from_settings or pass one")
         if access is None and parts.rules is not None:
             access = Access(rules=parts.rules, auditor=parts.denial_auditor)
+        self.metrics = parts.metrics or Metrics(parts.name)
+        # Plaintext HTTP /metrics for Prometheus; None: not served (tests building by hand).
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        if metrics_port is not None:
+            self.metrics_endpoint = MetricsEndpoint(self.metrics, host, metrics_port)
         self.health = HealthServicer()
         self.monitor = HealthMonitor(self.health, parts.service_names, parts.checks, check_interval)
         self.server = grpc.aio.server(
-            interceptors=[ServerInterceptor(authenticator, access)],
+            interceptors=[ServerInterceptor(authenticator, access, self.metrics.rpc)],
             options=[
                 ("grpc.max_receive_message_length", parts.max_message_bytes),
                 ("grpc.max_send_message_length", parts.max_message_bytes),
@@ -108,6 +118,11 @@ class GrpcServer:
         self.health_port = 0
         self._stopped = asyncio.Event()
         self._stop_lock = asyncio.Lock()
+
+    @property
+    def metrics_port(self) -> int:
+        """The bound /metrics port (0 while not serving or without one)."""
+        return self.metrics_endpoint.port if self.metrics_endpoint is not None else 0
 
     @property
     def tls(self) -> bool:
@@ -137,6 +152,7 @@ class GrpcServer:
             "check_interval": interval,
             "peer_port": settings.peer_port,
             "health_port": settings.health_port,
+            "metrics_port": settings.metrics_port,
             "access": access,
         }
         if security.insecure:
@@ -202,6 +218,8 @@ class GrpcServer:
             )
             await self.health_server.start()
         await self.server.start()
+        if self.metrics_endpoint is not None:
+            await self.metrics_endpoint.start()
         # Serving only once the first check passed; until then callers see NOT_SERVING.
         for name in ["", *self.parts.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -216,6 +234,7 @@ class GrpcServer:
             tls=self._credentials is not None,
             peer_port=self.peer_port or None,
             health_port=self.health_port or None,
+            metrics_port=self.metrics_port or None,
         )
         return self.port
 
@@ -229,6 +248,8 @@ class GrpcServer:
             await self.server.stop(self._grace)
             if self.health_server is not None:
                 await self.health_server.stop(0)
+            if self.metrics_endpoint is not None:
+                await self.metrics_endpoint.stop()
             for closer in self.parts.closers:
                 try:
                     await closer()
