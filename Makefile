@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto' | sort)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install proto clean-proto fmt lint test check run bench buf-lint clean
+.PHONY: help install proto clean-proto fmt lint test check run demo bench buf-lint clean
 
 help:
 	@echo "make run    start PostgreSQL (private unless DATABASE_URL is set) and the four services"
 	@echo "make test   install what is needed and run the whole test suite"
+	@echo "make demo   the whole story against the running stack (make run in another terminal)"
 	@echo "make check  lint (ruff, buf) + mypy --strict + tests"
 	@echo "make proto  regenerate Python code and mypy stubs into gen/"
 	@echo "make bench  run the benchmarks (prints ratios against in-run baselines)"
@@ -59,6 +60,10 @@ check: lint test
 
 run: $(STAMP)
 	exec $(PY) -m phiseal_dev.devstack
+
+# Against the stack `make run` started (same PHISEAL_RUN_DIR and port settings).
+demo: $(STAMP)
+	$(PY) -m phiseal_dev.demo
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
