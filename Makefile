@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto' | sort)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install proto clean-proto fmt lint test check run demo bench buf-lint clean
+.PHONY: help install proto clean-proto fmt lint test check run demo bench buf-lint buf-breaking k8s-check clean
 
 help:
 	@echo "make run    start PostgreSQL (private unless DATABASE_URL is set) and the four services"
@@ -45,15 +45,29 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff format services tests benchmarks phiseal_decrypt phiseal_dev
 	$(VENV)/bin/ruff check --fix services tests benchmarks phiseal_decrypt phiseal_dev
 
-buf-lint:
-	@command -v npx >/dev/null && npx --yes @bufbuild/buf@1.75.0 lint protos || echo "buf lint skipped: npx not found"
+BUF := npx --yes @bufbuild/buf@1.75.0
 
-lint: $(STAMP) buf-lint
+buf-lint:
+	@if command -v npx >/dev/null; then $(BUF) lint protos; else echo "buf lint skipped: npx not found"; fi
+
+# The contracts stay compatible with the last release: contracts/released-v1.binpb is its buf
+# image (committed, since a CI clone may have no tags; contracts/README.md says when to renew it).
+buf-breaking:
+	@if command -v npx >/dev/null; then $(BUF) breaking protos --against contracts/released-v1.binpb && echo "buf breaking: compatible with contracts/released-v1.binpb"; else echo "buf breaking skipped: npx not found"; fi
+
+# deploy/: both kustomizations rendered and every object validated offline.
+k8s-check: $(STAMP)
+	$(PY) -m phiseal_dev.k8s_check
+
+lint: $(STAMP) buf-lint buf-breaking k8s-check
 	$(VENV)/bin/ruff format --check services tests benchmarks phiseal_decrypt phiseal_dev
 	$(VENV)/bin/ruff check services tests benchmarks phiseal_decrypt phiseal_dev
 	$(VENV)/bin/mypy
 
 test: $(STAMP)
+	@command -v node >/dev/null && command -v npm >/dev/null \
+	  && echo "Node.js $$(node --version): tests/e2e runs examples/node against the test stack" \
+	  || echo "Node.js not found: the examples/node test is SKIPPED (install node and npm to run it)"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 check: lint test

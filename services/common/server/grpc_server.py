@@ -28,6 +28,9 @@ log = structlog.get_logger("server")
 
 Closer = Callable[[], Awaitable[None]]
 
+# The health service name that reports only that the process answers (its event loop runs).
+LIVENESS = "liveness"
+
 # Explicit so that a hostile client meets a clear RESOURCE_EXHAUSTED, not a silent default.
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -223,6 +226,9 @@ class GrpcServer:
         # Serving only once the first check passed; until then callers see NOT_SERVING.
         for name in ["", *self.parts.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Liveness (Kubernetes livenessProbe service "liveness"): SERVING while the event loop
+        # answers, whatever the dependencies; a database outage must not restart every pod.
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.monitor.check_once()
         self.monitor.start()
         for starter in self.parts.starters:
