@@ -13,6 +13,7 @@ from typing import BinaryIO
 import orjson
 from tqdm import tqdm
 
+from phiseal_decrypt import exactjson
 from phiseal_decrypt.core import (
     DecryptError,
     Decryptor,
@@ -124,7 +125,7 @@ def run(argv: Sequence[str]) -> int:
             sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
         elif args.command == "event":
             with _open_in(args.input) as stream:
-                event = orjson.loads(stream.read())
+                event = exactjson.loads(stream.read())
             if not isinstance(event, dict):
                 raise DecryptError("the event is not a JSON object")
             opened = decryptor.decrypt_event(event, segment=args.segment)

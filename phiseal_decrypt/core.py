@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
+from phiseal_decrypt import exactjson
 from phiseal_decrypt.jose import ALG_ECDH, ALG_RSA, BINDING_CLAIM, ENC, OAEP, ecdh_es_kek
 
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_$@:\-]+")
@@ -240,7 +241,8 @@ class Decryptor:
             raise DecryptError(
                 f"the ciphertext at {path or 'this value'} fails authentication: it was altered"
             ) from None
-        return orjson.loads(plaintext)
+        # Exactly the JSON that was sealed, big or unusual numbers included.
+        return exactjson.loads(plaintext)
 
     def decrypt_segment(self, text: str) -> Any:
         """The original JSON value of one SEGMENT_RSA_OAEP field (base64 RSA-OAEP-SHA256)."""
@@ -258,7 +260,7 @@ class Decryptor:
                 continue
             self.unwraps += 1
             try:
-                return orjson.loads(plaintext)
+                return exactjson.loads(plaintext)
             except orjson.JSONDecodeError:
                 return plaintext.decode("utf-8", errors="replace")
         raise WrongKey(
@@ -333,7 +335,7 @@ def decrypt_lines(
         if not line.strip():
             continue
         try:
-            event = orjson.loads(line)
+            event = exactjson.loads(line)
         except orjson.JSONDecodeError:
             raise DecryptError(f"line {number}: not valid JSON") from None
         if not isinstance(event, dict):

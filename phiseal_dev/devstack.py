@@ -26,8 +26,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from phiseal_dev.localpg import LocalPostgres
 from phiseal_dev.pki import DevPki
 from phiseal_dev.tokens import DevSigningKey
+from services.common.security.authz import WILDCARD
 from services.common.security.tls import write_private
-from services.common.security.tokens import MAX_LIFETIME_SECONDS, WILDCARD
+from services.common.security.tokens import MAX_LIFETIME_SECONDS
 from services.common.server.config import ConfigError, Env
 
 ROOT = Path(__file__).resolve().parent.parent

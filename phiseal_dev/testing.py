@@ -30,13 +30,13 @@ from phiseal_dev.tokens import DevSigningKey, TokenMinter
 from services.common.data.db import migrate
 from services.common.security.auth import Role
 from services.common.security.authn import AUTHORIZATION_HEADER
+from services.common.security.authz import WILDCARD
 from services.common.security.tls import (
     CLIENT_IDENTITIES,
     SERVICE_IDENTITIES,
     TlsFiles,
     channel_credentials,
 )
-from services.common.security.tokens import WILDCARD
 from services.common.server.grpc_server import GrpcServer
 
 DB_SERVICES = ("keysvc", "policysvc", "auditsvc")

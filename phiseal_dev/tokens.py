@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.common.security.auth import Role
+from services.common.security.authz import WILDCARD
 from services.common.security.tls import DEFAULT_SECRETS_DIR, write_private
 from services.common.security.tokens import (
     ALGORITHM,
@@ -26,7 +27,6 @@ from services.common.security.tokens import (
     MAX_LIFETIME_SECONDS,
     PUBLIC_KEY,
     SIGNING_KEY,
-    WILDCARD,
 )
 
 

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable
-
 import grpc
-import structlog
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 from prometheus_client import Counter
 
@@ -16,15 +11,14 @@ from services.auditsvc.audit_log import AuditCounts, AuditLog
 from services.auditsvc.config import Settings
 from services.auditsvc.rules import RULES
 from services.auditsvc.servicer import AuditServicer
-from services.auditsvc.store import MIGRATIONS, SCHEMA, AuditStore, open_pool
-from services.common.data.db import connect_with_retry, migrate
+from services.auditsvc.store import MIGRATIONS, SCHEMA, WRITER_ROLE, AuditStore
+from services.common.data.db import open_database
 from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.health import HealthCheck, database_check
+from services.common.server.lifecycle import Closing, Periodic
 from services.common.server.metrics import Metrics
 
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
-
-log = structlog.get_logger("auditsvc")
 
 
 def durability_check(store: AuditStore) -> HealthCheck:
@@ -45,33 +39,6 @@ def durability_check(store: AuditStore) -> HealthCheck:
         return None
 
     return check
-
-
-class Periodic:
-    """Runs ``job`` every ``interval`` seconds until stopped; a failure is logged, not fatal."""
-
-    def __init__(self, name: str, interval: float, job: Callable[[], Awaitable[object]]) -> None:
-        self._name = name
-        self._interval = interval
-        self._job = job
-        self._task: asyncio.Task[None] | None = None
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self._job()
-            except Exception as exc:
-                log.error("periodic_job_failed", job=self._name, error_type=type(exc).__name__)
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name=self._name)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 def audit_counts(metrics: Metrics) -> AuditCounts:
@@ -95,15 +62,7 @@ class AuditServer(GrpcServer):
 async def build(settings: Settings) -> AuditServer:
     """Wires auditsvc; the returned server is not started yet."""
     key = signing.load_or_create(settings.signing_key_file)
-    url = settings.server.require_database()
-    con = await connect_with_retry(url, settings.server.db_connect_timeout)
-    try:
-        await migrate(con, SCHEMA, MIGRATIONS)
-    finally:
-        await con.close()
-    pool = await open_pool(
-        url, min_size=settings.server.db_pool_min, max_size=settings.server.db_pool_max
-    )
+    pool = await open_database(settings.server, SCHEMA, MIGRATIONS, role=WRITER_ROLE)
     store = AuditStore(pool)
     metrics = Metrics("auditsvc")
     metrics.watch_pool(pool)
@@ -130,8 +89,7 @@ async def build(settings: Settings) -> AuditServer:
         # auditsvc appends its own denials to the log it keeps (no outbox, no relay).
         denial_auditor=audit_log,
         checks=[database_check(pool), durability_check(store)],
-        starters=[checkpoints.start, partitions.start],
-        closers=[checkpoints.stop, partitions.stop, pool.close],
+        components=[Closing("pool", pool.close), checkpoints, partitions],
     )
     server = AuditServer.from_settings(parts, settings.server)
     server.audit_log = audit_log

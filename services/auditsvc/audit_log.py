@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from services.auditsvc import chain
 from services.common.data.paging import Page, encode_token
-from services.common.errors import InvalidArgument, PermissionDenied, ResourceExhausted
-from services.common.limits import json_depth
+from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.hostile_json import json_depth
+from services.common.limits import check_count
 from services.common.security.auth import Caller, Principal, PrincipalKind, Role
 from services.common.security.authz import require
 from services.common.server.metrics import UNCOUNTED, Incrementing
@@ -358,8 +359,7 @@ class AuditLog:
         require_service(caller.principal)
         if not events:
             raise InvalidArgument("events is empty: send at least one event")
-        if len(events) > MAX_BATCH:
-            raise ResourceExhausted(f"at most {MAX_BATCH} events per RecordEvents call")
+        check_count(len(events), MAX_BATCH, "events")
         result = await self._store.append([e.validated() for e in events], self._clock())
         self._counts.records.inc(result.recorded)
         self._counts.duplicates.inc(result.duplicates)

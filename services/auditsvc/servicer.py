@@ -15,6 +15,7 @@ from services.auditsvc.audit_log import AuditLog, Event, ExportFormat, Filter
 from services.common.errors import InvalidArgument
 from services.common.security.auth import current_caller
 from services.common.server.interceptor import Context
+from services.common.server.protoconv import from_timestamp, to_timestamp
 
 _OUTCOME_TO_TEXT = {
     audit_pb2.OUTCOME_SUCCEEDED: "succeeded",
@@ -40,7 +41,7 @@ _MIN_TIME = datetime(1970, 1, 2, tzinfo=UTC)
 
 def _time(ts: timestamp_pb2.Timestamp, what: str) -> datetime:
     try:
-        value = ts.ToDatetime(tzinfo=UTC)
+        value = from_timestamp(ts)
     except (ValueError, OverflowError):
         raise InvalidArgument(f"{what} is out of range") from None
     if value < _MIN_TIME:
@@ -88,12 +89,6 @@ def _filter(msg: audit_pb2.AuditFilter) -> Filter:
     )
 
 
-def _timestamp(text: str) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(chain.parse_time(text))
-    return ts
-
-
 def _record(rec: chain.ChainRecord) -> audit_pb2.AuditRecord:
     f = rec.fields
     details = struct_pb2.Struct()
@@ -104,7 +99,7 @@ def _record(rec: chain.ChainRecord) -> audit_pb2.AuditRecord:
         actor_user_id=f["actor_user_id"],
         event_type=f["event_type"],
         end_user_id=f["end_user_id"],
-        timestamp=_timestamp(f["timestamp"]),
+        timestamp=to_timestamp(chain.parse_time(f["timestamp"])),
         outcome=_TEXT_TO_OUTCOME.get(f["outcome"], audit_pb2.OUTCOME_UNSPECIFIED),
         target=f["target"],
         request_id=f["request_id"],
@@ -117,7 +112,7 @@ def _record(rec: chain.ChainRecord) -> audit_pb2.AuditRecord:
         sequence=rec.sequence,
         prev_hash=rec.prev_hash,
         hash=rec.hash,
-        recorded_at=_timestamp(f["recorded_at"]),
+        recorded_at=to_timestamp(chain.parse_time(f["recorded_at"])),
     )
 
 
@@ -126,7 +121,7 @@ def _checkpoint(cp: chain.Checkpoint) -> audit_pb2.Checkpoint:
         workspace_id=cp.workspace_id,
         sequence=cp.sequence,
         head_hash=cp.head_hash,
-        signed_at=_timestamp(cp.signed_at),
+        signed_at=to_timestamp(chain.parse_time(cp.signed_at)),
         key_id=cp.key_id,
         signature=cp.signature,
     )

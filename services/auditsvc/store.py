@@ -313,24 +313,3 @@ class AuditStore:
             row = await con.fetchrow(_DURABILITY)
         assert row is not None
         return str(row[0]), str(row[1])
-
-
-async def open_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
-    """Like services.common.data.db.create_pool, but every connection runs as the writer role.
-
-    ``role`` as a start-up setting (not ``SET ROLE``) survives the ``RESET ALL`` asyncpg runs
-    when a connection returns to the pool.
-    """
-    pool = await asyncpg.create_pool(
-        url,
-        min_size=min_size,
-        max_size=max_size,
-        server_settings={
-            "search_path": SCHEMA,
-            "application_name": "auditsvc",
-            "role": WRITER_ROLE,
-        },
-        command_timeout=30,
-    )
-    assert pool is not None
-    return pool

@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from services.common.errors import InvalidArgument
+from services.common.hostile_json import parse_object
 
 
 @dataclass(frozen=True)
@@ -24,11 +23,7 @@ class Limits:
     max_string_chars: int = 64 * 1024
 
     def check_batch(self, count: int, what: str = "events") -> None:
-        if count > self.max_batch_events:
-            raise InvalidArgument(
-                f"{count} {what} in one request; the limit is {self.max_batch_events}: "
-                "split the batch"
-            )
+        check_count(count, self.max_batch_events, what)
 
     def check_text(self, value: str, what: str) -> None:
         """A string field from a request: bounded length, no NUL (PostgreSQL refuses it)."""
@@ -40,9 +35,21 @@ class Limits:
             raise InvalidArgument(f"{what} contains a NUL character")
 
     def parse_event(self, raw: bytes, what: str = "event") -> dict[str, Any]:
-        """One JSON object from bytes: size, UTF-8, syntax, type and nesting depth checked."""
-        return parse_json_object(
+        """One JSON object from bytes: the one hostile-JSON parser with these limits."""
+        return parse_object(
             raw, what=what, max_bytes=self.max_event_bytes, max_depth=self.max_json_depth
+        )
+
+
+def check_count(count: int, limit: int, what: str) -> None:
+    """More items in one request than a documented per-request limit: INVALID_ARGUMENT.
+
+    Not RESOURCE_EXHAUSTED: that code means a quota or capacity that may free up, and clients
+    (and grpc retry policies) retry it; this request fails the same way every time until split.
+    """
+    if count > limit:
+        raise InvalidArgument(
+            f"{count} {what} in one request, more than the limit of {limit}: split the request"
         )
 
 
@@ -54,40 +61,3 @@ def check_utf8(data: bytes, what: str) -> str:
         raise InvalidArgument(
             f"{what} is not valid UTF-8 (first bad byte at {exc.start})"
         ) from None
-
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of a parsed JSON value (a scalar is 0, ``{}`` and ``[]`` are 1).
-
-    Iterative, so a hostile value cannot exhaust the Python stack.
-    """
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        deepest = max(deepest, depth + 1)
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def parse_json_object(raw: bytes, *, what: str, max_bytes: int, max_depth: int) -> dict[str, Any]:
-    """Parses ``raw`` as one JSON object within the limits, or raises InvalidArgument."""
-    if len(raw) > max_bytes:
-        raise InvalidArgument(f"{what} is {len(raw)} bytes; the limit is {max_bytes}")
-    check_utf8(raw, what)
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        # orjson's message quotes no input, but a position is all a caller needs.
-        raise InvalidArgument(f"{what} is not valid JSON (at byte {exc.pos})") from None
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"{what} must be a JSON object, not {type(value).__name__}")
-    if json_depth(value) > max_depth:
-        raise InvalidArgument(f"{what} nests deeper than {max_depth} levels")
-    return value

@@ -8,6 +8,7 @@ from prometheus_client import Counter
 
 from services.common.server.clients import open_peer_channel
 from services.common.server.grpc_server import GrpcServer, ServerParts
+from services.common.server.lifecycle import Closing
 from services.common.server.metrics import Metrics
 from services.encryptsvc.cache import Cache, DestinationCache, Lookups
 from services.encryptsvc.config import Settings
@@ -78,10 +79,6 @@ async def build(settings: Settings) -> GrpcServer:
         reasons = [r for r in (policies.health(), keys.health()) if r]
         return "; ".join(reasons) or None
 
-    async def close_channels() -> None:
-        await policy_channel.close(None)
-        await key_channel.close(None)
-
     parts = ServerParts(
         name="encryptsvc",
         service_names=[SERVICE_NAME],
@@ -89,7 +86,11 @@ async def build(settings: Settings) -> GrpcServer:
         rules=RULES,
         metrics=metrics,
         checks=[watches_live],
-        starters=[policies.start, keys.start],
-        closers=[policies.stop, keys.stop, close_channels],
+        components=[
+            Closing("policysvc-channel", lambda: policy_channel.close(None)),
+            Closing("keysvc-channel", lambda: key_channel.close(None)),
+            policies,
+            keys,
+        ],
     )
     return GrpcServer.from_settings(parts, settings.server)

@@ -10,18 +10,18 @@ one is never read as "no encryption".
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Generic, TypeVar
 
 import structlog
 
 from services.common.errors import FailedPrecondition, Unavailable
+from services.common.server.lifecycle import Background
 from services.common.server.metrics import UNCOUNTED, Incrementing
+from services.common.vocabulary import ChangeKind
 from services.encryptsvc.encryption import Policy, Snapshot
 from services.encryptsvc.envelope import RecipientKey
 
@@ -29,12 +29,6 @@ log = structlog.get_logger("encryptsvc.cache")
 
 V = TypeVar("V")
 Clock = Callable[[], float]
-
-
-class ChangeKind(Enum):
-    CHANGED = "changed"
-    RESYNC = "resync"
-    HEARTBEAT = "heartbeat"
 
 
 @dataclass(frozen=True)
@@ -95,7 +89,7 @@ class Cache(Generic[V]):
         self.synced = False  # the stream has delivered a RESYNC since start-up
         self.connected = False
         self.loads = 0
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background(f"watch-{name}", self.follow)
 
     def _fresh(self, entry: _Entry[V], now: float) -> bool:
         return now - max(entry.loaded_at, self.confirmed_at) <= self._max_staleness
@@ -194,13 +188,10 @@ class Cache(Generic[V]):
             delay = min(delay * 2, ceiling)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self.follow(), name=f"watch-{self.name}")
+        await self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
 
 class DestinationCache:

@@ -9,8 +9,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.hostile_json import parse_object
+from services.common.limits import check_count
 from services.common.server.metrics import UNCOUNTED, Incrementing
+from services.common.vocabulary import EncryptionFormat, no_active_key
 from services.encryptsvc.envelope import (
     MAX_CEK_USES,
     RecipientKey,
@@ -33,7 +36,7 @@ class Policy:
     destination_id: str
     version: int
     enabled: bool
-    format: str  # envelope.FORMAT_JWE or FORMAT_SEGMENT
+    format: EncryptionFormat
     fields: tuple[str, ...]
 
     @property
@@ -83,7 +86,7 @@ class BatchResult:
     policy_version: int
     kid: str
     enabled: bool
-    format: str
+    format: EncryptionFormat
 
 
 class _Refused(Exception):
@@ -122,11 +125,7 @@ class Encryptor:
     async def encrypt(self, destination_id: str, events: Sequence[bytes]) -> BatchResult:
         if not destination_id.strip():
             raise InvalidArgument("destination_id is empty; name the destination to encrypt for")
-        if len(events) > self._limits.max_batch_events:
-            raise ResourceExhausted(
-                f"the batch has {len(events)} events, more than the limit of "
-                f"{self._limits.max_batch_events}; split it into smaller batches"
-            )
+        check_count(len(events), self._limits.max_batch_events, "events")
         snapshot = await self._source.snapshot(destination_id)
         policy = snapshot.policy
         if not policy.active:
@@ -138,10 +137,8 @@ class Encryptor:
                 policy.format,
             )
         if snapshot.key is None:
-            raise FailedPrecondition(
-                f"encryption is enabled for destination {destination_id} but it has no active "
-                "key; generate or import one with keysvc first"
-            )
+            # Encryption is enabled: without a key nothing may leave, so the batch fails.
+            raise FailedPrecondition(no_active_key(destination_id))
         selection = compile_selection(policy.fields)
         sealer = new_sealer(
             policy.format, snapshot.key, destination_id, max_uses=self._limits.max_cek_uses
@@ -166,10 +163,13 @@ class Encryptor:
     def _count(self, events: int, failed: int, fields: int, data_keys: int) -> None:
         counts = self._counts
         counts.events.inc(events)
-        counts.failed_events.inc(failed)
-        counts.fields.inc(fields)
-        counts.data_keys.inc(data_keys)
-        counts.data_key_uses.inc(fields if data_keys else 0)
+        if failed:
+            counts.failed_events.inc(failed)
+        if fields:
+            counts.fields.inc(fields)
+        if data_keys:
+            counts.data_keys.inc(data_keys)
+            counts.data_key_uses.inc(fields)
 
     def _encrypt_one(self, raw: bytes, selection: Selection, sealer: Sealer) -> EventOutcome:
         event = self._parse(raw)
@@ -204,46 +204,12 @@ class Encryptor:
         return EventOutcome(orjson.dumps(event), None, len(located))
 
     def _parse(self, raw: bytes) -> dict[str, Any]:
-        limit = self._limits.max_event_bytes
-        if len(raw) > limit:
-            raise _invalid(f"the event is {len(raw)} bytes, more than the limit of {limit}")
         try:
-            event = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as bad:
-                raise _invalid(f"the event is not valid UTF-8 (byte {bad.start})") from None
-            raise _invalid(
-                f"the event is not valid JSON (line {exc.lineno}, column {exc.colno})"
-            ) from None
-        if not isinstance(event, dict):
-            raise _invalid(f"the event is a JSON {_json_type(event)}, not an object")
-        max_depth = self._limits.max_depth
-        # Counting brackets is a cheap upper bound on depth; walk only when it could be too deep.
-        if raw.count(b"{") + raw.count(b"[") > max_depth and _depth(event) > max_depth:
-            raise _invalid(f"the event nests deeper than the limit of {max_depth} levels")
-        return event
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if value is None:
-        return "null"
-    return "number"
-
-
-def _depth(root: Any) -> int:
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(root, 1)]
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return deepest
+            return parse_object(
+                raw,
+                what="the event",
+                max_bytes=self._limits.max_event_bytes,
+                max_depth=self._limits.max_depth,
+            )
+        except InvalidArgument as exc:
+            raise _invalid(exc.message) from None

@@ -29,12 +29,10 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 # definitions keeps the two from drifting apart.
 from phiseal_decrypt.jose import ALG_ECDH, ALG_RSA, BINDING_CLAIM, ENC, OAEP, ecdh_es_kek
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.vocabulary import EncryptionFormat
 
 # NIST SP 800-38D allows 2^32 random-IV invocations per key; we retire a CEK far earlier.
 MAX_CEK_USES = 2**20
-
-FORMAT_JWE = "JWE"
-FORMAT_SEGMENT = "SEGMENT_RSA_OAEP"
 
 # RSA-OAEP with SHA-256 carries at most k - 2*hLen - 2 bytes (RFC 8017 §7.1.1).
 _OAEP_OVERHEAD = 2 * 32 + 2
@@ -105,7 +103,7 @@ class Sealer(Protocol):
 
 
 def new_sealer(
-    fmt: str,
+    fmt: EncryptionFormat,
     key: RecipientKey,
     destination_id: str,
     *,
@@ -113,14 +111,14 @@ def new_sealer(
     rng: Callable[[int], bytes] = os.urandom,
 ) -> Sealer:
     """A sealer for one batch, or FailedPrecondition if the format cannot use this key."""
-    if fmt == FORMAT_SEGMENT:
+    if fmt is EncryptionFormat.SEGMENT_RSA_OAEP:
         if not isinstance(key.public_key, rsa.RSAPublicKey):
             raise FailedPrecondition(
                 f"the policy asks for the SEGMENT_RSA_OAEP format but the destination's active "
                 f"key {key.kid} is X25519; regenerate an RSA key or switch the policy to JWE"
             )
         return SegmentSealer(key.public_key)
-    if fmt != FORMAT_JWE:
+    if fmt is not EncryptionFormat.JWE:
         raise InvalidArgument(f"unknown encryption format {fmt!r}")
     return JweSealer(key, destination_id, max_uses=max_uses, rng=rng)
 

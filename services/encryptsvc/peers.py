@@ -5,25 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-from phiseal.common.v1 import common_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
 from services.common.errors import DomainError, InvalidArgument, NotFound, Unavailable
-from services.encryptsvc.cache import Change, ChangeKind
+from services.common.server.protoconv import (
+    change_kind_from_proto,
+    epoch_seconds,
+    format_from_proto,
+)
+from services.encryptsvc.cache import Change
 from services.encryptsvc.encryption import Policy
-from services.encryptsvc.envelope import FORMAT_JWE, FORMAT_SEGMENT, RecipientKey
-
-_KINDS = {
-    common_pb2.CHANGE_KIND_CHANGED: ChangeKind.CHANGED,
-    common_pb2.CHANGE_KIND_RESYNC: ChangeKind.RESYNC,
-    common_pb2.CHANGE_KIND_HEARTBEAT: ChangeKind.HEARTBEAT,
-}
-FORMATS = {
-    common_pb2.ENCRYPTION_FORMAT_UNSPECIFIED: FORMAT_JWE,
-    common_pb2.ENCRYPTION_FORMAT_JWE: FORMAT_JWE,
-    common_pb2.ENCRYPTION_FORMAT_SEGMENT_RSA_OAEP: FORMAT_SEGMENT,
-}
+from services.encryptsvc.envelope import RecipientKey
 
 
 def _peer_error(exc: grpc.aio.AioRpcError, peer: str, destination_id: str) -> DomainError:
@@ -36,12 +30,8 @@ def _peer_error(exc: grpc.aio.AioRpcError, peer: str, destination_id: str) -> Do
     return Unavailable(f"{peer} could not be reached ({code.name}); retry shortly")
 
 
-def _change(kind: int, destination_id: str, observed_at: float) -> Change:
-    mapped = _KINDS.get(kind)  # type: ignore[call-overload]
-    if mapped is None:
-        # Unknown kinds may mean anything: treat as "changes may have been missed".
-        mapped = ChangeKind.RESYNC
-    return Change(mapped, destination_id, observed_at)
+def _change(kind: int, destination_id: str, observed_at: Timestamp) -> Change:
+    return Change(change_kind_from_proto(kind), destination_id, epoch_seconds(observed_at))
 
 
 class PolicyClient:
@@ -58,16 +48,14 @@ class PolicyClient:
         except grpc.aio.AioRpcError as exc:
             raise _peer_error(exc, "policysvc", destination_id) from None
         p = response.policy
-        fmt = FORMATS.get(p.format)
+        fmt = format_from_proto(p.format)
         if fmt is None:
             raise Unavailable(f"policysvc sent an unknown encryption format ({p.format})")
         return Policy(destination_id, p.version, p.enabled, fmt, tuple(p.fields))
 
     async def watch(self) -> AsyncIterator[Change]:
         async for message in self._stub.WatchPolicies(policy_pb2.WatchPoliciesRequest()):
-            yield _change(
-                message.kind, message.destination_id, message.observed_at.ToNanoseconds() / 1e9
-            )
+            yield _change(message.kind, message.destination_id, message.observed_at)
 
 
 class KeyClient:
@@ -92,6 +80,4 @@ class KeyClient:
 
     async def watch(self) -> AsyncIterator[Change]:
         async for message in self._stub.WatchKeys(keys_pb2.WatchKeysRequest()):
-            yield _change(
-                message.kind, message.destination_id, message.observed_at.ToNanoseconds() / 1e9
-            )
+            yield _change(message.kind, message.destination_id, message.observed_at)

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from phiseal.common.v1 import common_pb2
 from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 from typing_extensions import override
 
 from services.common.server.interceptor import Context
+from services.common.server.protoconv import format_to_proto
 from services.encryptsvc.encryption import BatchResult, Encryptor, EventOutcome
-from services.encryptsvc.envelope import FORMAT_SEGMENT
-
-_FORMATS = {
-    FORMAT_SEGMENT: common_pb2.ENCRYPTION_FORMAT_SEGMENT_RSA_OAEP,
-}
 
 
 def _result(outcome: EventOutcome) -> encrypt_pb2.EventResult:
@@ -33,7 +28,7 @@ def to_proto(result: BatchResult) -> encrypt_pb2.EncryptEventsResponse:
         policy_version=result.policy_version,
         kid=result.kid,
         encryption_enabled=result.enabled,
-        format=_FORMATS.get(result.format, common_pb2.ENCRYPTION_FORMAT_JWE),
+        format=format_to_proto(result.format),
     )
 
 

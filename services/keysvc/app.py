@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import timedelta
 
 import grpc
-import structlog
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 
 from services.common.data.changefeed import ChangeFeed
@@ -18,6 +15,7 @@ from services.common.security.denials import OutboxDenialAuditor
 from services.common.server.clients import open_peer_channel
 from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.health import database_check
+from services.common.server.lifecycle import Closing, Periodic
 from services.common.server.metrics import Metrics
 from services.keysvc.config import Settings
 from services.keysvc.directory import PolicyDirectory
@@ -27,34 +25,6 @@ from services.keysvc.servicer import KeyServicer
 from services.keysvc.store import CHANGES_CHANNEL, MIGRATIONS, SCHEMA, PgKeyStore
 
 SERVICE_NAME = keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name
-
-log = structlog.get_logger("keysvc")
-
-
-class ExpirySweeper:
-    """Marks overdue pending versions expired every ``interval`` seconds (all replicas may run)."""
-
-    def __init__(self, keys: KeyManager, interval: float) -> None:
-        self._keys = keys
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="keysvc-expiry-sweep")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self._keys.expire_due(Caller.system(EXPIRY_SWEEPER))
-            except Exception as exc:  # a failed sweep is retried next interval
-                log.warning("expiry_sweep_failed", error_type=type(exc).__name__)
 
 
 async def build(settings: Settings) -> GrpcServer:
@@ -76,11 +46,13 @@ async def build(settings: Settings) -> GrpcServer:
         CHANGES_CHANNEL,
         heartbeat_interval=settings.watch_heartbeat_interval,
     )
-    sweeper = ExpirySweeper(keys, settings.expiry_sweep_interval)
+    # Marks overdue pending versions expired; every replica may run it.
+    sweeper = Periodic(
+        "keysvc-expiry-sweep",
+        settings.expiry_sweep_interval,
+        lambda: keys.expire_due(Caller.system(EXPIRY_SWEEPER)),
+    )
     servicer = KeyServicer(keys, feed)
-
-    async def close_policysvc() -> None:
-        await policysvc.close(None)
 
     def register(server: grpc.aio.Server) -> None:
         keys_pb2_grpc.add_KeyServiceServicer_to_server(servicer, server)
@@ -93,7 +65,12 @@ async def build(settings: Settings) -> GrpcServer:
         metrics=metrics,
         denial_auditor=OutboxDenialAuditor(pool, "keysvc"),
         checks=[database_check(pool), relay.health_check],
-        starters=[feed.start, sweeper.start, relay.start],
-        closers=[sweeper.stop, feed.stop, relay.stop, close_policysvc, pool.close],
+        components=[
+            Closing("pool", pool.close),
+            Closing("policysvc-channel", lambda: policysvc.close(None)),
+            feed,
+            sweeper,
+            relay,
+        ],
     )
     return GrpcServer.from_settings(parts, settings.server)

@@ -25,6 +25,7 @@ from services.common.errors import (
 )
 from services.common.security.auth import Caller, PrincipalKind, Role
 from services.common.security.authz import AccessDenied, require, visible_workspaces
+from services.common.vocabulary import no_active_key
 from services.keysvc import crypto
 from services.keysvc.crypto import Algorithm, Challenge, Kdf, PrivateKeyDelivery, PublicKey
 
@@ -486,12 +487,8 @@ class KeyManager:
             else:
                 key = next((k for k in keys if k.state is KeyState.ACTIVE), None)
                 if key is None:
-                    hint = (
-                        "a pending version waits for ConfirmKey"
-                        if any(k.state is KeyState.PENDING for k in keys)
-                        else "GenerateKeyPair or ImportPublicKey creates one"
-                    )
-                    raise NotFound(f"destination {dest_id} has no active key: {hint}")
+                    pending = any(k.state is KeyState.PENDING for k in keys)
+                    raise NotFound(no_active_key(dest_id, pending=pending))
             require(caller.principal, key.workspace_id, Role.VIEWER)
             if _is_person(caller):
                 await tx.audit(_entry(caller, "Destination Public Key Viewed", key))

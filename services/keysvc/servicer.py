@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 from operator import attrgetter
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from typing_extensions import override
@@ -16,6 +14,7 @@ from services.common.data.watch import watch_events
 from services.common.errors import InvalidArgument
 from services.common.security.auth import Caller, current_caller
 from services.common.server.interceptor import Context
+from services.common.server.protoconv import to_timestamp
 from services.keysvc import crypto
 from services.keysvc.crypto import Algorithm, Kdf, PrivateKeyDelivery
 from services.keysvc.keys import Activation, KeyChange, KeyManager, KeyOrigin, KeyState, KeyVersion
@@ -79,14 +78,6 @@ def _request_id(given: str, caller: Caller) -> str:
     return given or caller.request_id
 
 
-def _timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def _key(key: KeyVersion) -> keys_pb2.KeyVersion:
     return keys_pb2.KeyVersion(
         destination_id=key.destination_id,
@@ -99,11 +90,11 @@ def _key(key: KeyVersion) -> keys_pb2.KeyVersion:
         public_key_pem=key.public_key_pem,
         public_key_jwk=key.public_key_jwk,
         fingerprint_sha256=key.fingerprint_sha256,
-        created_at=_timestamp(key.created_at),
+        created_at=to_timestamp(key.created_at),
         created_by=key.created_by,
-        activated_at=_timestamp(key.activated_at),
-        retired_at=_timestamp(key.retired_at),
-        confirm_by=_timestamp(key.confirm_by),
+        activated_at=to_timestamp(key.activated_at),
+        retired_at=to_timestamp(key.retired_at),
+        confirm_by=to_timestamp(key.confirm_by),
     )
 
 

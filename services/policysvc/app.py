@@ -11,6 +11,7 @@ from services.common.data.outbox_relay import OutboxRelay
 from services.common.security.denials import OutboxDenialAuditor
 from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.health import database_check
+from services.common.server.lifecycle import Closing
 from services.common.server.metrics import Metrics
 from services.policysvc.catalog import Catalog
 from services.policysvc.config import Settings
@@ -63,8 +64,6 @@ async def build(settings: Settings) -> GrpcServer:
         metrics=metrics,
         denial_auditor=OutboxDenialAuditor(pool, "policysvc"),
         checks=checks,
-        starters=[feed.start, relay.start],
-        # The feed's own connection and the relay go before the pool, in shutdown order.
-        closers=[feed.stop, relay.stop, pool.close],
+        components=[Closing("pool", pool.close), feed, relay],
     )
     return GrpcServer.from_settings(parts, settings.server)

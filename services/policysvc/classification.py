@@ -29,6 +29,7 @@ import re2
 
 from services.common.errors import InvalidArgument
 from services.common.fieldpath import FieldPath
+from services.common.hostile_json import fragment_text
 
 MAX_CUSTOM_MATCHERS = 100
 MAX_PATTERN = 1000
@@ -149,6 +150,8 @@ def value_text(value: Any) -> str | None:
         return value[:MAX_MATCHED_VALUE]
     if isinstance(value, int | float):
         return repr(value)
+    if (number := fragment_text(value)) is not None:
+        return number  # a number kept exactly as the sample wrote it
     return None  # null, objects and arrays: their leaves are matched on their own paths
 
 

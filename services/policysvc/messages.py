@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-from phiseal.common.v1 import common_pb2
 from phiseal.policy.v1 import policy_pb2
 
 from services.common.errors import InvalidArgument
+from services.common.server.protoconv import format_from_proto, format_to_proto, to_timestamp
+from services.common.vocabulary import EncryptionFormat
 from services.policysvc.catalog import Destination, DestinationType, Workspace
 from services.policysvc.classification import (
     Classification,
@@ -19,7 +18,7 @@ from services.policysvc.classification import (
     MatcherTarget,
     MatchKind,
 )
-from services.policysvc.policy import EncryptionFormat, Policy, Preview
+from services.policysvc.policy import Policy, Preview
 
 _DESTINATION_TYPES: dict[int, DestinationType] = {
     policy_pb2.DESTINATION_TYPE_EVENT_STREAM_CLOUD_MODE: DestinationType.EVENT_STREAM_CLOUD_MODE,
@@ -29,14 +28,6 @@ _DESTINATION_TYPES: dict[int, DestinationType] = {
     policy_pb2.DESTINATION_TYPE_REVERSE_ETL: DestinationType.REVERSE_ETL,
 }
 _DESTINATION_TYPE_PROTOS: dict[DestinationType, Any] = {v: k for k, v in _DESTINATION_TYPES.items()}
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def destination_type(value: int) -> DestinationType:
@@ -58,9 +49,9 @@ def workspace_message(workspace: Workspace) -> policy_pb2.Workspace:
             eligible=workspace.hipaa.eligible,
             baa_reference=workspace.hipaa.baa_reference,
             set_by=workspace.hipaa.set_by,
-            set_at=timestamp(workspace.hipaa.set_at),
+            set_at=to_timestamp(workspace.hipaa.set_at),
         ),
-        created_at=timestamp(workspace.created_at),
+        created_at=to_timestamp(workspace.created_at),
         created_by=workspace.created_by,
     )
 
@@ -71,7 +62,7 @@ def destination_message(destination: Destination) -> policy_pb2.Destination:
         workspace_id=destination.workspace_id,
         name=destination.name,
         type=_DESTINATION_TYPE_PROTOS[destination.type],
-        created_at=timestamp(destination.created_at),
+        created_at=to_timestamp(destination.created_at),
         created_by=destination.created_by,
     )
 
@@ -102,16 +93,6 @@ _SOURCE_PROTOS: dict[DecisionSource, Any] = {
     DecisionSource.NONE: policy_pb2.DECISION_SOURCE_NONE,
 }
 
-_FORMATS: dict[int, EncryptionFormat] = {
-    common_pb2.ENCRYPTION_FORMAT_UNSPECIFIED: EncryptionFormat.JWE,
-    common_pb2.ENCRYPTION_FORMAT_JWE: EncryptionFormat.JWE,
-    common_pb2.ENCRYPTION_FORMAT_SEGMENT_RSA_OAEP: EncryptionFormat.SEGMENT_RSA_OAEP,
-}
-_FORMAT_PROTOS: dict[EncryptionFormat, Any] = {
-    EncryptionFormat.JWE: common_pb2.ENCRYPTION_FORMAT_JWE,
-    EncryptionFormat.SEGMENT_RSA_OAEP: common_pb2.ENCRYPTION_FORMAT_SEGMENT_RSA_OAEP,
-}
-
 
 def classification(value: int) -> Classification | None:
     """None for CLASSIFICATION_UNSPECIFIED; unknown numbers are refused."""
@@ -124,7 +105,7 @@ def classification(value: int) -> Classification | None:
 
 
 def encryption_format(value: int) -> EncryptionFormat:
-    found = _FORMATS.get(int(value))
+    found = format_from_proto(value)
     if found is None:
         raise InvalidArgument(
             "format must be ENCRYPTION_FORMAT_JWE (the default) or "
@@ -169,9 +150,9 @@ def policy_message(policy: Policy) -> policy_pb2.EncryptionPolicy:
         workspace_id=policy.workspace_id,
         version=policy.version,
         enabled=policy.enabled,
-        format=_FORMAT_PROTOS[policy.format],
+        format=format_to_proto(policy.format),
         fields=list(policy.fields),
-        created_at=timestamp(policy.created_at),
+        created_at=to_timestamp(policy.created_at),
         created_by=policy.created_by,
         change_summary=policy.change_summary,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Protocol
 
 import orjson
@@ -20,19 +19,16 @@ from services.common.audit import AuditEntry
 from services.common.data.paging import Page, encode_token
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from services.common.fieldpath import FieldPath, find, parse, parse_selection
+from services.common.limits import check_count
 from services.common.security.auth import Caller, PrincipalKind, Role
 from services.common.security.authz import require
+from services.common.vocabulary import EncryptionFormat
 from services.policysvc.catalog import Destination, DestinationType, Workspace, require_id
 from services.policysvc.classification import Classification, Classifier
 from services.policysvc.privacy import parse_event
 
 MAX_PREVIEW_SAMPLES = 1000
 MAX_DESTINATION_FILTER = 1000
-
-
-class EncryptionFormat(StrEnum):
-    JWE = "jwe"
-    SEGMENT_RSA_OAEP = "segment_rsa_oaep"
 
 
 @dataclass(frozen=True)
@@ -376,8 +372,7 @@ class Policies:
         use_proposed: bool,
     ) -> Preview:
         """Which paths of each sample the current or proposed fields would encrypt."""
-        if len(samples) > MAX_PREVIEW_SAMPLES:
-            raise InvalidArgument(f"at most {MAX_PREVIEW_SAMPLES} sample_events per preview")
+        check_count(len(samples), MAX_PREVIEW_SAMPLES, "sample_events")
         ctx = await self._store.load_context(require_id(destination_id, "destination_id"))
         if ctx is None:
             raise NotFound(f"destination {destination_id} does not exist")
@@ -391,9 +386,9 @@ class Policies:
         problems += classification_problems(ctx.classifier, paths)
         previews = []
         for index, text in enumerate(samples):
-            event = parse_event(text)
+            event = parse_event(text, f"sample_events[{index}]")
             if isinstance(event, str):
-                previews.append(EventPreview(index, error=f"sample {index} {event}"))
+                previews.append(EventPreview(index, error=event))
                 continue
             encrypted: list[str] = []
             missing: list[str] = []
@@ -434,8 +429,7 @@ def _viewed_audit(caller: Caller) -> Callable[[Policy], AuditEntry] | None:
 
 def validate_filter(destination_ids: Sequence[str]) -> frozenset[str]:
     """WatchPolicies' destination filter (empty means every destination)."""
-    if len(destination_ids) > MAX_DESTINATION_FILTER:
-        raise InvalidArgument(f"at most {MAX_DESTINATION_FILTER} destination_ids per watch")
+    check_count(len(destination_ids), MAX_DESTINATION_FILTER, "destination_ids")
     return frozenset(require_id(d, "destination_ids[]") for d in destination_ids)
 
 

@@ -16,7 +16,7 @@ from services.common.errors import (
     ResourceExhausted,
 )
 from services.common.fieldpath import find, leaf_paths, parse
-from services.common.limits import Limits
+from services.common.limits import Limits, check_count
 from services.common.security.auth import Caller, Role
 from services.common.security.authz import require
 from services.policysvc.catalog import new_id, require_id
@@ -90,35 +90,28 @@ class PrivacyStore(Protocol):
 
 def parse_samples(samples: Sequence[str], field: str = "sample_events") -> list[dict[str, Any]]:
     """Parses JSON events; the error names the index, never the content."""
-    if len(samples) > MAX_SAMPLES:
-        raise InvalidArgument(f"at most {MAX_SAMPLES} {field} per call; send them in batches")
+    check_count(len(samples), MAX_SAMPLES, field)
     events = []
     for index, text in enumerate(samples):
-        event = parse_event(text)
+        event = parse_event(text, f"{field}[{index}]")
         if isinstance(event, str):
-            raise InvalidArgument(f"{field}[{index}] {event}")
+            raise InvalidArgument(event)
         events.append(event)
     return events
 
 
-# A sample is one analytics event: the same ceilings as encryptsvc's events (size, nesting),
-# so a hostile sample cannot exhaust memory or the stack of the path walkers.
+# A sample is one analytics event: the same parser and ceilings as encryptsvc's events (size,
+# nesting), so a hostile sample cannot exhaust memory or the stack of the path walkers.
 SAMPLE_LIMITS = Limits()
 
 
-def parse_event(text: str) -> dict[str, Any] | str:
-    """The event, or why it is not one (a reason safe to return: it quotes nothing)."""
-    if len(text) > SAMPLE_LIMITS.max_event_bytes:
-        return f"is longer than {SAMPLE_LIMITS.max_event_bytes} characters"
+def parse_event(text: str, what: str) -> dict[str, Any] | str:
+    """The event, or why it is not one (a message safe to return: it quotes nothing)."""
     try:
-        return SAMPLE_LIMITS.parse_event(text.encode("utf-8", "surrogatepass"), what="")
+        # surrogatepass: a lone surrogate reaches the parser, which refuses it by name.
+        return SAMPLE_LIMITS.parse_event(text.encode("utf-8", "surrogatepass"), what=what)
     except InvalidArgument as exc:
-        reason = exc.message.strip()
-    if reason.startswith("is not valid JSON"):
-        return "is not valid JSON"
-    if reason.startswith("must be a JSON object"):
-        return "is not a JSON object"
-    return reason
+        return exc.message
 
 
 def sampled_values(events: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:

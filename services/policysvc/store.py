@@ -13,6 +13,7 @@ from services.common.audit import AuditEntry
 from services.common.data.db import COMMON_MIGRATIONS, MigrationSource
 from services.common.data.outbox import append_to_outbox
 from services.common.errors import Aborted, AlreadyExists, NotFound
+from services.common.vocabulary import EncryptionFormat
 from services.policysvc.catalog import Destination, DestinationType, HipaaEligibility, Workspace
 from services.policysvc.classification import (
     Classification,
@@ -21,7 +22,7 @@ from services.policysvc.classification import (
     MatchKind,
     Override,
 )
-from services.policysvc.policy import Decide, EncryptionFormat, Policy, PolicyContext
+from services.policysvc.policy import Decide, Policy, PolicyContext
 from services.policysvc.privacy import ClassifierState
 
 SCHEMA = "policysvc"

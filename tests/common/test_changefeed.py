@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest_asyncio
 
-from services.common.data.changefeed import ChangeFeed, FeedKind, FeedMessage, Subscription
+from services.common.data.changefeed import ChangeFeed, FeedMessage, Subscription
+from services.common.vocabulary import ChangeKind
 
 CHANNEL = "test_changes"
 
@@ -21,7 +22,7 @@ async def feed(database_url: str) -> AsyncIterator[ChangeFeed]:
     await feed.stop()
 
 
-async def next_of(sub: Subscription, kinds: set[FeedKind], within: float = 10) -> FeedMessage:
+async def next_of(sub: Subscription, kinds: set[ChangeKind], within: float = 10) -> FeedMessage:
     """The next message of one of ``kinds``, skipping others (heartbeats mostly)."""
     iterator = aiter(sub)
     async with asyncio.timeout(within):
@@ -43,32 +44,32 @@ async def notify(database_url: str, payload: str) -> None:
 async def test_first_message_is_resync(feed: ChangeFeed) -> None:
     """A new subscriber starts with RESYNC: reload everything before trusting changes."""
     sub = feed.subscribe()
-    first = await next_of(sub, {FeedKind.RESYNC, FeedKind.CHANGED, FeedKind.HEARTBEAT})
-    assert first.kind == FeedKind.RESYNC
+    first = await next_of(sub, {ChangeKind.RESYNC, ChangeKind.CHANGED, ChangeKind.HEARTBEAT})
+    assert first.kind == ChangeKind.RESYNC
 
 
 async def test_committed_changes_arrive_in_order(feed: ChangeFeed, database_url: str) -> None:
     """Each NOTIFY committed by another connection reaches the subscriber, in commit order."""
     sub = feed.subscribe()
-    await next_of(sub, {FeedKind.RESYNC})
+    await next_of(sub, {ChangeKind.RESYNC})
     for n in range(3):
         await notify(database_url, f"change-{n}")
-    payloads = [(await next_of(sub, {FeedKind.CHANGED})).payload for _ in range(3)]
+    payloads = [(await next_of(sub, {ChangeKind.CHANGED})).payload for _ in range(3)]
     assert payloads == ["change-0", "change-1", "change-2"]
 
 
 async def test_heartbeats_flow_while_live(feed: ChangeFeed) -> None:
     """While the connection is healthy the feed confirms freshness with heartbeats."""
     sub = feed.subscribe()
-    await next_of(sub, {FeedKind.RESYNC})
-    beat = await next_of(sub, {FeedKind.HEARTBEAT})
-    assert (beat.kind, feed.live) == (FeedKind.HEARTBEAT, True)
+    await next_of(sub, {ChangeKind.RESYNC})
+    beat = await next_of(sub, {ChangeKind.HEARTBEAT})
+    assert (beat.kind, feed.live) == (ChangeKind.HEARTBEAT, True)
 
 
 async def test_lost_connection_resyncs(feed: ChangeFeed, database_url: str) -> None:
     """When the LISTEN connection is killed the feed reconnects and tells subscribers to reload."""
     sub = feed.subscribe()
-    await next_of(sub, {FeedKind.RESYNC})
+    await next_of(sub, {ChangeKind.RESYNC})
     con = await asyncpg.connect(database_url)
     try:
         killed = await con.fetchval(
@@ -78,7 +79,7 @@ async def test_lost_connection_resyncs(feed: ChangeFeed, database_url: str) -> N
     finally:
         await con.close()
     assert killed >= 1
-    again = await next_of(sub, {FeedKind.RESYNC})
+    again = await next_of(sub, {ChangeKind.RESYNC})
     await notify(database_url, "after-reconnect")
-    change = await next_of(sub, {FeedKind.CHANGED})
-    assert (again.kind, change.payload) == (FeedKind.RESYNC, "after-reconnect")
+    change = await next_of(sub, {ChangeKind.CHANGED})
+    assert (again.kind, change.payload) == (ChangeKind.RESYNC, "after-reconnect")

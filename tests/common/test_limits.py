@@ -6,7 +6,8 @@ import grpc
 import pytest
 
 from services.common.errors import InvalidArgument
-from services.common.limits import Limits, check_utf8, json_depth
+from services.common.hostile_json import json_depth
+from services.common.limits import Limits, check_utf8
 from tests.common import fake_service
 
 LIMITS = Limits(max_event_bytes=1024, max_json_depth=4, max_batch_events=3, max_string_chars=20)
@@ -32,15 +33,21 @@ def test_malformed_json_is_refused_without_quoting() -> None:
 
 
 def test_non_object_is_refused() -> None:
-    assert refusal(b"[1, 2]") == "event must be a JSON object, not list"
+    assert refusal(b"[1, 2]") == "event is a JSON array, not an object; send one JSON object"
 
 
 def test_deep_nesting_is_refused() -> None:
-    assert refusal(b'{"a": {"b": {"c": {"d": {}}}}}') == "event nests deeper than 4 levels"
+    assert (
+        refusal(b'{"a": {"b": {"c": {"d": {}}}}}')
+        == "event nests deeper than the limit of 4 levels"
+    )
 
 
 def test_huge_event_is_refused_before_parsing() -> None:
-    assert refusal(b'{"a": "' + b"x" * 2000 + b'"}') == "event is 2009 bytes; the limit is 1024"
+    assert (
+        refusal(b'{"a": "' + b"x" * 2000 + b'"}')
+        == "event is 2009 bytes, more than the limit of 1024; send less"
+    )
 
 
 def test_hostile_depth_is_measured_without_recursion() -> None:
@@ -63,7 +70,7 @@ def test_batch_and_text_limits() -> None:
             check()
         messages.append(caught.value.message)
     assert messages == [
-        "4 events in one request; the limit is 3: split the batch",
+        "4 events in one request, more than the limit of 3: split the request",
         "destination_id is 21 characters; the limit is 20",
         "destination_id contains a NUL character",
         "name is not valid UTF-8 (first bad byte at 0)",

@@ -54,5 +54,8 @@ def test_walkthrough_runs_as_printed(dev_stack: RunningStack) -> None:
     assert json.loads((out / "out.v2.json").read_text())["kid"].endswith(".v2")
     assert "key.v1.pem does not open .v2 ciphertext" in ran.stdout
     assert json.loads((out / "verify.json").read_text())["ok"] is True
-    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in keys.iterdir()}
-    assert modes == {"key.v1.pem": 0o600, "key.v2.pem": 0o600}
+    modes = {p: stat.S_IMODE((keys / p).stat().st_mode) for p in ("key.v1.pem", "key.v2.pem")}
+    assert (modes, stat.S_IMODE(keys.stat().st_mode)) == (
+        {"key.v1.pem": 0o600, "key.v2.pem": 0o600},
+        0o700,
+    )

@@ -20,7 +20,14 @@ from jwcrypto import jwe, jwk
 from phiseal.common.v1 import common_pb2
 from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 
-from phiseal_decrypt import BindingMismatch, DecryptError, Decryptor, Keyring, looks_like_jwe
+from phiseal_decrypt import (
+    BindingMismatch,
+    DecryptError,
+    Decryptor,
+    Keyring,
+    exactjson,
+    looks_like_jwe,
+)
 from services.common.fieldpath import find, parse_selection
 from tests.encryptsvc.conftest import STALENESS, Stack
 from tests.encryptsvc.keys import KeyPair
@@ -165,7 +172,7 @@ async def test_mixed_batch_gives_per_event_errors(stack: Stack) -> None:
     [
         ("", 1, grpc.StatusCode.INVALID_ARGUMENT),
         ("dst_does_not_exist", 1, grpc.StatusCode.NOT_FOUND),
-        ("<dest>", 51, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ("<dest>", 51, grpc.StatusCode.INVALID_ARGUMENT),
     ],
 )
 async def test_batch_refusals(
@@ -350,3 +357,26 @@ async def _retrying(call: Callable[[], Awaitable[T]], within: float = 15) -> T:
             if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                 raise
         await asyncio.sleep(0.1)
+
+
+async def test_numbers_leave_exactly_as_sent_and_decrypt_exactly(stack: Stack) -> None:
+    """Past 2^64, -0, 1E5, 20.50, 1e400: unnamed fields leave digit for digit, and a named
+    field decrypts (kit) to exactly the JSON that was sent. Both were doubles before."""
+    numbers = "[123456789012345678901234567890,-0,1E5,20.50,1e400,-9223372036854775809]"
+    raw = (
+        '{"messageId":"m-num","order_id":123456789012345678901234567890,'
+        f'"properties":{{"copay":{numbers},"total":{numbers}}}}}'
+    ).encode()
+    response = await _encrypt(stack.stub, [raw], stack.destination_id)
+    result = response.results[0]
+    sealed = exactjson.loads(result.event)
+    opened = _decryptor(stack.key).decrypt_event(sealed)
+    assert (
+        result.encrypted_fields,
+        result.event.count(numbers.encode()),
+        orjson.dumps(opened),
+    ) == (
+        1,
+        1,  # properties.total, unnamed; copay is a JWE now
+        raw,
+    )

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.common.errors import Unavailable
-from services.encryptsvc.cache import Cache, Change, ChangeKind
+from services.common.vocabulary import ChangeKind
+from services.encryptsvc.cache import Cache, Change
 
 
 class FakeClock:

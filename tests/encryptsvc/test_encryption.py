@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from phiseal_decrypt import Decryptor, Keyring
-from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.vocabulary import EncryptionFormat
 from services.encryptsvc.encryption import Encryptor, Limits, Policy, Snapshot
-from services.encryptsvc.envelope import FORMAT_JWE, FORMAT_SEGMENT
 from tests.encryptsvc.keys import KeyPair, rsa_key, x25519_key
 
 FIELDS = ("properties.allergy[*]", "properties.notes", "traits.address", "traits.email")
@@ -34,7 +34,7 @@ class FixedSource:
 
 
 def _encryptor(
-    fmt: str = FORMAT_JWE,
+    fmt: EncryptionFormat = EncryptionFormat.JWE,
     key: KeyPair | None = None,
     fields: tuple[str, ...] = FIELDS,
     enabled: bool = True,
@@ -76,18 +76,18 @@ async def test_disabled_policy_returns_events_unchanged() -> None:
 async def test_enabled_without_key_fails_the_batch() -> None:
     """Encryption enabled and no active key: FAILED_PRECONDITION, nothing returned."""
     encryptor = Encryptor(
-        FixedSource(Policy("dest_1", 1, True, FORMAT_JWE, FIELDS), None), Limits()
+        FixedSource(Policy("dest_1", 1, True, EncryptionFormat.JWE, FIELDS), None), Limits()
     )
     with pytest.raises(FailedPrecondition, match="no active key"):
         await encryptor.encrypt("dest_1", [orjson.dumps(EVENT)])
 
 
 async def test_batch_limits_and_destination_are_checked() -> None:
-    """An empty destination is INVALID_ARGUMENT; too many events is RESOURCE_EXHAUSTED."""
+    """An empty destination is INVALID_ARGUMENT; so is a batch over the documented limit."""
     encryptor = _encryptor(max_batch_events=2)
     with pytest.raises(InvalidArgument):
         await encryptor.encrypt(" ", [])
-    with pytest.raises(ResourceExhausted, match="limit of 2"):
+    with pytest.raises(InvalidArgument, match="limit of 2"):
         await encryptor.encrypt("dest_1", [b"{}"] * 3)
 
 
@@ -143,7 +143,7 @@ async def test_segment_value_too_long_is_a_per_event_error() -> None:
         orjson.dumps({"messageId": "a", "properties": {"notes": "short"}}),
         orjson.dumps({"messageId": "b", "properties": {"notes": "n" * 400}}),
     ]
-    result = await _encryptor(FORMAT_SEGMENT).encrypt("dest_1", events)
+    result = await _encryptor(EncryptionFormat.SEGMENT_RSA_OAEP).encrypt("dest_1", events)
     ok, bad = result.outcomes
     assert ok.event is not None
     assert bad.error is not None
@@ -154,7 +154,7 @@ async def test_segment_value_too_long_is_a_per_event_error() -> None:
 async def test_segment_with_x25519_key_fails_the_batch() -> None:
     """SEGMENT format on an X25519 key: the whole batch is FAILED_PRECONDITION."""
     with pytest.raises(FailedPrecondition, match="X25519"):
-        await _encryptor(FORMAT_SEGMENT, x25519_key()).encrypt("dest_1", [b"{}"])
+        await _encryptor(EncryptionFormat.SEGMENT_RSA_OAEP, x25519_key()).encrypt("dest_1", [b"{}"])
 
 
 async def test_one_wrapped_key_per_batch() -> None:

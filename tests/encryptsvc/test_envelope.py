@@ -15,9 +15,8 @@ from jwcrypto import jwe, jwk
 
 from phiseal_decrypt import BindingMismatch, DecryptError, Decryptor, Keyring
 from services.common.errors import FailedPrecondition
+from services.common.vocabulary import EncryptionFormat
 from services.encryptsvc.envelope import (
-    FORMAT_JWE,
-    FORMAT_SEGMENT,
     JweSealer,
     ValueTooLong,
     new_sealer,
@@ -54,7 +53,9 @@ def _jwcrypto_open(key: KeyPair, token: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _seal(key: KeyPair, value: Any, mid: str = "msg-1", path: str = "traits.email") -> str:
-    return new_sealer(FORMAT_JWE, key.recipient, "dest_1").seal(orjson.dumps(value), mid, path)
+    return new_sealer(EncryptionFormat.JWE, key.recipient, "dest_1").seal(
+        orjson.dumps(value), mid, path
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(KEYS))
@@ -95,7 +96,7 @@ def test_header_names_key_and_binding(kind: str) -> None:
 def test_batch_shares_one_wrapped_key_with_fresh_ivs(kind: str) -> None:
     """All fields of a batch share encrypted_key (and epk); every IV is different."""
     key = _key(kind)
-    sealer = new_sealer(FORMAT_JWE, key.recipient, "dest_1")
+    sealer = new_sealer(EncryptionFormat.JWE, key.recipient, "dest_1")
     tokens = [sealer.seal(b"1", f"m{i}", "traits.a").split(".") for i in range(50)]
     assert len({t[1] for t in tokens}) == 1
     assert len({t[2] for t in tokens}) == 50
@@ -135,7 +136,7 @@ def test_one_changed_byte_fails(kind: str, part: int, offset: int) -> None:
 def test_swapped_header_fails(kind: str) -> None:
     """A ciphertext given another field's header (rebinding it) fails authentication."""
     key = _key(kind)
-    sealer = new_sealer(FORMAT_JWE, key.recipient, "dest_1")
+    sealer = new_sealer(EncryptionFormat.JWE, key.recipient, "dest_1")
     a = sealer.seal(b'"a"', "msg-1", "traits.email").split(".")
     b = sealer.seal(b'"b"', "msg-2", "traits.phone").split(".")
     forged = ".".join([b[0], *a[1:]])
@@ -165,7 +166,9 @@ def test_moved_ciphertext_is_refused_by_the_kit() -> None:
 def test_segment_format_is_raw_rsa_oaep_sha256() -> None:
     """SEGMENT_RSA_OAEP is base64(RSA-OAEP-SHA256(JSON value)), opened with plain cryptography."""
     key = rsa_key()
-    text = new_sealer(FORMAT_SEGMENT, key.recipient, "dest_1").seal(b'"02100"', "", "")
+    text = new_sealer(EncryptionFormat.SEGMENT_RSA_OAEP, key.recipient, "dest_1").seal(
+        b'"02100"', "", ""
+    )
     assert isinstance(key.private, rsa.RSAPrivateKey)
     oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
     assert key.private.decrypt(base64.b64decode(text), oaep) == b'"02100"'
@@ -173,7 +176,7 @@ def test_segment_format_is_raw_rsa_oaep_sha256() -> None:
 
 def test_segment_value_too_long_is_refused() -> None:
     """A value longer than one RSA-2048 OAEP block (190 bytes) raises, never passes through."""
-    sealer = new_sealer(FORMAT_SEGMENT, rsa_key().recipient, "dest_1")
+    sealer = new_sealer(EncryptionFormat.SEGMENT_RSA_OAEP, rsa_key().recipient, "dest_1")
     sealer.seal(b"x" * 190, "", "")
     with pytest.raises(ValueTooLong):
         sealer.seal(b"x" * 191, "", "")
@@ -182,4 +185,4 @@ def test_segment_value_too_long_is_refused() -> None:
 def test_segment_with_x25519_key_fails_the_batch() -> None:
     """SEGMENT_RSA_OAEP with an X25519 key is FAILED_PRECONDITION with a clear message."""
     with pytest.raises(FailedPrecondition, match="X25519"):
-        new_sealer(FORMAT_SEGMENT, x25519_key().recipient, "dest_1")
+        new_sealer(EncryptionFormat.SEGMENT_RSA_OAEP, x25519_key().recipient, "dest_1")

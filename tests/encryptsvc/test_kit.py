@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from phiseal_decrypt import BindingMismatch, Decryptor, Keyring, WrongKey, concrete_key
 from phiseal_decrypt.cli import run
 from services.common.fieldpath import FieldPath
+from services.common.vocabulary import EncryptionFormat
 from services.encryptsvc.encryption import Encryptor, Limits, Policy
-from services.encryptsvc.envelope import FORMAT_JWE, FORMAT_SEGMENT
 from tests.encryptsvc.keys import KeyPair, rsa_key, x25519_key
 from tests.encryptsvc.test_encryption import FixedSource
 
@@ -28,8 +28,10 @@ def _event(i: int) -> dict[str, Any]:
     }
 
 
-async def _sealed(key: KeyPair, events: list[dict[str, Any]], fmt: str = FORMAT_JWE) -> list[bytes]:
-    fields = FIELDS if fmt == FORMAT_JWE else ("traits.email",)
+async def _sealed(
+    key: KeyPair, events: list[dict[str, Any]], fmt: EncryptionFormat = EncryptionFormat.JWE
+) -> list[bytes]:
+    fields = FIELDS if fmt == EncryptionFormat.JWE else ("traits.email",)
     policy = Policy("dest_1", 1, True, fmt, fields)
     result = await Encryptor(FixedSource(policy, key), Limits()).encrypt(
         "dest_1", [orjson.dumps(e) for e in events]
@@ -146,8 +148,29 @@ async def test_cli_decrypts_segment_values(
     key = rsa_key()
     (tmp_path / "k.pem").write_bytes(key.private_pem)
     event = _event(3)
-    (tmp_path / "e.json").write_bytes((await _sealed(key, [event], FORMAT_SEGMENT))[0])
+    (tmp_path / "e.json").write_bytes(
+        (await _sealed(key, [event], EncryptionFormat.SEGMENT_RSA_OAEP))[0]
+    )
     assert (
         run(["--key", str(tmp_path / "k.pem"), "--segment", "event", str(tmp_path / "e.json")]) == 0
     )
     assert event == orjson.loads(capsys.readouterr().out)
+
+
+async def test_cli_file_gives_back_numbers_past_64_bits_exactly(tmp_path: Path) -> None:
+    """phiseal-decrypt file: numbers sealed in named fields (and beside them) come out digit for
+    digit, as sent; before, both became doubles (1.2345678901234568e+29)."""
+    key = x25519_key()
+    raw = (
+        b'{"messageId":"m1","order_id":123456789012345678901234567890,'
+        b'"traits":{"email":18446744073709551616,"tags":[-0,1E5,20.50,1e400]},'
+        b'"properties":{"notes":{"n":-9223372036854775809}}}'
+    )
+    policy = Policy("dest_1", 1, True, EncryptionFormat.JWE, FIELDS)
+    result = await Encryptor(FixedSource(policy, key), Limits()).encrypt("dest_1", [raw])
+    assert result.outcomes[0].encrypted_fields == 6
+    (tmp_path / "k.pem").write_bytes(key.private_pem)
+    (tmp_path / "in.jsonl").write_bytes((result.outcomes[0].event or b"") + b"\n")
+    args = ["--key", str(tmp_path / "k.pem"), "file", "--no-progress"]
+    assert run([*args, str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl")]) == 0
+    assert (tmp_path / "out.jsonl").read_bytes() == raw + b"\n"

@@ -397,7 +397,8 @@ async def test_malformed_sample_is_invalid(stub: PolicyServiceStub, database_url
     )
     assert (code, message) == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        "sample_events[1] is not valid JSON",
+        "sample_events[1] is not valid JSON "
+        "(unexpected character, expected a JSON value at byte 1)",
     )
 
 

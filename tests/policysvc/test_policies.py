@@ -453,8 +453,9 @@ async def test_preview_malformed_sample_errors_only_that_sample(stub: PolicyServ
         )
     )
     assert [p.error for p in reply.previews] == [
-        "sample 0 is not valid JSON",
-        "sample 1 is not a JSON object",
+        "sample_events[0] is not valid JSON "
+        "(unexpected character, expected a string key at byte 1)",
+        "sample_events[1] is a JSON array, not an object; send one JSON object",
         "",
     ]
     assert list(reply.previews[2].missing_paths) == ["traits.email"]

@@ -4,7 +4,8 @@ Valid credentials (the development admin; the right peer identity for service-on
 that input validation, not authentication, is what answers: random bytes as the serialized
 request, messages built from the descriptors with hostile field values (huge strings, NUL
 bytes, invalid UTF-8 and malformed, deep or wrongly typed JSON in events, unknown enum
-numbers, extreme integers and timestamps), hostile events for the three RPCs that parse them,
+numbers, extreme integers and timestamps, numbers past 64 bits), hostile events for the three
+RPCs that parse them, numbers that must leave EncryptEvents digit for digit,
 and garbage authorization headers. Only expected status codes may come back (never INTERNAL,
 UNKNOWN or a timeout), and every server still answers SERVING afterwards. About 4,000 calls
 per run.
@@ -25,6 +26,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 
 from tests.auditsvc.helpers import event
 from tests.rules import ALL_RULES
@@ -91,6 +93,22 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
     max_leaves=20,
 )
+# Numbers past 64 bits (and others orjson would rewrite): -0, exponents, 1e400, long fractions.
+big_numbers = st.one_of(
+    st.integers().filter(lambda n: not -(2**63) <= n < 2**64).map(str),
+    st.from_regex(r"-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,25})?([eE][+-]?[0-9]{1,3})?", fullmatch=True),
+    st.sampled_from(["-0", "1e400", "-1e400", "1E5", "20.50", "1e-400"]),
+)
+big_number_events = st.builds(
+    lambda mid, a, b, c: (
+        f'{{"messageId":"{mid}","order_id":{a},'
+        f'"properties":{{"copay":{b},"total":[{c}, {a}]}},"traits":{{"email":{c}}}}}'
+    ),
+    st.sampled_from(["m1", ""]),
+    big_numbers,
+    big_numbers,
+    big_numbers,
+)
 json_texts = st.one_of(
     json_values.map(lambda v: orjson.dumps(v).decode()),
     st.dictionaries(
@@ -102,6 +120,7 @@ json_texts = st.one_of(
     st.text(max_size=40).map(lambda t: '{"traits": {"email": "' + t),  # truncated
     st.just('{"properties": {"notes": "' + HUGE + '"}}'),
     st.just('{"a": NaN, "b": Infinity}'),
+    big_number_events,
     st.just('{"messageId": {"nested": true}, "properties": []}'),
 )
 paths = st.one_of(
@@ -329,3 +348,26 @@ async def test_every_server_is_still_serving(target: Target) -> None:
     assert {name: await serving(s) for name, s in services.items()} == {
         name: True for name in services
     }
+
+
+@settings(FUZZ, max_examples=150)
+@given(number=big_numbers, named=big_numbers)
+async def test_numbers_past_64_bits_leave_encryptsvc_digit_for_digit(
+    target: Target, number: str, named: str
+) -> None:
+    """Numbers past 64 bits (and -0, exponents, 1e400) in fields the policy does not name come
+    back from EncryptEvents exactly as sent, and a named one is sealed, never rewritten."""
+    raw = (
+        f'{{"messageId":"m1","order_id":{number},"properties":{{"total":[{number}],'
+        f'"copay":{named}}}}}'
+    ).encode()
+    request = encrypt_pb2.EncryptEventsRequest(destination_id=target.world.main, events=[raw])
+    rpc = next(r for r in RPCS if r.name == "EncryptEvents")
+    channel = target.channels[rpc.method]
+    response = await encrypt_pb2_grpc.EncryptServiceStub(channel).EncryptEvents(request, timeout=30)
+    result = response.results[0]
+    prefix = b'{"messageId":"m1","order_id":' + number.encode() + b',"properties":{"total":['
+    assert (
+        result.event.startswith(prefix + number.encode() + b'],"copay":"eyJ'),
+        result.encrypted_fields,
+    ) == (True, 1), result.event[:300]

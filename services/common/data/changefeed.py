@@ -13,10 +13,12 @@ import contextlib
 import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum
 
 import asyncpg
 import structlog
+
+from services.common.server.lifecycle import Background
+from services.common.vocabulary import ChangeKind
 
 log = structlog.get_logger("changefeed")
 
@@ -25,15 +27,9 @@ def _set_event(event: asyncio.Event, _con: object) -> None:
     event.set()
 
 
-class FeedKind(Enum):
-    CHANGED = "changed"
-    RESYNC = "resync"
-    HEARTBEAT = "heartbeat"
-
-
 @dataclass(frozen=True)
 class FeedMessage:
-    kind: FeedKind
+    kind: ChangeKind
     payload: str  # the NOTIFY payload for CHANGED, empty otherwise
     observed_at: datetime
 
@@ -53,7 +49,7 @@ class Subscription:
         if self._queue.qsize() >= self._max_backlog:
             while not self._queue.empty():
                 self._queue.get_nowait()
-            message = FeedMessage(FeedKind.RESYNC, "", message.observed_at)
+            message = FeedMessage(ChangeKind.RESYNC, "", message.observed_at)
         self._queue.put_nowait(message)
 
     def close(self) -> None:
@@ -91,7 +87,7 @@ class ChangeFeed:
         self._interval = heartbeat_interval
         self._max_backlog = max_backlog
         self._subscribers: set[Subscription] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background(f"changefeed-{channel}", self._run)
         self._live = False
 
     @property
@@ -104,7 +100,7 @@ class ChangeFeed:
         sub = Subscription(self, self._max_backlog)
         self._subscribers.add(sub)
         if self._live:
-            sub.put(FeedMessage(FeedKind.RESYNC, "", datetime.now(UTC)))
+            sub.put(FeedMessage(ChangeKind.RESYNC, "", datetime.now(UTC)))
         return sub
 
     def _broadcast(self, message: FeedMessage) -> None:
@@ -112,16 +108,13 @@ class ChangeFeed:
             sub.put(message)
 
     def _on_notify(self, _con: object, _pid: int, _channel: str, payload: object) -> None:
-        self._broadcast(FeedMessage(FeedKind.CHANGED, str(payload), datetime.now(UTC)))
+        self._broadcast(FeedMessage(ChangeKind.CHANGED, str(payload), datetime.now(UTC)))
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"changefeed-{self._channel}")
+        await self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
     async def _run(self) -> None:
         delay = 0.1
@@ -142,7 +135,7 @@ class ChangeFeed:
                 delay = 0.1
                 log.info("changefeed_listening", channel=self._channel)
                 # Anything committed before LISTEN took effect is covered by the reload.
-                self._broadcast(FeedMessage(FeedKind.RESYNC, "", datetime.now(UTC)))
+                self._broadcast(FeedMessage(ChangeKind.RESYNC, "", datetime.now(UTC)))
                 while True:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), self._interval)
@@ -152,7 +145,7 @@ class ChangeFeed:
                     # Notifications precede a query's answer on the connection, so once this
                     # returns, every change committed before sent_at has been dispatched.
                     await con.fetchval("SELECT 1", timeout=max(self._interval, 1.0))
-                    self._broadcast(FeedMessage(FeedKind.HEARTBEAT, "", sent_at))
+                    self._broadcast(FeedMessage(ChangeKind.HEARTBEAT, "", sent_at))
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:

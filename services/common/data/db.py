@@ -111,14 +111,27 @@ async def connect_with_retry(
 
 
 async def create_pool(
-    url: str, *, schema: str, application: str, min_size: int = 1, max_size: int = 10
+    url: str,
+    *,
+    schema: str,
+    application: str,
+    min_size: int = 1,
+    max_size: int = 10,
+    role: str | None = None,
 ) -> asyncpg.Pool:
-    """One pool per process; every connection's search_path is the service's own schema."""
+    """One pool per process; every connection's search_path is the service's own schema.
+
+    ``role``: every connection runs as that role instead of the URL's user. A start-up setting
+    (not ``SET ROLE``) survives the ``RESET ALL`` asyncpg runs when a connection returns.
+    """
+    server_settings = {"search_path": schema, "application_name": application}
+    if role is not None:
+        server_settings["role"] = role
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
-        server_settings={"search_path": schema, "application_name": application},
+        server_settings=server_settings,
         # A connection stuck behind a dead server must not hang an RPC forever.
         command_timeout=30,
     )
@@ -127,9 +140,16 @@ async def create_pool(
 
 
 async def open_database(
-    settings: ServerSettings, schema: str, sources: Sequence[MigrationSource]
+    settings: ServerSettings,
+    schema: str,
+    sources: Sequence[MigrationSource],
+    *,
+    role: str | None = None,
 ) -> asyncpg.Pool:
-    """Waits for PostgreSQL, applies pending migrations to ``schema``, returns the pool."""
+    """Waits for PostgreSQL, applies pending migrations to ``schema``, returns the pool.
+
+    Migrations run as the URL's user; with ``role`` the pool's connections run as that role.
+    """
     url = settings.require_database()
     con = await connect_with_retry(url, settings.db_connect_timeout)
     try:
@@ -142,4 +162,5 @@ async def open_database(
         application=settings.service,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
+        role=role,
     )

@@ -28,10 +28,12 @@ import structlog
 from google.protobuf import json_format
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
-from services.common.data.changefeed import ChangeFeed, FeedKind
+from services.common.data.changefeed import ChangeFeed
 from services.common.server.clients import open_peer_channel
 from services.common.server.config import Env, ServerSettings
+from services.common.server.lifecycle import Background, Closing, Components
 from services.common.server.metrics import Metrics
+from services.common.vocabulary import ChangeKind
 
 log = structlog.get_logger("outbox_relay")
 
@@ -108,14 +110,24 @@ class OutboxRelay:
         self._pool = pool
         self._service = server.service
         self._security = server.security
-        self._database_url = server.require_database()
         self._schema = schema
         self._addr = auditsvc_addr
         self._settings = settings
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
         self._channel: grpc.aio.Channel | None = None
-        self._feed: ChangeFeed | None = None
+        self._feed = ChangeFeed(
+            server.require_database(), notify_channel(schema), heartbeat_interval=5.0
+        )
+        # Stopped in reverse: the relay loop, the listener, the feed, then auditsvc's channel.
+        self._parts = Components(
+            [
+                Closing("auditsvc-channel", self._close_channel),
+                self._feed,
+                Background("outbox-listen", self._listen),
+                Background("outbox-relay", self._run),
+            ],
+            name="outbox relay",
+        )
         metrics = metrics or Metrics(server.service)
         self._backlog = metrics.gauge(
             "phiseal_audit_outbox_backlog", "Audit outbox rows not yet delivered to auditsvc"
@@ -129,23 +141,10 @@ class OutboxRelay:
         )
 
     async def start(self) -> None:
-        self._feed = ChangeFeed(
-            self._database_url, notify_channel(self._schema), heartbeat_interval=5.0
-        )
-        await self._feed.start()
-        self._tasks = [
-            asyncio.create_task(self._listen(self._feed), name="outbox-listen"),
-            asyncio.create_task(self._run(), name="outbox-relay"),
-        ]
+        await self._parts.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._feed is not None:
-            await self._feed.stop()
-        await self._close_channel()
+        await self._parts.stop()
 
     def _stub(self) -> audit_pb2_grpc.AuditServiceStub:
         if self._channel is None:
@@ -157,10 +156,10 @@ class OutboxRelay:
             channel, self._channel = self._channel, None
             await channel.close(None)
 
-    async def _listen(self, feed: ChangeFeed) -> None:
-        with feed.subscribe() as sub:
+    async def _listen(self) -> None:
+        with self._feed.subscribe() as sub:
             async for message in sub:
-                if message.kind is not FeedKind.HEARTBEAT:
+                if message.kind is not ChangeKind.HEARTBEAT:
                     self._wake.set()
 
     async def _run(self) -> None:

@@ -9,7 +9,9 @@ from typing import Generic, TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 from phiseal.common.v1 import common_pb2
 
-from services.common.data.changefeed import FeedKind, FeedMessage
+from services.common.data.changefeed import FeedMessage
+from services.common.server.protoconv import to_timestamp
+from services.common.vocabulary import ChangeKind
 
 Change = TypeVar("Change")
 
@@ -32,12 +34,11 @@ async def watch_events(
     """HEARTBEATs pass through, changes to ``wanted`` destinations (all when empty) become
     CHANGED, and a RESYNC or an unreadable payload becomes RESYNC."""
     async for message in messages:
-        observed_at = Timestamp()
-        observed_at.FromDatetime(message.observed_at)
-        if message.kind is FeedKind.HEARTBEAT:
+        observed_at = to_timestamp(message.observed_at) or Timestamp()
+        if message.kind is ChangeKind.HEARTBEAT:
             yield WatchEvent(common_pb2.CHANGE_KIND_HEARTBEAT, observed_at)
             continue
-        change = parse(message.payload) if message.kind is FeedKind.CHANGED else None
+        change = parse(message.payload) if message.kind is ChangeKind.CHANGED else None
         if change is None:
             # Something may have been missed (or is unreadable): the watcher reloads everything.
             yield WatchEvent(common_pb2.CHANGE_KIND_RESYNC, observed_at)

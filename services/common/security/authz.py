@@ -24,6 +24,7 @@ import structlog
 from services.common.errors import PermissionDenied
 from services.common.security.auth import Caller, Principal, PrincipalKind, Role
 
+# A membership under this workspace id counts in every workspace (tokens.py reads it from JWTs).
 WILDCARD = "*"
 
 _LADDER = {Role.VIEWER: 1, Role.EDITOR: 2, Role.ADMIN: 3}

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.common.errors import Unauthenticated
 from services.common.security.auth import Principal, PrincipalKind, Role
+from services.common.security.authz import WILDCARD
 
 ALGORITHM = "EdDSA"
-WILDCARD = "*"
 DEFAULT_ISSUER = "phiseal-dev"
 DEFAULT_AUDIENCE = "phiseal"
 SIGNING_KEY = "token-signing-key.pem"

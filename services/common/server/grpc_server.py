@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Self
 
 import grpc
@@ -22,11 +22,10 @@ from services.common.security.tokens import TokenVerifier
 from services.common.server.config import ConfigError, ServerSettings
 from services.common.server.health import HealthCheck, HealthMonitor
 from services.common.server.interceptor import ServerInterceptor
+from services.common.server.lifecycle import Component, Components
 from services.common.server.metrics import Metrics, MetricsEndpoint
 
 log = structlog.get_logger("server")
-
-Closer = Callable[[], Awaitable[None]]
 
 # The health service name that reports only that the process answers (its event loop runs).
 LIVENESS = "liveness"
@@ -45,10 +44,9 @@ class ServerParts:
     # None with GrpcServer.from_settings, which picks it from the security settings.
     authenticator: Authenticator | None = None
     checks: Sequence[HealthCheck] = ()
-    # Background tasks started after the port is bound (relays, listeners, ...).
-    starters: Sequence[Callable[[], Awaitable[None]]] = ()
-    # Called after the server stopped: clients first, then the pool (order of this list).
-    closers: Sequence[Closer] = field(default_factory=list)
+    # In dependency order (the pool first, then peer channels, then what uses them): started
+    # in this order once the ports are bound, stopped in reverse once the server has stopped.
+    components: Sequence[Component] = ()
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     # Where denied PHI-related attempts are audited (services.common.security.authz).
     denial_auditor: DenialAuditor | None = None
@@ -119,6 +117,11 @@ class GrpcServer:
         self.port = 0
         self.peer_port = 0
         self.health_port = 0
+        # The metrics endpoint first: it shows start-up and stays until the pool has closed.
+        endpoint: list[Component] = [self.metrics_endpoint] if self.metrics_endpoint else []
+        self.components = Components(
+            [*endpoint, *parts.components], name=f"{parts.name} components"
+        )
         self._stopped = asyncio.Event()
         self._stop_lock = asyncio.Lock()
 
@@ -221,18 +224,18 @@ class GrpcServer:
             )
             await self.health_server.start()
         await self.server.start()
-        if self.metrics_endpoint is not None:
-            await self.metrics_endpoint.start()
         # Serving only once the first check passed; until then callers see NOT_SERVING.
-        for name in ["", *self.parts.service_names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.monitor.start()
         # Liveness (Kubernetes livenessProbe service "liveness"): SERVING while the event loop
         # answers, whatever the dependencies; a database outage must not restart every pod.
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
-        await self.monitor.check_once()
-        self.monitor.start()
-        for starter in self.parts.starters:
-            await starter()
+        try:
+            await self.components.start()
+        except BaseException:
+            # Components unwound what they had started; release the ports too, so a failed
+            # start-up leaves nothing running behind the error.
+            await self.stop()
+            raise
         log.info(
             "server_started",
             service=self.parts.name,
@@ -245,7 +248,7 @@ class GrpcServer:
         return self.port
 
     async def stop(self) -> None:
-        """health NOT_SERVING → server.stop(grace) → closers (clients, then the pool)."""
+        """health NOT_SERVING → server.stop(grace) → components in reverse (the pool last)."""
         async with self._stop_lock:
             if self._stopped.is_set():
                 return
@@ -254,13 +257,7 @@ class GrpcServer:
             await self.server.stop(self._grace)
             if self.health_server is not None:
                 await self.health_server.stop(0)
-            if self.metrics_endpoint is not None:
-                await self.metrics_endpoint.stop()
-            for closer in self.parts.closers:
-                try:
-                    await closer()
-                except Exception as exc:  # keep closing the rest
-                    log.error("close_failed", error_type=type(exc).__name__)
+            await self.components.stop()
             self._stopped.set()
             log.info("server_stopped", service=self.parts.name)
 

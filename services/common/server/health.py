@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 import structlog
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
+
+from services.common.server.lifecycle import Periodic
 
 log = structlog.get_logger("health")
 
@@ -48,8 +49,7 @@ class HealthMonitor:
         self._servicer = servicer
         self._names = ["", *service_names]
         self._checks = list(checks)
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("health-monitor", interval, self.check_once)
         self._serving: bool | None = None
         self._stopping = False
 
@@ -68,22 +68,15 @@ class HealthMonitor:
             self._serving = serving
         return serving
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.check_once()
-            except Exception as exc:  # a broken check must not end health reporting
-                log.error("health_check_crashed", error_type=type(exc).__name__)
-            await asyncio.sleep(self._interval)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="health-monitor")
+    async def start(self) -> None:
+        """NOT_SERVING until the first check passed, then a check every ``interval``."""
+        for name in self._names:
+            await self._servicer.set(name, NOT_SERVING)
+        await self.check_once()
+        await self._periodic.start()
 
     async def stop(self) -> None:
         """Stops checking and reports NOT_SERVING for good (shutdown has begun)."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._periodic.stop()
         await self._servicer.enter_graceful_shutdown()

@@ -132,6 +132,7 @@ class MetricsEndpoint:
     """``GET /metrics`` on ``host:port`` (0 picks a free port) from a daemon thread."""
 
     def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        self.name = f"{metrics.service}-metrics"  # lifecycle's log lines name components
         self._metrics = metrics
         self._host = host
         self._port = port
