@@ -80,7 +80,7 @@ class RunningStack:
     def scrape(self, service: str) -> dict[str, float]:
         """One scrape of ``service``'s /metrics: sample name with labels → value."""
         url = f"http://127.0.0.1:{self.services[service].metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 - our own http URL
+        with urllib.request.urlopen(url, timeout=10) as reply:
             text = reply.read().decode()
         samples: dict[str, float] = {}
         for line in text.splitlines():
