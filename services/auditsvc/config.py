@@ -9,15 +9,21 @@ from pathlib import Path
 from services.common.server.config import Env, ServerSettings
 
 DEFAULT_PORT = 50054
-# Development only: generated on first start when no key file exists (docs/audit.md), under
-# PHISEAL_RUN_DIR (default .run).
+# Development files, relative to PHISEAL_RUN_DIR (default .run): the signing key (generated on
+# first start only with AUDITSVC_SIGNING_KEY_GENERATE), the trusted keys and the journal.
 DEFAULT_SIGNING_KEY_FILE = "auditsvc-signing-key.pem"
+DEFAULT_TRUSTED_KEYS_FILE = "auditsvc-trusted-keys.json"
+DEFAULT_JOURNAL_FILE = "auditsvc-checkpoints.jsonl"
 
 
 @dataclass(frozen=True)
 class Settings:
     server: ServerSettings
     signing_key_file: Path
+    # Development only (make run, tests): make the key (and trust it) when the file is missing.
+    generate_signing_key: bool
+    trusted_keys_file: Path
+    journal_file: Path
     checkpoint_interval: float
     partitions_ahead: int
     partition_interval: float
@@ -25,10 +31,18 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = Env(environ)
+        run_dir = env.run_dir()
         return cls(
             server=ServerSettings.from_env("auditsvc", DEFAULT_PORT, env),
             signing_key_file=Path(
-                env.text("AUDITSVC_SIGNING_KEY_FILE", str(env.run_dir() / DEFAULT_SIGNING_KEY_FILE))
+                env.text("AUDITSVC_SIGNING_KEY_FILE", str(run_dir / DEFAULT_SIGNING_KEY_FILE))
+            ),
+            generate_signing_key=env.flag("AUDITSVC_SIGNING_KEY_GENERATE", False),
+            trusted_keys_file=Path(
+                env.text("AUDITSVC_TRUSTED_KEYS_FILE", str(run_dir / DEFAULT_TRUSTED_KEYS_FILE))
+            ),
+            journal_file=Path(
+                env.text("AUDITSVC_JOURNAL_FILE", str(run_dir / DEFAULT_JOURNAL_FILE))
             ),
             checkpoint_interval=env.number(
                 "AUDITSVC_CHECKPOINT_INTERVAL_SECONDS", 60.0, minimum=0.05

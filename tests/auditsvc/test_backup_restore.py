@@ -3,6 +3,7 @@ PostgreSQL cluster, holds an audit chain that verifies there, checkpoints includ
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -26,8 +27,9 @@ async def test_restored_database_verifies_its_audit_chain(
     start: Callable[..., Awaitable[RunningService]], database_url: str, pg_cluster: PgCluster
 ) -> None:
     """Records and a checkpoint written, the database dumped (pg_dump, custom format) and
-    restored (pg_restore) into a new cluster: auditsvc there verifies the whole chain, and an
-    edit made to the restored copy is still found, so the verdict comes from the copy."""
+        restored (pg_restore) into a new cluster: auditsvc there, with the same trusted keys and a
+    copy of the checkpoint journal, verifies the whole chain, and an
+        edit made to the restored copy is still found, so the verdict comes from the copy."""
     auditsvc = await start("auditsvc")
     await record(AuditClient(auditsvc), [event(WS, n=n) for n in range(5)])
     await auditsvc.server.audit_log.checkpoint()  # type: ignore[attr-defined]
@@ -49,9 +51,23 @@ async def test_restored_database_verifies_its_audit_chain(
         pg_tool("psql", "--quiet", f"--dbname={admin}", f"--file={roles}")
         pg_tool("pg_restore", "--exit-on-error", f"--dbname={restored_url}", str(dump))
 
-        there = AuditClient(await start("auditsvc", db=restored_url))
+        # The trust configuration and the journal outside PostgreSQL come along too (they are
+        # backed up apart from the database): the restored copy is verified against them.
+        settings = auditsvc.settings
+        journal = work / "checkpoints.jsonl"
+        shutil.copyfile(settings.journal_file, journal)
+        restored = await start(
+            "auditsvc",
+            db=restored_url,
+            AUDITSVC_SIGNING_KEY_FILE=str(settings.signing_key_file),
+            AUDITSVC_TRUSTED_KEYS_FILE=str(settings.trusted_keys_file),
+            AUDITSVC_JOURNAL_FILE=str(journal),
+        )
+        there = AuditClient(restored)
         verdict = await there.VerifyChain(audit_pb2.VerifyChainRequest(workspace_id=WS))
-        assert (verdict.ok, verdict.records_checked, verdict.checkpoints_checked) == (True, 5, 1)
+        assert (verdict.ok, verdict.records_checked, verdict.checkpoints_checked) == (True, 5, 1), (
+            verdict.first_problem
+        )
 
         await tamper(
             restored_url,

@@ -85,7 +85,7 @@ def test_metrics_move_on_every_endpoint(dev_stack: RunningStack) -> None:
             ("keysvc", "phiseal_audit_outbox_delivered_total"),
             ("policysvc", "phiseal_audit_outbox_delivered_total"),
             ("auditsvc", "phiseal_audit_records_total"),
-            ("auditsvc", "phiseal_audit_checkpoints_total"),
+            ("auditsvc", "phiseal_audit_checkpoints_signed_total"),
         ]
     }
     assert [k for k, v in moved.items() if not v] == []
@@ -94,7 +94,7 @@ def test_metrics_move_on_every_endpoint(dev_stack: RunningStack) -> None:
         assert 'phiseal_db_pool_connections{state="idle"}' in after[service]
     for service in ("keysvc", "policysvc"):
         assert "phiseal_audit_outbox_backlog" in after[service]
-    assert after["auditsvc"]["phiseal_audit_alarms_total"] == 0
+    assert after["auditsvc"]["phiseal_audit_chain_workspaces_in_alarm"] == 0
     ok = 'phiseal_rpc_calls_total{code="OK",rpc="/phiseal.encrypt.v1.EncryptService/EncryptEvents"}'
     assert after["encryptsvc"][ok] > before["encryptsvc"].get(ok, 0)
 

@@ -188,7 +188,9 @@ class Admin:
         current = await self.version(destination_id)
         reply = await self.policy.DisableEncryption(
             policy_pb2.DisableEncryptionRequest(
-                destination_id=destination_id, expected_version=current
+                destination_id=destination_id,
+                expected_version=current,
+                confirm_destination_id=destination_id,
             ),
             metadata=PERSON,
         )

@@ -44,6 +44,8 @@ class ServerParts:
     # None with GrpcServer.from_settings, which picks it from the security settings.
     authenticator: Authenticator | None = None
     checks: Sequence[HealthCheck] = ()
+    # Health details that raise an alarm without stopping the service (health.ALARMS).
+    alarms: Sequence[HealthCheck] = ()
     # In dependency order (the pool first, then peer channels, then what uses them): started
     # in this order once the ports are bound, stopped in reverse once the server has stopped.
     components: Sequence[Component] = ()
@@ -96,7 +98,9 @@ class GrpcServer:
         if metrics_port is not None:
             self.metrics_endpoint = MetricsEndpoint(self.metrics, host, metrics_port)
         self.health = HealthServicer()
-        self.monitor = HealthMonitor(self.health, parts.service_names, parts.checks, check_interval)
+        self.monitor = HealthMonitor(
+            self.health, parts.service_names, parts.checks, check_interval, parts.alarms
+        )
         self.server = grpc.aio.server(
             interceptors=[ServerInterceptor(authenticator, access, self.metrics.rpc)],
             options=[

@@ -16,8 +16,15 @@ from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 log = structlog.get_logger("metrics")
@@ -103,12 +110,21 @@ class _PoolCollector(Collector):
         )
 
 
+class _ProcessWide(Collector):
+    """prometheus-client's default registry (process and GC collectors, and any module-level
+    metric such as the audit checkpointer's), served beside the service's own."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
 class Metrics:
     """One service's registry and the meters every service has."""
 
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_ProcessWide())
         self.rpc = RpcMetrics(self.registry)
         Gauge(
             "phiseal_process_start_time_seconds",
