@@ -2,7 +2,8 @@
 
 Every contender is an EncryptService served by ``GrpcServer`` (same interceptor, options and
 loopback channel) and fed the same request bytes:
-  encryptsvc        the real service (one data key per batch, AES-GCM per field)
+  encryptsvc        the real service (one data key per batch, AES-GCM per field), with
+                    RSA-2048, X25519 and hybrid ML-KEM-768 + X25519 (HPKE-9-KE) keys
   echo              returns the events untouched: the transport floor
   jose-per-field    jwcrypto, one JWE with a fresh content key (one RSA-OAEP-256 op) per field
   rsa-per-field     raw RSA-OAEP-SHA256 per field (Segment's format)
@@ -37,7 +38,7 @@ from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.logging import configure_logging
 from services.encryptsvc.app import SERVICE_NAME
 from tests.encryptsvc.keys import KeyPair
-from tests.encryptsvc.stack import FIELDS, SAMPLES, X25519, Admin, wait_serving
+from tests.encryptsvc.stack import FIELDS, HYBRID, SAMPLES, X25519, Admin, wait_serving
 
 BATCH_SIZES = (1, 100, 1000)
 SECONDS_PER_CELL = 2.0
@@ -169,9 +170,18 @@ def kit_rate(events: list[bytes], ring: Keyring, cache_size: int) -> tuple[float
 INSECURE = {"PHISEAL_INSECURE": "true"}
 
 
-async def control_plane(url: str) -> tuple[list[RunningService], dict[str, str], KeyPair]:
-    """auditsvc, policysvc and keysvc, with an RSA-2048 and an X25519 destination encrypting
-    FIELDS. The first is the RSA key's pair."""
+def field_sizes(events: list[bytes]) -> tuple[float, float]:
+    """Mean characters per sealed field and mean bytes per encrypted event."""
+    parsed = [orjson.loads(e) for e in events]
+    lengths = [len(loc.container[loc.key]) for e in parsed for p in PATHS for loc in find(e, p)]  # type: ignore[index]
+    return statistics.mean(lengths), statistics.mean(len(e) for e in events)
+
+
+async def control_plane(
+    url: str,
+) -> tuple[list[RunningService], dict[str, str], dict[str, KeyPair]]:
+    """auditsvc, policysvc and keysvc, with an RSA-2048, an X25519 and a hybrid ML-KEM-768 +
+    X25519 destination encrypting FIELDS, and the RSA and hybrid pairs."""
     audit = await start_service(
         "auditsvc",
         url,
@@ -190,7 +200,11 @@ async def control_plane(url: str) -> tuple[list[RunningService], dict[str, str],
     x_dest, _ = await admin.encrypting_destination(
         workspace_id, algorithm=X25519, name="X25519 webhook"
     )
-    return [keys, policy, audit], {"rsa": rsa_dest, "x25519": x_dest}, key
+    pq_dest, pq_key = await admin.encrypting_destination(
+        workspace_id, algorithm=HYBRID, name="Hybrid webhook"
+    )
+    destinations = {"rsa": rsa_dest, "x25519": x_dest, "hybrid": pq_dest}
+    return [keys, policy, audit], destinations, {"rsa": key, "hybrid": pq_key}
 
 
 async def main() -> None:
@@ -204,7 +218,8 @@ async def main() -> None:
 
 
 async def run(url: str) -> None:
-    peers, destinations, key = await control_plane(url)
+    peers, destinations, pairs = await control_plane(url)
+    key = pairs["rsa"]
     service = await start_service(
         "encryptsvc",
         None,
@@ -216,8 +231,8 @@ async def run(url: str) -> None:
         },
     )
     await wait_serving(service.channel())
+    assert isinstance(key.private, rsa.RSAPrivateKey)
     public = key.private.public_key()
-    assert isinstance(public, rsa.RSAPublicKey)
     baselines = {
         "echo (transport floor)": await serve_baseline(None),
         "jose-per-field (jwcrypto)": await serve_baseline(
@@ -229,9 +244,11 @@ async def run(url: str) -> None:
     contenders = [
         ("encryptsvc JWE RSA-2048", service.address, rsa_dest),
         ("encryptsvc JWE X25519", service.address, destinations["x25519"]),
+        ("encryptsvc JWE ML-KEM+X25519", service.address, destinations["hybrid"]),
         *[(name, f"127.0.0.1:{srv.port}", rsa_dest) for name, srv in baselines.items()],
     ]
     sealed_1000: list[bytes] = []
+    sealed_100: dict[str, list[bytes]] = {}
     try:
         print(f"{len(FIELDS)} policy paths; sample events cycled; RSA-2048 unless noted")
         header = f"{'contender':28} {'batch':>5} {'events/s':>10} {'fields/s':>10}"
@@ -244,21 +261,37 @@ async def run(url: str) -> None:
                     reference = eps
                     if size == 1000:
                         sealed_1000 = events
+                if size == 100 and name.startswith("encryptsvc"):
+                    sealed_100[name] = events
                 ratio = f"{eps / reference:.2f}x" if reference else "-"
                 print(
                     f"{name:28} {size:>5} {eps:>10.0f} {fps:>10.0f} "
                     f"{p50:>8.2f} {p99:>8.2f} {ratio:>13}",
                     flush=True,
                 )
-        ring = Keyring()
-        ring.add(key.private)
-        cached, unwraps = kit_rate(sealed_1000, ring, 4096)
-        uncached, _ = kit_rate(sealed_1000[:100], ring, 0)
-        print(
-            f"decryption kit: {cached:.0f} fields/s with the data-key cache "
-            f"({unwraps} RSA unwrap for 1000 events), {uncached:.0f} fields/s without "
-            f"({cached / uncached:.0f}x)"
-        )
+        plain = statistics.mean(len(e) for e in batch(100))
+        print(f"size per field and per event (batch of 100; plaintext event {plain:.0f} B):")
+        base_field = 0.0
+        for name, events in sealed_100.items():
+            per_field, per_event = field_sizes(events)
+            base_field = base_field or per_field
+            print(
+                f"  {name:28} {per_field:7.0f} chars/field ({per_field / base_field:4.1f}x) "
+                f"{per_event:8.0f} B/event ({per_event / plain:4.1f}x plaintext)"
+            )
+        for label, pair, events in (
+            ("RSA", key, sealed_1000),
+            ("ML-KEM+X25519", pairs["hybrid"], sealed_100["encryptsvc JWE ML-KEM+X25519"]),
+        ):
+            ring = Keyring()
+            ring.add(pair.private)
+            cached, unwraps = kit_rate(events, ring, 4096)
+            uncached, _ = kit_rate(events[:100], ring, 0)
+            print(
+                f"decryption kit, {label}: {cached:.0f} fields/s with the data-key cache "
+                f"({unwraps} unwrap for {len(events)} events), {uncached:.0f} fields/s without "
+                f"({cached / uncached:.0f}x)"
+            )
     finally:
         for server in baselines.values():
             await server.stop()
