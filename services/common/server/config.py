@@ -131,6 +131,10 @@ class ServerSettings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     # Largest request or response message, in bytes (grpc answers RESOURCE_EXHAUSTED above it).
     max_message_bytes: int = 16 * 1024 * 1024
+    # SO_REUSEPORT on the service and peer ports: set only for worker processes that share
+    # them (services.common.server.workers); never from the environment, because a second
+    # instance would then share a port silently instead of failing "address in use".
+    reuse_port: bool = False
 
     @classmethod
     def from_env(cls, service: str, default_port: int, env: Env) -> ServerSettings:
