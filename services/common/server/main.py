@@ -12,7 +12,7 @@ from services.common.errors import DomainError
 from services.common.server.config import ConfigError, ServerSettings
 from services.common.server.grpc_server import GrpcServer, run_until_signal
 from services.common.server.logging import configure_logging
-from services.common.server.workers import WorkerLink, run_workers
+from services.common.server.workers import WorkerLink, loop_factory, run_workers
 
 
 class HasServerSettings(Protocol):
@@ -64,7 +64,8 @@ def run_service(
         await run_until_signal(server)
 
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=loop_factory(settings.server)) as runner:
+            runner.run(main())
     except (ConfigError, DomainError) as exc:
         print(f"{name}: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

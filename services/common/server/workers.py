@@ -157,7 +157,8 @@ def run_workers(
                 os.close(control_w)
                 _name_worker(index)
                 link = WorkerLink(index, status_w, control_r)
-                asyncio.run(worker_main(worker_settings, link))
+                with asyncio.Runner(loop_factory=loop_factory(settings)) as runner:
+                    runner.run(worker_main(worker_settings, link))
                 code = 0
             except KeyboardInterrupt:
                 code = 0
@@ -176,6 +177,16 @@ def run_workers(
     finally:
         for sock in held:
             sock.close()
+
+
+def loop_factory(settings: ServerSettings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop the settings ask for (None: asyncio's default)."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+    return None
 
 
 def _name_worker(index: int) -> None:
