@@ -39,6 +39,7 @@ def run_service(
     """
     try:
         settings = load_settings()
+        factory = loop_factory(settings.server)
     except ConfigError as exc:
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -64,7 +65,7 @@ def run_service(
         await run_until_signal(server)
 
     try:
-        with asyncio.Runner(loop_factory=loop_factory(settings.server)) as runner:
+        with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(main())
     except (ConfigError, DomainError) as exc:
         print(f"{name}: cannot start: {exc}", file=sys.stderr)

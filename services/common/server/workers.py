@@ -182,8 +182,12 @@ def run_workers(
 def loop_factory(settings: ServerSettings) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The event loop the settings ask for (None: asyncio's default)."""
     if settings.event_loop == "uvloop":
-        import uvloop
-
+        try:
+            import uvloop
+        except ImportError:
+            raise ConfigError(
+                "PHISEAL_EVENT_LOOP=uvloop but uvloop is not installed (pip install uvloop)"
+            ) from None
         factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
         return factory
     return None
