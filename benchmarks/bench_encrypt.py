@@ -106,11 +106,12 @@ class Cell:
 
 
 def in_flight(size: int, slow: bool) -> int:
-    """Calls in flight in all: as many as production-like clients keep for small batches,
-    fewer for 1000-event batches (and for the per-field baselines there, which take seconds)."""
+    """Calls in flight in all: as many as production-like clients keep for small batches, fewer
+    for 1000-event batches and for the per-field baselines at 100 (their calls take a tenth of
+    a second of CPU each: a few in flight keep their one process busy)."""
     if size >= 1000:
-        return CLIENTS * (1 if slow else 2)
-    return CLIENTS * (2 if slow and size >= 100 else IN_FLIGHT)
+        return CLIENTS * 2
+    return CLIENTS * (4 if slow and size >= 100 else IN_FLIGHT)
 
 
 async def measure(
