@@ -52,7 +52,14 @@ lint: $(STAMP) buf-lint
 	$(VENV)/bin/ruff check services tests benchmarks phiseal_decrypt phiseal_dev
 	$(VENV)/bin/mypy
 
-test: $(STAMP)
+# The independent HPKE implementations tests/interop checks the hybrid format against, from
+# the committed lockfile (the tests run `npm ci` themselves when this was skipped).
+INTEROP := interop/hpke-node
+$(INTEROP)/node_modules/.package-lock.json: $(INTEROP)/package-lock.json
+	@if command -v npm >/dev/null; then cd $(INTEROP) && npm ci --no-audit --no-fund; \
+	else echo "npm not found: the HPKE interoperability tests will be skipped"; fi
+
+test: $(STAMP) $(INTEROP)/node_modules/.package-lock.json
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 check: lint test

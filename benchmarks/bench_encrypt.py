@@ -10,7 +10,8 @@ GrpcServer, certificate, interceptor and rules, one process each):
   rsa-per-field     raw RSA-OAEP-SHA256 per field
 and in-process: one field sealed by encryptsvc's sealer against one bare AES-256-GCM + base64.
 encryptsvc follows a real policysvc and keysvc (TLS, on a private PostgreSQL) configured
-through their APIs; its caches are warm. The policy names 7 paths (one through an array) that
+through their APIs; its caches are warm; its destinations hold RSA-2048, X25519 and hybrid
+ML-KEM-768 + X25519 (HPKE-9-KE) keys. The policy names 7 paths (one through an array) that
 put 3.9 encrypted fields on the average sample event. Ratios printed at the end:
   R1 encryptsvc (1 worker) events/s / echo events/s, batch 100          target >= 0.20
   R2 encryptsvc / jose-per-field, batch 100                             target >= 10
@@ -50,7 +51,7 @@ from services.common.server.logging import configure_logging
 from services.common.vocabulary import EncryptionFormat
 from services.encryptsvc.envelope import RecipientKey, b64url, new_sealer
 from tests.encryptsvc.keys import KeyPair
-from tests.encryptsvc.stack import SAMPLES, X25519, Admin
+from tests.encryptsvc.stack import HYBRID, SAMPLES, X25519, Admin
 
 METHOD = "/phiseal.encrypt.v1.EncryptService/EncryptEvents"
 BATCH_SIZES = (1, 100, 1000)
@@ -181,9 +182,11 @@ def per_field_cost(public: rsa.RSAPublicKey, kid: str) -> tuple[float, float]:
     return median(sealed), median(bare)
 
 
-async def control_plane(url: str) -> tuple[list[RunningService], dict[str, str], KeyPair]:
-    """auditsvc, policysvc and keysvc (TLS on), with an RSA-2048 and an X25519 destination
-    encrypting FIELDS. The key pair is the RSA destination's."""
+async def control_plane(
+    url: str,
+) -> tuple[list[RunningService], dict[str, str], dict[str, KeyPair]]:
+    """auditsvc, policysvc and keysvc (TLS on), with an RSA-2048, an X25519 and a hybrid
+    ML-KEM-768 + X25519 destination encrypting FIELDS, and the RSA and hybrid key pairs."""
     audit = await start_service(
         "auditsvc",
         url,
@@ -199,7 +202,11 @@ async def control_plane(url: str) -> tuple[list[RunningService], dict[str, str],
     x_dest, _ = await admin.encrypting_destination(
         workspace_id, FIELDS, algorithm=X25519, name="X25519 webhook"
     )
-    return [keys, policy, audit], {"rsa": rsa_dest, "x25519": x_dest}, key
+    pq_dest, pq_key = await admin.encrypting_destination(
+        workspace_id, FIELDS, algorithm=HYBRID, name="Hybrid webhook"
+    )
+    destinations = {"rsa": rsa_dest, "x25519": x_dest, "hybrid": pq_dest}
+    return [keys, policy, audit], destinations, {"rsa": key, "hybrid": pq_key}
 
 
 async def main() -> None:
@@ -249,9 +256,10 @@ def median_cell(cells: list[Cell]) -> Cell:
 
 async def run(url: str) -> None:
     load1 = os.getloadavg()[0]
-    peers, destinations, key = await control_plane(url)
+    peers, destinations, pairs = await control_plane(url)
+    key = pairs["rsa"]
+    assert isinstance(key.private, rsa.RSAPrivateKey)
     public = key.private.public_key()
-    assert isinstance(public, rsa.RSAPublicKey)
     pem_path = Path(tempfile.mkdtemp()) / "public.pem"
     pem_path.write_bytes(
         public.public_bytes(
@@ -302,6 +310,11 @@ async def run(url: str) -> None:
             contenders = [
                 (ENCRYPTSVC, encrypt, rsa_request),
                 ("encryptsvc JWE X25519", encrypt, request_bytes(destinations["x25519"], size)),
+                (
+                    "encryptsvc JWE ML-KEM+X25519",
+                    encrypt,
+                    request_bytes(destinations["hybrid"], size),
+                ),
                 *[(label, server, rsa_request) for label, server in baselines.items()],
             ]
             if size == 100:
@@ -397,7 +410,7 @@ async def run(url: str) -> None:
             f"{two_cell.events_per_cpu_second / best.events_per_cpu_second:8.3f}"
         )
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
-        await asyncio.to_thread(kit, destinations["rsa"], key, two)
+        await asyncio.to_thread(kit, destinations, pairs, two)
     finally:
         pool.close()
         for server in servers:
@@ -406,11 +419,11 @@ async def run(url: str) -> None:
             await peer.stop()
 
 
-def kit(destination_id: str, key: KeyPair, server: ServerProcess) -> None:
-    """The decryption kit over one sealed 1000-event batch, with and without its key cache."""
+def sealed_batch(server: ServerProcess, destination_id: str, size: int) -> list[bytes]:
+    """One batch encrypted by ``server`` (its events, as sent on)."""
     import grpc
 
-    target = server.target(METHOD, request_bytes(destination_id, 1000))
+    target = server.target(METHOD, request_bytes(destination_id, size))
     credentials = grpc.ssl_channel_credentials(
         target.root_certificates, target.private_key, target.certificate_chain
     )
@@ -418,24 +431,48 @@ def kit(destination_id: str, key: KeyPair, server: ServerProcess) -> None:
         target.address, credentials, options=[("grpc.max_receive_message_length", 1 << 26)]
     ) as channel:
         raw = channel.unary_unary(METHOD, None, None)(target.request, timeout=30)
-    response = encrypt_pb2.EncryptEventsResponse.FromString(raw)
-    events = [orjson.loads(r.event) for r in response.results]
-    ring = Keyring()
-    ring.add(key.private)
+    return [r.event for r in encrypt_pb2.EncryptEventsResponse.FromString(raw).results]
 
-    def rate(parsed: list[dict[str, object]], cache_size: int) -> tuple[float, int]:
-        decryptor = Decryptor(ring, cache_size=cache_size)
-        copies = [orjson.loads(orjson.dumps(e)) for e in parsed]
-        started = time.perf_counter()
-        for event in copies:
-            decryptor.decrypt_event(event)
-        elapsed = time.perf_counter() - started
-        fields = sum(len(list(find(e, p))) for e in parsed for p in PATHS)
-        return fields / elapsed, decryptor.unwraps
 
-    cached, unwraps = rate(events, 4096)
-    uncached, _ = rate(events[:100], 0)
-    print(
-        f"decryption kit: {cached:.0f} fields/s with the data-key cache ({unwraps} RSA unwrap "
-        f"for 1000 events), {uncached:.0f} fields/s without ({cached / uncached:.0f}x)"
-    )
+def kit(destinations: dict[str, str], pairs: dict[str, KeyPair], server: ServerProcess) -> None:
+    """Sizes per field and per event, and the decryption kit with and without its key cache."""
+    plain = statistics.mean(len(e) for e in batch(100))
+    print(f"size per field and per event (batch of 100; plaintext event {plain:.0f} B):")
+    sealed = {name: sealed_batch(server, d, 100) for name, d in destinations.items()}
+    base_field = 0.0
+    for name, events in sealed.items():
+        parsed = [orjson.loads(e) for e in events]
+        lengths = [len(loc.container[loc.key]) for e in parsed for p in PATHS for loc in find(e, p)]  # type: ignore[index]
+        per_field, per_event = statistics.mean(lengths), statistics.mean(map(len, events))
+        base_field = base_field or per_field
+        print(
+            f"  {name:8} {per_field:7.0f} chars/field ({per_field / base_field:4.1f}x) "
+            f"{per_event:8.0f} B/event ({per_event / plain:4.1f}x plaintext)"
+        )
+    for label, events in (
+        ("rsa", sealed_batch(server, destinations["rsa"], 1000)),
+        ("hybrid", sealed["hybrid"]),
+    ):
+        ring = Keyring()
+        ring.add(pairs[label].private)
+
+        def rate(
+            parsed: list[dict[str, object]], cache_size: int, ring: Keyring = ring
+        ) -> tuple[float, int]:
+            decryptor = Decryptor(ring, cache_size=cache_size)
+            copies = [orjson.loads(orjson.dumps(e)) for e in parsed]
+            started = time.perf_counter()
+            for event in copies:
+                decryptor.decrypt_event(event)
+            elapsed = time.perf_counter() - started
+            fields = sum(len(list(find(e, p))) for e in parsed for p in PATHS)
+            return fields / elapsed, decryptor.unwraps
+
+        parsed = [orjson.loads(e) for e in events]
+        cached, unwraps = rate(parsed, 4096)
+        uncached, _ = rate(parsed[:100], 0)
+        print(
+            f"decryption kit, {label}: {cached:.0f} fields/s with the data-key cache "
+            f"({unwraps} unwrap for {len(events)} events), {uncached:.0f} fields/s without "
+            f"({cached / uncached:.0f}x)"
+        )

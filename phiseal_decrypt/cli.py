@@ -27,6 +27,7 @@ USAGE_EXAMPLES = """examples:
   phiseal-decrypt --key dest_1.v1.pem value 'eyJhbGciOi...'
   phiseal-decrypt --key dest_1.v1.pem --key dest_1.v2=new.pem event received.json
   phiseal-decrypt --key k.pem --passphrase-env KEY_PASS file export.jsonl -o plain.jsonl
+  phiseal-decrypt --key dest_1.v2.pem challenge 'eyJhbGciOi...'
 """
 
 
@@ -62,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     value.add_argument("--message-id", help="check the value is bound to this messageId")
     value.add_argument("--path", help="check the value is bound to this field path")
     value.add_argument("--format", choices=("jwe", "segment"), default="jwe")
+    challenge = sub.add_parser(
+        "challenge", help="decrypt a RegenerateKeyPair/ImportPublicKey challenge for ConfirmKey"
+    )
+    challenge.add_argument("ciphertext")
     event = sub.add_parser("event", help="decrypt one JSON event (file or - for stdin)")
     event.add_argument("input", nargs="?", default="-")
     lines = sub.add_parser("file", help="decrypt a JSON-lines file (or - for stdin)")
@@ -123,6 +128,8 @@ def run(argv: Sequence[str]) -> int:
                     args.ciphertext, message_id=args.message_id, path=args.path
                 )
             sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
+        elif args.command == "challenge":
+            print(decryptor.decrypt_challenge(args.ciphertext))
         elif args.command == "event":
             with _open_in(args.input) as stream:
                 event = exactjson.loads(stream.read())

@@ -19,12 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
-from phiseal_decrypt import exactjson
+from phiseal_decrypt import exactjson, pbes2, xwing
 from phiseal_decrypt.jose import ALG_ECDH, ALG_RSA, BINDING_CLAIM, ENC, OAEP, ecdh_es_kek
 
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_$@:\-]+")
 
-PrivateKey = rsa.RSAPrivateKey | x25519.X25519PrivateKey
+PrivateKey = rsa.RSAPrivateKey | x25519.X25519PrivateKey | xwing.XWingPrivateKey
+_KEY_TYPES = (rsa.RSAPrivateKey, x25519.X25519PrivateKey, xwing.XWingPrivateKey)
+_SUPPORTED = "only RSA, X25519 and ML-KEM-768 + X25519 (X-Wing) private keys are supported"
 
 
 class DecryptError(Exception):
@@ -57,13 +59,17 @@ class Keyring:
     entries: list[_Entry] = field(default_factory=list)
 
     def add(self, key: PrivateKey, kid: str | None = None, source: str = "key") -> None:
-        if not isinstance(key, rsa.RSAPrivateKey | x25519.X25519PrivateKey):
-            raise DecryptError(f"{source}: only RSA and X25519 private keys are supported")
+        if not isinstance(key, _KEY_TYPES):
+            raise DecryptError(f"{source}: {_SUPPORTED}")
         self.entries.append(_Entry(key, kid, source))
 
     def add_pem(
         self, pem: bytes, *, kid: str | None = None, passphrase: bytes | None = None, source: str
     ) -> None:
+        hybrid = _load_xwing(pem, passphrase, source)
+        if hybrid is not None:
+            self.add(hybrid, kid, source)
+            return
         try:
             key = serialization.load_pem_private_key(pem, password=passphrase)
         except TypeError:
@@ -75,8 +81,8 @@ class Keyring:
         except (ValueError, UnsupportedAlgorithm):
             hint = "; check the passphrase" if passphrase is not None else ""
             raise DecryptError(f"{source} is not a readable PKCS#8 private key PEM{hint}") from None
-        if not isinstance(key, rsa.RSAPrivateKey | x25519.X25519PrivateKey):
-            raise DecryptError(f"{source}: only RSA and X25519 private keys are supported")
+        if not isinstance(key, _KEY_TYPES):
+            raise DecryptError(f"{source}: {_SUPPORTED}")
         self.add(key, kid, source)
 
     @classmethod
@@ -101,6 +107,36 @@ class Keyring:
 
     def rsa_keys(self) -> list[rsa.RSAPrivateKey]:
         return [e.key for e in self.entries if isinstance(e.key, rsa.RSAPrivateKey)]
+
+
+def _load_xwing(pem: bytes, passphrase: bytes | None, source: str) -> PrivateKey | None:
+    """An X-Wing key from PKCS#8 PEM (plain or PBES2-protected), or None for other key types.
+
+    ``cryptography`` does not know id-XWing, so these PEMs are read here."""
+    text = pem.decode("ascii", errors="replace")
+    der = xwing.pem_body(text, "PRIVATE KEY")
+    if der is not None and xwing.is_xwing_pkcs8(der):
+        if passphrase is not None:
+            raise DecryptError(f"{source} is not passphrase-protected; omit the passphrase")
+        return xwing.XWingPrivateKey.from_pkcs8_der(der)
+    protected = xwing.pem_body(text, "ENCRYPTED PRIVATE KEY")
+    if protected is None:
+        return None
+    try:
+        # RSA and X25519 keys open through cryptography below; only an X-Wing key stops here.
+        serialization.load_pem_private_key(pem, password=passphrase or b"-")
+        return None
+    except UnsupportedAlgorithm:
+        pass
+    except (TypeError, ValueError):
+        return None
+    if passphrase is None:
+        raise PassphraseRequired(f"{source} is passphrase-protected")
+    try:
+        inner = pbes2.decrypt(protected, passphrase)
+        return xwing.XWingPrivateKey.from_pkcs8_der(inner)
+    except ValueError:
+        raise DecryptError(f"{source} does not open with this passphrase; check it") from None
 
 
 def split_key_spec(spec: str) -> tuple[str | None, str]:
@@ -153,10 +189,10 @@ def _parse(token: str) -> _Parsed:
         raise DecryptError("not a compact JWE: a part is not base64url") from None
     if not isinstance(header, dict):
         raise DecryptError("not a compact JWE: the protected header is not a JSON object")
-    if header.get("enc") != ENC or header.get("alg") not in (ALG_RSA, ALG_ECDH):
+    if header.get("enc") != ENC or header.get("alg") not in (ALG_RSA, ALG_ECDH, xwing.ALG_HPKE):
         raise DecryptError(
             f"unsupported JWE algorithms alg={header.get('alg')!r} enc={header.get('enc')!r}; "
-            f"PHIseal writes {ALG_RSA} or {ALG_ECDH} with {ENC}"
+            f"PHIseal writes {ALG_RSA}, {ALG_ECDH} or {xwing.ALG_HPKE} with {ENC}"
         )
     if len(iv) != 12 or len(tag) != 16:
         raise DecryptError("not a PHIseal JWE: the IV must be 96 bits and the tag 128 bits")
@@ -176,13 +212,15 @@ class Decryptor:
         header = parsed.header
         kid = str(header.get("kid", ""))
         epk = header.get("epk")
-        epk_x = str(epk.get("x", "")) if isinstance(epk, dict) else ""
+        # The per-CEK public part: ECDH-ES's ephemeral key or HPKE's encapsulated secret.
+        epk_x = str(epk.get("x", "")) if isinstance(epk, dict) else str(header.get("ek", ""))
         cache_key = (kid, parsed.encrypted_key, epk_x)
         if self._cache_size:
             cached = self._ceks.get(cache_key)
             if cached is not None:
                 self._ceks.move_to_end(cache_key)
                 return cached
+        hybrid = header["alg"] == xwing.ALG_HPKE
         try:
             wrapped = _b64url_decode(parsed.encrypted_key)
             peer = (
@@ -190,10 +228,11 @@ class Decryptor:
                 if header["alg"] == ALG_ECDH
                 else None
             )
+            ek = _b64url_decode(epk_x) if hybrid else None
         except (ValueError, binascii.Error):
-            raise DecryptError(f"malformed encrypted key or epk for kid {kid!r}") from None
-        for entry in self.keyring.candidates(kid, rsa_only=peer is None):
-            cek = _try_unwrap(entry.key, wrapped, peer)
+            raise DecryptError(f"malformed encrypted key, epk or ek for kid {kid!r}") from None
+        for entry in self.keyring.candidates(kid, rsa_only=peer is None and not hybrid):
+            cek = _try_unwrap(entry.key, wrapped, peer, ek)
             if cek is not None:
                 self.unwraps += 1
                 if entry.kid is None and kid:
@@ -243,6 +282,21 @@ class Decryptor:
             ) from None
         # Exactly the JSON that was sealed, big or unusual numbers included.
         return exactjson.loads(plaintext)
+
+    def decrypt_challenge(self, token: str) -> str:
+        """The text of a key-rotation challenge (a compact JWE without binding claims).
+
+        ConfirmKey wants it back; for an ML-KEM-768 + X25519 key no general JOSE library opens
+        HPKE-9-KE yet, so the kit does."""
+        parsed = _parse(token)
+        aead = self._unwrap(parsed)
+        try:
+            plaintext = aead.decrypt(
+                parsed.iv, parsed.ciphertext + parsed.tag, parsed.protected.encode("ascii")
+            )
+        except InvalidTag:
+            raise DecryptError("the challenge fails authentication: it was altered") from None
+        return plaintext.decode("utf-8", errors="replace")
 
     def decrypt_segment(self, text: str) -> Any:
         """The original JSON value of one SEGMENT_RSA_OAEP field (base64 RSA-OAEP-SHA256)."""
@@ -313,8 +367,14 @@ class Decryptor:
 
 
 def _try_unwrap(
-    key: PrivateKey, wrapped: bytes, peer: x25519.X25519PublicKey | None
+    key: PrivateKey, wrapped: bytes, peer: x25519.X25519PublicKey | None, ek: bytes | None
 ) -> bytes | None:
+    if isinstance(key, xwing.XWingPrivateKey):
+        cek = xwing.unwrap(key, ek, wrapped, ENC) if ek is not None else None
+        # A 32-byte CEK only: A256GCM's key size, as JWE requires of the unwrapped key.
+        return cek if cek is not None and len(cek) == 32 else None
+    if ek is not None:
+        return None
     try:
         if isinstance(key, rsa.RSAPrivateKey):
             if peer is not None or key.key_size // 8 != len(wrapped):

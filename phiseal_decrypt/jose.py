@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import struct
 
 from cryptography.hazmat.primitives import hashes
@@ -24,3 +25,8 @@ def ecdh_es_kek(shared_secret: bytes) -> bytes:
     alg = ALG_ECDH.encode("ascii")
     other_info = struct.pack(">I", len(alg)) + alg + struct.pack(">III", 0, 0, 256)
     return ConcatKDFHash(hashes.SHA256(), 32, other_info).derive(shared_secret)
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url (RFC 7515 §2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

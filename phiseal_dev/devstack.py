@@ -1,5 +1,9 @@
 """`make run`: a private PostgreSQL (unless DATABASE_URL is set) and the four services.
 
+The database is set up as production has it (docs/database-roles.md): migrations run here as
+the owner role, and each service connects as its own role that owns nothing. A DATABASE_URL
+given here must name a role that may create roles (a superuser on a development server).
+
 Creates the development secrets once under ``<PHISEAL_RUN_DIR>/dev-secrets`` (a CA, a
 certificate per service and for ``producer``, the token signing key) and a fresh development
 admin token, starts every service with TLS on its service port and mutual TLS on its peer port
@@ -18,11 +22,13 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from phiseal_dev import dbroles
 from phiseal_dev.localpg import LocalPostgres
 from phiseal_dev.pki import DevPki
 from phiseal_dev.tokens import DevSigningKey
@@ -30,6 +36,7 @@ from services.common.security.authz import WILDCARD
 from services.common.security.tls import write_private
 from services.common.security.tokens import MAX_LIFETIME_SECONDS
 from services.common.server.config import ConfigError, Env
+from services.migrate import migrate_all
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,6 +124,15 @@ async def run(environ: Mapping[str, str]) -> int:
         admin_url = await asyncio.to_thread(local_pg.start)
         await ensure_database(admin_url, "phiseal")
         database_url = local_pg.url("phiseal")
+    database = urlsplit(database_url).path.lstrip("/") or "postgres"
+    await dbroles.ensure_roles(database_url, database)
+    if stale := await dbroles.foreign_schemas(database_url):
+        raise ConfigError(
+            f"schemas {', '.join(stale)} predate the owner role {dbroles.OWNER}: "
+            "remove the development database (rm -rf .run/pgdata) and run again"
+        )
+    say(f"migrations as {dbroles.OWNER}; services connect as roles that own nothing")
+    await migrate_all(dbroles.owner_url(database_url))
     children: list[tuple[Service, asyncio.subprocess.Process]] = []
     pumps: list[asyncio.Task[None]] = []
     stop = asyncio.Event()
@@ -125,7 +141,8 @@ async def run(environ: Mapping[str, str]) -> int:
         loop.add_signal_handler(sig, stop.set)
     child_env = {
         **environ,
-        "DATABASE_URL": database_url,
+        # Development only: auditsvc makes (and trusts) its checkpoint signing key.
+        "AUDITSVC_SIGNING_KEY_GENERATE": "true",
         # Peers reach each other only on the mutual-TLS peer ports.
         **{f"{s.name.upper()}_ADDR": f"localhost:{s.peer_port}" for s in services},
         "PHISEAL_TLS_DIR": str(secrets_dir),
@@ -145,6 +162,7 @@ async def run(environ: Mapping[str, str]) -> int:
                     f"{prefix}_PORT": str(service.port),
                     f"{prefix}_PEER_PORT": str(service.peer_port),
                     f"{prefix}_HEALTH_PORT": str(service.health_port),
+                    "DATABASE_URL": dbroles.runtime_url(database_url, service.name),
                 },
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,

@@ -24,10 +24,10 @@ import asyncpg
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from phiseal_dev import dbroles
 from phiseal_dev.localpg import LocalPostgres
 from phiseal_dev.pki import DevPki
 from phiseal_dev.tokens import DevSigningKey, TokenMinter
-from services.common.data.db import migrate
 from services.common.security.auth import Role
 from services.common.security.authn import AUTHORIZATION_HEADER
 from services.common.security.authz import WILDCARD
@@ -38,6 +38,7 @@ from services.common.security.tls import (
     channel_credentials,
 )
 from services.common.server.grpc_server import GrpcServer
+from services.migrate import migrate_all
 
 DB_SERVICES = ("keysvc", "policysvc", "auditsvc")
 ALL_SERVICES = ("keysvc", "policysvc", "encryptsvc", "auditsvc")
@@ -259,20 +260,19 @@ class PgCluster:
         return with_database(self.admin_url, database)
 
     async def build_template(self) -> str:
-        """A database holding every service's migrations, copied for each test."""
+        """A database holding every service's migrations, copied for each test.
+
+        Set up as production is: the owner role runs the migrations and owns the schemas;
+        each service later logs in as its own role that owns nothing (``service_env``).
+        """
         name = f"phiseal_tpl_{uuid.uuid4().hex[:10]}"
         admin = await asyncpg.connect(self.admin_url)
         try:
             await admin.execute(f'CREATE DATABASE "{name}"')
         finally:
             await admin.close()
-        con = await asyncpg.connect(self.url(name))
-        try:
-            for service in DB_SERVICES:
-                store = importlib.import_module(f"services.{service}.store")
-                await migrate(con, store.SCHEMA, store.MIGRATIONS)
-        finally:
-            await con.close()
+        await dbroles.ensure_roles(self.url(name), name)
+        await migrate_all(dbroles.owner_url(self.url(name)), DB_SERVICES)
         self.template = name
         return name
 
@@ -361,7 +361,9 @@ def service_env(
     name: str, database_url: str | None, overrides: Mapping[str, str]
 ) -> dict[str, str]:
     """The environment a service is built from in tests: ports 0, short intervals, the
-    session's development secrets (TLS, mTLS peers, tokens)."""
+    session's development secrets (TLS, mTLS peers, tokens), its own runtime database role
+    (``database_url`` names a superuser, as tests tampering with the database need), and for
+    auditsvc a fresh folder for its signing key, trusted keys and journal."""
     env = {
         f"{name.upper()}_PORT": "0",
         f"{name.upper()}_PEER_PORT": "0",
@@ -372,7 +374,16 @@ def service_env(
         "DB_CONNECT_TIMEOUT_SECONDS": "10",
     }
     if database_url:
-        env["DATABASE_URL"] = database_url
+        env["DATABASE_URL"] = dbroles.runtime_url(database_url, name)
+    if name == "auditsvc":
+        folder = Path(tempfile.mkdtemp(prefix="phiseal-test-auditsvc-"))
+        atexit.register(shutil.rmtree, folder, True)
+        env.update(
+            AUDITSVC_SIGNING_KEY_GENERATE="true",
+            AUDITSVC_SIGNING_KEY_FILE=str(folder / "signing-key.pem"),
+            AUDITSVC_TRUSTED_KEYS_FILE=str(folder / "trusted-keys.json"),
+            AUDITSVC_JOURNAL_FILE=str(folder / "checkpoints.jsonl"),
+        )
     env.update(overrides)
     return env
 

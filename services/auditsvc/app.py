@@ -6,11 +6,12 @@ import grpc
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
 from services.auditsvc import signing
-from services.auditsvc.audit_log import AuditLog
+from services.auditsvc.audit_log import AuditLog, utc_now
 from services.auditsvc.config import Settings
+from services.auditsvc.journal import Journal
 from services.auditsvc.rules import RULES
 from services.auditsvc.servicer import AuditServicer
-from services.auditsvc.store import MIGRATIONS, SCHEMA, WRITER_ROLE, AuditStore
+from services.auditsvc.store import MIGRATIONS, RUNTIME_ROLE, SCHEMA, AuditStore
 from services.common.data.db import open_database
 from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.health import HealthCheck, database_check
@@ -47,11 +48,13 @@ class AuditServer(GrpcServer):
 
 async def build(settings: Settings) -> AuditServer:
     """Wires auditsvc; the returned server is not started yet."""
-    key = signing.load_or_create(settings.signing_key_file)
-    pool = await open_database(settings.server, SCHEMA, MIGRATIONS, role=WRITER_ROLE)
+    generate = settings.generate_signing_key
+    key = signing.load_signing_key(settings.signing_key_file, generate=generate)
+    trusted = signing.load_trust(settings.trusted_keys_file, key, utc_now(), generate=generate)
+    pool = await open_database(settings.server, SCHEMA, MIGRATIONS, role=RUNTIME_ROLE)
     store = AuditStore(pool)
-    audit_log = AuditLog(store, key)
-    await store.register_key(audit_log.key_id, audit_log.public_key_pem)
+    audit_log = AuditLog(store, key, trusted, Journal(settings.journal_file))
+    await audit_log.checkpoints.load_journal()
     await store.ensure_partitions(settings.partitions_ahead)
     servicer = AuditServicer(audit_log)
     checkpoints = Periodic("audit-checkpoints", settings.checkpoint_interval, audit_log.checkpoint)
@@ -72,6 +75,7 @@ async def build(settings: Settings) -> AuditServer:
         # auditsvc appends its own denials to the log it keeps (no outbox, no relay).
         denial_auditor=audit_log,
         checks=[database_check(pool), durability_check(store)],
+        alarms=[audit_log.checkpoints.health_detail],
         components=[Closing("pool", pool.close), checkpoints, partitions],
     )
     server = AuditServer.from_settings(parts, settings.server)

@@ -5,111 +5,30 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.auditsvc import chain
+from services.auditsvc.checkpointer import Checkpointer, CheckpointJournal, RoundSource
+from services.common.audit_rules import (
+    MAX_TEXT,
+    TEXT_FIELDS,
+    check_record,
+)
 from services.common.data.paging import Page, encode_token
 from services.common.errors import InvalidArgument, PermissionDenied
-from services.common.hostile_json import json_depth
 from services.common.limits import check_count
 from services.common.security.auth import Caller, Principal, PrincipalKind, Role
 from services.common.security.authz import require
 
 SERVICE = "auditsvc"
 MAX_BATCH = 1000
-MAX_TEXT = 512
-# Details carry names and versions (a policy's field list at most), never payloads.
-MAX_DETAILS_BYTES = 256 * 1024
-MAX_DETAILS_DEPTH = 32
-OUTCOMES = ("succeeded", "failed", "denied")
-
-# Past participles that do not end in "ed". A closed list keeps the check decidable; add to
-# it when a service needs a new verb.
-IRREGULAR_PAST = frozenset(
-    {
-        "Begun",
-        "Bound",
-        "Brought",
-        "Built",
-        "Bought",
-        "Caught",
-        "Chosen",
-        "Done",
-        "Drawn",
-        "Forgotten",
-        "Found",
-        "Frozen",
-        "Given",
-        "Got",
-        "Gotten",
-        "Held",
-        "Hidden",
-        "Kept",
-        "Known",
-        "Laid",
-        "Led",
-        "Left",
-        "Lent",
-        "Lost",
-        "Made",
-        "Meant",
-        "Met",
-        "Paid",
-        "Put",
-        "Read",
-        "Rebuilt",
-        "Redone",
-        "Rerun",
-        "Reset",
-        "Rewritten",
-        "Run",
-        "Seen",
-        "Sent",
-        "Set",
-        "Shown",
-        "Shut",
-        "Sold",
-        "Spent",
-        "Split",
-        "Spun",
-        "Taken",
-        "Told",
-        "Thrown",
-        "Undone",
-        "Withdrawn",
-        "Won",
-        "Written",
-    }
-)
-_WORD = re.compile(r"[A-Z][A-Za-z0-9]*")
-
-
-def check_event_type(event_type: str) -> None:
-    """Title Case words, single spaces, the last a past participle ("Audit Log Viewed")."""
-    words = event_type.split(" ")
-    if not event_type or len(event_type) > 100:
-        raise InvalidArgument("event_type is required and at most 100 characters")
-    if any(not _WORD.fullmatch(w) for w in words):
-        raise InvalidArgument(
-            f"event_type {event_type!r} must be Title Case words separated by single spaces, "
-            "e.g. 'Destination Encryption Enabled'"
-        )
-    last = words[-1]
-    if len(words) < 2 or not (last.endswith("ed") or last in IRREGULAR_PAST):
-        raise InvalidArgument(
-            f"event_type {event_type!r} must name an object and end in a past-tense verb, "
-            "e.g. 'Key Pair Generated' or 'Audit Log Viewed'"
-        )
-
-
 _MAX_SEQUENCE = 2**63 - 1
 
 
@@ -138,63 +57,16 @@ class Event:
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def validated(self) -> Event:
-        """A normalized copy (canonical UUID, normalized details), or InvalidArgument."""
-        try:
-            event_id = str(uuid.UUID(self.event_id))
-        except ValueError:
-            raise InvalidArgument(f"event_id {self.event_id[:80]!r} is not a UUID") from None
-        for name in ("workspace_id", "actor_user_id"):
-            if not getattr(self, name).strip():
-                raise InvalidArgument(f"event {event_id}: {name} is required")
-        for name in (
-            "workspace_id",
-            "actor_user_id",
-            "end_user_id",
-            "target",
-            "request_id",
-            "service",
-            "access_reason",
-        ):
-            value: str = getattr(self, name)
-            if len(value) > MAX_TEXT or "\x00" in value or not value.isprintable():
-                raise InvalidArgument(
-                    f"event {event_id}: {name} must be printable text of at most "
-                    f"{MAX_TEXT} characters"
-                )
-        check_event_type(self.event_type)
-        if self.outcome not in OUTCOMES:
-            raise InvalidArgument(
-                f"event {event_id}: outcome is required (succeeded, failed or denied)"
-            )
-        if self.timestamp.tzinfo is None:
-            raise InvalidArgument(f"event {event_id}: timestamp is required (UTC)")
-        try:
-            details = chain.normalize_details(dict(self.details))
-        except ValueError as exc:
-            raise InvalidArgument(f"event {event_id}: {exc}") from None
-        if json_depth(details) > MAX_DETAILS_DEPTH:
-            raise InvalidArgument(
-                f"event {event_id}: details nest deeper than {MAX_DETAILS_DEPTH} levels"
-            )
-        if len(chain.canonical_json(details)) > MAX_DETAILS_BYTES:
-            raise InvalidArgument(
-                f"event {event_id}: details are larger than {MAX_DETAILS_BYTES} bytes as JSON; "
-                "record names and versions, not payloads"
-            )
-        return Event(
-            event_id=event_id,
-            workspace_id=self.workspace_id,
-            actor_user_id=self.actor_user_id,
+        """A normalized copy (canonical UUID, UTC, normalized details), or InvalidArgument."""
+        event_id, timestamp, details = check_record(
+            event_id=self.event_id,
             event_type=self.event_type,
-            timestamp=self.timestamp.astimezone(UTC),
             outcome=self.outcome,
-            end_user_id=self.end_user_id,
-            target=self.target,
-            request_id=self.request_id,
-            service=self.service,
-            access_reason=self.access_reason,
-            details=details,
+            timestamp=self.timestamp,
+            texts={name: getattr(self, name) for name in TEXT_FIELDS},
+            details=self.details,
         )
+        return replace(self, event_id=event_id, timestamp=timestamp, details=details)
 
     def fields(self, sequence: int, recorded_at: datetime) -> dict[str, Any]:
         """The hashed fields of this event stored at ``sequence``."""
@@ -270,9 +142,27 @@ class ExportFormat(StrEnum):
 
 
 @dataclass(frozen=True)
+class Refused:
+    """An event RecordEvents received that could not even be read (kept for its place)."""
+
+    event_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    event_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class AppendResult:
     recorded: int
     duplicates: int
+    # The newest (sequence, hash) of each workspace appended to.
+    heads: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    rejected: Sequence[Rejection] = ()
 
 
 @dataclass(frozen=True)
@@ -281,27 +171,28 @@ class ExportSnapshot:
 
     records: AsyncIterator[chain.ChainRecord]
     checkpoints: Callable[[int], Any]  # async (last_sequence) -> list[Checkpoint]
-    public_keys: Mapping[str, str]  # key_id -> PEM
 
 
-class AuditStore(Protocol):
+@dataclass(frozen=True)
+class VerifyInputs:
+    records: list[chain.ChainRecord]
+    checkpoints: list[chain.Checkpoint]
+    anchor: chain.Anchor
+    head: tuple[int, str] | None  # the chain_heads row (a cache; compared, never trusted)
+
+
+class AuditStore(RoundSource, Protocol):
     async def append(self, events: Sequence[Event], recorded_at: datetime) -> AppendResult: ...
 
     async def query_and_record(
         self, flt: Filter, after: int, limit: int, viewed: Event, recorded_at: datetime
-    ) -> list[chain.ChainRecord]: ...
+    ) -> tuple[list[chain.ChainRecord], AppendResult]: ...
 
     def export(self, flt: Filter) -> Any:
         """An async context manager yielding an ExportSnapshot."""
         ...
 
-    async def verify_inputs(
-        self, workspace_id: str, first: int, last: int
-    ) -> tuple[list[chain.ChainRecord], list[chain.Checkpoint], dict[str, str], chain.Anchor]: ...
-
-    async def checkpoint_heads(
-        self, sign: Callable[[str, int, str], chain.Checkpoint], workspace_id: str | None
-    ) -> int: ...
+    async def verify_inputs(self, workspace_id: str, first: int, last: int) -> VerifyInputs: ...
 
 
 def require_service(principal: Principal) -> None:
@@ -327,23 +218,42 @@ class AuditLog:
         self,
         store: AuditStore,
         signing_key: Ed25519PrivateKey,
+        trusted: Mapping[str, chain.TrustedKey],
+        journal: CheckpointJournal,
         *,
         clock: Callable[[], datetime] = utc_now,
         chunk_bytes: int = 64 * 1024,
     ) -> None:
         self._store = store
-        self._key = signing_key
         self._clock = clock
         self._chunk = chunk_bytes
+        self.checkpoints = Checkpointer(store, signing_key, trusted, journal, clock)
         self.key_id = chain.key_id(signing_key.public_key())
-        self.public_key_pem = chain.public_key_pem(signing_key.public_key())
 
-    async def record(self, caller: Caller, events: Sequence[Event]) -> AppendResult:
+    async def _append(self, events: Sequence[Event]) -> AppendResult:
+        result = await self._store.append(events, self._clock())
+        self.checkpoints.appended(result.heads)
+        return result
+
+    async def record(self, caller: Caller, events: Sequence[Event | Refused]) -> AppendResult:
+        """Appends the valid events; each invalid one is refused on its own (never the batch,
+        which would stall the relay behind it)."""
         require_service(caller.principal)
         if not events:
             raise InvalidArgument("events is empty: send at least one event")
         check_count(len(events), MAX_BATCH, "events")
-        return await self._store.append([e.validated() for e in events], self._clock())
+        valid: list[Event] = []
+        rejected: list[Rejection] = []
+        for index, event in enumerate(events):
+            if isinstance(event, Refused):
+                rejected.append(Rejection(index, event.event_id[:80], event.reason))
+                continue
+            try:
+                valid.append(event.validated())
+            except InvalidArgument as exc:
+                rejected.append(Rejection(index, event.event_id[:80], exc.message))
+        result = await self._append(valid) if valid else AppendResult(0, 0)
+        return replace(result, rejected=rejected)
 
     def _self_audit(
         self, caller: Caller, event_type: str, flt: Filter, reason: str, **details: Any
@@ -380,9 +290,10 @@ class AuditLog:
         page = Page.parse(page_size, page_token, scope)
         viewed = self._self_audit(caller, "Audit Log Viewed", flt, access_reason)
         # One extra row says whether another page exists without a second query.
-        rows = await self._store.query_and_record(
+        rows, appended = await self._store.query_and_record(
             flt, page.after, page.size + 1, viewed, self._clock()
         )
+        self.checkpoints.appended(appended.heads)
         records = rows[: page.size]
         more = len(rows) > page.size
         token = encode_token(scope, records[-1].sequence) if more else ""
@@ -402,12 +313,20 @@ class AuditLog:
         exported = self._self_audit(
             caller, "Audit Log Exported", flt, access_reason, format=fmt.value
         )
-        await self._store.append([exported], self._clock())
+        # Every checkpoint signed before this instant is committed before the export's own
+        # round (rounds take turns), so it is in the export: the offline verifier holds the
+        # journal to that.
+        before = self._clock()
+        await self._append([exported])
         # A fresh checkpoint covers everything exported, so the export verifies to its end.
+        # It is signed only over a chain that verified: after a gap the export still streams
+        # (it is evidence), with no new signature and the alarm stated in its header.
         await self.checkpoint(flt.workspace_id)
-        return self._stream(flt, fmt)
+        return self._stream(flt, fmt, before)
 
-    async def _stream(self, flt: Filter, fmt: ExportFormat) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, flt: Filter, fmt: ExportFormat, checkpoints_before: datetime
+    ) -> AsyncIterator[bytes]:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\r\n")
         async with self._store.export(flt) as snap:
@@ -422,11 +341,20 @@ class AuditLog:
                     "complete_chain": flt.whole_chain,
                     "filters": flt.used(),
                     "exported_at": chain.format_time(self._clock()),
+                    "holds_checkpoints_signed_before": chain.format_time(checkpoints_before),
                 }
+                alarm = self.checkpoints.alarms.get(flt.workspace_id)
+                if alarm is not None:
+                    header["unverified"] = {
+                        "kind": alarm.kind.value,
+                        "sequence": alarm.sequence,
+                        "reason": alarm.reason,
+                    }
                 buf.write(_line(header))
-                for kid, pem in sorted(snap.public_keys.items()):
+                # The configured verification keys (never the database's copy of them).
+                for kid, trusted in sorted(self.checkpoints.trusted.items()):
                     key = {"type": "public_key", "algorithm": "Ed25519", "key_id": kid}
-                    buf.write(_line({**key, "pem": pem}))
+                    buf.write(_line({**key, "pem": chain.public_key_pem(trusted.public_key)}))
             last = 0
             async for rec in snap.records:
                 last = rec.sequence
@@ -458,11 +386,46 @@ class AuditLog:
         if max(first, last) > _MAX_SEQUENCE:
             # Sequences are PostgreSQL bigint: a larger uint64 cannot name a record.
             raise InvalidArgument(f"from_sequence and to_sequence must be at most {_MAX_SEQUENCE}")
-        records, checkpoints, pems, anchor = await self._store.verify_inputs(
-            workspace_id, first, last
+        to_head = last == 0
+        # Under the signing lock, so a checkpoint journaled but not yet committed is not
+        # mistaken for one deleted from the database.
+        async with self.checkpoints.lock:
+            journaled = await self.checkpoints.journal_checkpoints(workspace_id)
+            inputs = await self._store.verify_inputs(workspace_id, first, last)
+        trusted = self.checkpoints.trusted
+        verdict = chain.verify(
+            inputs.records, inputs.checkpoints, trusted, anchor=inputs.anchor, to_head=to_head
         )
-        keys = {kid: chain.load_public_key_pem(pem) for kid, pem in pems.items()}
-        return chain.verify(records, checkpoints, keys, anchor=anchor, to_head=last == 0)
+        if verdict.problem is not None:
+            return verdict
+        in_range = [
+            cp for cp in journaled if cp.sequence >= first and (to_head or cp.sequence <= last)
+        ]
+        finding = chain.check_checkpoint_chain(
+            inputs.checkpoints, trusted
+        ) or chain.compare_journal(in_range, inputs.checkpoints, up_to_number=None)
+        if finding is None and to_head:
+            finding = self._head_problem(workspace_id, inputs)
+        if finding is None:
+            return verdict
+        return replace(verdict, problem=finding)
+
+    def _head_problem(self, workspace_id: str, inputs: VerifyInputs) -> chain.Finding | None:
+        """A chain that verifies but ends before where it should: its tail was deleted."""
+        last = inputs.records[-1].sequence if inputs.records else inputs.anchor.sequence
+        expected = [("the chain head", inputs.head)]
+        expected.append(
+            ("this service's last append", self.checkpoints.remembered_head(workspace_id))
+        )
+        for what, head in expected:
+            if head is not None and head[0] > last:
+                return chain.Finding(
+                    chain.Problem.REMOVED,
+                    last + 1,
+                    "",
+                    f"{what} is at sequence {head[0]} but the records end at {last}",
+                )
+        return self.checkpoints.alarms.get(workspace_id)
 
     async def record_denial(
         self, caller: Caller, method: str, workspace_id: str, reason: str
@@ -482,19 +445,11 @@ class AuditLog:
             service=SERVICE,
             details={"method": method.rsplit("/", 1)[-1], "reason": reason},
         ).validated()
-        await self._store.append([denied], self._clock())
+        await self._append([denied])
 
     async def checkpoint(self, workspace_id: str | None = None) -> int:
-        """Signs the head of every chain that grew since its last checkpoint."""
-
-        def sign(ws: str, sequence: int, head_hash: str) -> chain.Checkpoint:
-            return chain.sign_checkpoint(self._key, ws, sequence, head_hash, self._clock())
-
-        return await self._store.checkpoint_heads(sign, workspace_id)
-
-    @property
-    def public_key(self) -> Ed25519PublicKey:
-        return self._key.public_key()
+        """Signs the verified head of every chain (or one); see services.auditsvc.checkpointer."""
+        return await self.checkpoints.run(workspace_id)
 
 
 def _line(value: Mapping[str, Any]) -> str:

@@ -8,17 +8,18 @@ JSON object, ``sequence`` an integer, every other field a string; timestamps UTC
 ``YYYY-MM-DDTHH:MM:SS.ffffffZ``), keys sorted, no whitespace, UTF-8, non-ASCII unescaped.
 ``hash = hex(SHA-256(prev_hash_hex_ascii || canonical_bytes))``; the first record of a
 workspace has ``prev_hash`` = 64 zeros. A checkpoint signs the canonical JSON of
-``{head_hash, key_id, sequence, signed_at, workspace_id}`` with Ed25519.
+``{head_hash, key_id, number, prev_checkpoint_hash, sequence, signed_at, workspace_id}`` with
+Ed25519; ``number`` counts a workspace's checkpoints from 1 and ``prev_checkpoint_hash`` is the
+hex SHA-256 of the previous checkpoint's signed bytes (64 zeros for the first), so checkpoints
+form a chain of their own that cannot lose one quietly.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -26,6 +27,9 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+# Re-exported: the chain's canonical form is the one the shared audit rules define.
+from services.common.audit_rules import canonical_json as canonical_json
 
 GENESIS_HASH = "0" * 64
 
@@ -47,9 +51,6 @@ RECORD_FIELDS = (
     "recorded_at",
 )
 
-# Integers beyond this do not survive a round trip through a JSON double.
-MAX_SAFE_INTEGER = 2**53
-
 
 def format_time(value: datetime) -> str:
     """The one timestamp spelling inside hashes and exports: UTC, microseconds, ``Z``."""
@@ -60,37 +61,6 @@ def format_time(value: datetime) -> str:
 
 def parse_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
-def canonical_json(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
-
-
-def normalize_details(value: Any) -> Any:
-    """Details as they will read back from jsonb: integral numbers as ints.
-
-    Protobuf Struct numbers are doubles; ``3.0`` and ``3`` must hash the same before and after
-    storage, so integral values become ints. Raises ValueError on what JSON cannot carry.
-    """
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("details strings may not contain NUL characters")
-        return value
-    if isinstance(value, int | float):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("details numbers must be finite")
-        if abs(value) >= MAX_SAFE_INTEGER:
-            raise ValueError("details numbers must be below 2^53 in magnitude")
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): normalize_details(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [normalize_details(v) for v in value]
-    raise ValueError(f"details cannot hold a {type(value).__name__}")
 
 
 @dataclass(frozen=True)
@@ -159,6 +129,26 @@ def load_public_key_pem(pem: str | bytes) -> Ed25519PublicKey:
 
 
 @dataclass(frozen=True)
+class TrustedKey:
+    """A verification key from configuration, trusted for checkpoints signed in its period."""
+
+    key_id: str
+    public_key: Ed25519PublicKey
+    valid_from: datetime | None = None  # inclusive; None: since always
+    valid_until: datetime | None = None  # exclusive; None: still in use
+
+    def covers(self, at: datetime) -> bool:
+        if self.valid_from is not None and at < self.valid_from:
+            return False
+        return self.valid_until is None or at < self.valid_until
+
+
+def trust(*public_keys: Ed25519PublicKey) -> dict[str, TrustedKey]:
+    """Keys trusted without a validity period (a pinned --public-key)."""
+    return {key_id(k): TrustedKey(key_id(k), k) for k in public_keys}
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     workspace_id: str
     sequence: int
@@ -166,23 +156,34 @@ class Checkpoint:
     signed_at: str  # format_time
     key_id: str
     signature: str  # base64
+    number: int = 1
+    prev_checkpoint_hash: str = GENESIS_HASH
 
     def signed_bytes(self) -> bytes:
         return canonical_json(
             {
                 "head_hash": self.head_hash,
                 "key_id": self.key_id,
+                "number": self.number,
+                "prev_checkpoint_hash": self.prev_checkpoint_hash,
                 "sequence": self.sequence,
                 "signed_at": self.signed_at,
                 "workspace_id": self.workspace_id,
             }
         )
 
+    @property
+    def hash(self) -> str:
+        """What the next checkpoint's ``prev_checkpoint_hash`` must be."""
+        return hashlib.sha256(self.signed_bytes()).hexdigest()
+
     def to_json(self) -> dict[str, Any]:
         return {
             "workspace_id": self.workspace_id,
+            "number": self.number,
             "sequence": self.sequence,
             "head_hash": self.head_hash,
+            "prev_checkpoint_hash": self.prev_checkpoint_hash,
             "signed_at": self.signed_at,
             "key_id": self.key_id,
             "signature": self.signature,
@@ -197,32 +198,45 @@ class Checkpoint:
             signed_at=str(data["signed_at"]),
             key_id=str(data["key_id"]),
             signature=str(data["signature"]),
+            number=int(data["number"]),
+            prev_checkpoint_hash=str(data["prev_checkpoint_hash"]),
         )
 
 
 def sign_checkpoint(
-    private_key: Ed25519PrivateKey, workspace_id: str, sequence: int, head_hash: str, at: datetime
+    private_key: Ed25519PrivateKey,
+    workspace_id: str,
+    sequence: int,
+    head_hash: str,
+    at: datetime,
+    previous: Checkpoint | None = None,
 ) -> Checkpoint:
+    """The checkpoint of ``head_hash`` at ``sequence`` that follows ``previous`` (None: first)."""
     unsigned = Checkpoint(
-        workspace_id, sequence, head_hash, format_time(at), key_id(private_key.public_key()), ""
+        workspace_id,
+        sequence,
+        head_hash,
+        format_time(at),
+        key_id(private_key.public_key()),
+        "",
+        number=previous.number + 1 if previous else 1,
+        prev_checkpoint_hash=previous.hash if previous else GENESIS_HASH,
     )
     signature = base64.b64encode(private_key.sign(unsigned.signed_bytes())).decode("ascii")
-    return Checkpoint(
-        unsigned.workspace_id,
-        unsigned.sequence,
-        unsigned.head_hash,
-        unsigned.signed_at,
-        unsigned.key_id,
-        signature,
-    )
+    return replace(unsigned, signature=signature)
 
 
-def signature_valid(checkpoint: Checkpoint, keys: Mapping[str, Ed25519PublicKey]) -> bool:
-    key = keys.get(checkpoint.key_id)
-    if key is None:
+def signature_valid(checkpoint: Checkpoint, keys: Mapping[str, TrustedKey]) -> bool:
+    """Signed by a trusted key, within that key's validity period."""
+    trusted = keys.get(checkpoint.key_id)
+    if trusted is None:
         return False
     try:
-        key.verify(base64.b64decode(checkpoint.signature, validate=True), checkpoint.signed_bytes())
+        if not trusted.covers(parse_time(checkpoint.signed_at)):
+            return False
+        trusted.public_key.verify(
+            base64.b64decode(checkpoint.signature, validate=True), checkpoint.signed_bytes()
+        )
     except (InvalidSignature, ValueError):
         return False
     return True
@@ -237,6 +251,7 @@ class Problem(StrEnum):
     INSERTED = "INSERTED"
     REORDERED = "REORDERED"
     CHECKPOINT_MISMATCH = "CHECKPOINT_MISMATCH"
+    CHECKPOINT_MISSING = "CHECKPOINT_MISSING"
 
 
 @dataclass(frozen=True)
@@ -270,7 +285,7 @@ class Anchor:
 def verify(
     records: Sequence[ChainRecord],
     checkpoints: Sequence[Checkpoint],
-    keys: Mapping[str, Ed25519PublicKey],
+    keys: Mapping[str, TrustedKey],
     *,
     anchor: Anchor | None = Anchor(),
     to_head: bool = True,
@@ -357,7 +372,8 @@ def verify(
                     Problem.CHECKPOINT_MISMATCH,
                     rec,
                     seq,
-                    f"checkpoint at sequence {seq} has no valid signature by key {cp.key_id[:16]}",
+                    f"checkpoint {cp.number} at sequence {seq} has no valid signature by a "
+                    f"trusted key in its validity period (key {cp.key_id[:16]})",
                 )
             if cp.head_hash != rec.hash or cp.workspace_id != rec.fields["workspace_id"]:
                 return problem(
@@ -380,3 +396,75 @@ def verify(
                 f"a checkpoint was signed at sequence {beyond[-1]} but the log ends at {last}",
             )
     return Verdict(len(seen), checked_cps, None, latest)
+
+
+def check_checkpoint_chain(
+    checkpoints: Iterable[Checkpoint], keys: Mapping[str, TrustedKey]
+) -> Finding | None:
+    """The first break in a run of one workspace's checkpoints: a number skipped, a link that
+    does not follow, a head that went backwards, or a signature no trusted key confirms."""
+    previous: Checkpoint | None = None
+    for cp in sorted(checkpoints, key=lambda c: (c.number, c.key_id)):
+        if not signature_valid(cp, keys):
+            return Finding(
+                Problem.CHECKPOINT_MISMATCH,
+                cp.sequence,
+                "",
+                f"checkpoint {cp.number} has no valid signature by a trusted key in its "
+                f"validity period (key {cp.key_id[:16]})",
+            )
+        if previous is not None:
+            if cp.number != previous.number + 1:
+                return Finding(
+                    Problem.CHECKPOINT_MISSING,
+                    cp.sequence,
+                    "",
+                    f"checkpoint {previous.number + 1} is missing "
+                    f"(the next one present is {cp.number})",
+                )
+            if cp.prev_checkpoint_hash != previous.hash:
+                return Finding(
+                    Problem.CHECKPOINT_MISMATCH,
+                    cp.sequence,
+                    "",
+                    f"checkpoint {cp.number} does not follow checkpoint {previous.number}",
+                )
+            if cp.sequence < previous.sequence:
+                return Finding(
+                    Problem.CHECKPOINT_MISMATCH,
+                    cp.sequence,
+                    "",
+                    f"checkpoint {cp.number} signs sequence {cp.sequence}, before checkpoint "
+                    f"{previous.number}'s {previous.sequence}: the chain was rewound",
+                )
+        previous = cp
+    return None
+
+
+def compare_journal(
+    journal: Iterable[Checkpoint], stored: Iterable[Checkpoint], *, up_to_number: int | None
+) -> Finding | None:
+    """The first journal checkpoint (numbered at most ``up_to_number``; None: all) that the
+    stored ones lack or hold differently. The journal lives outside PostgreSQL, so this is what
+    catches checkpoints deleted or rewritten together with the records they cover."""
+    held = {(cp.workspace_id, cp.number, cp.key_id): cp for cp in stored}
+    for cp in sorted(journal, key=lambda c: c.number):
+        if up_to_number is not None and cp.number > up_to_number:
+            break
+        twin = held.get((cp.workspace_id, cp.number, cp.key_id))
+        if twin is None:
+            return Finding(
+                Problem.CHECKPOINT_MISSING,
+                cp.sequence,
+                "",
+                f"journal checkpoint {cp.number} (sequence {cp.sequence}, signed "
+                f"{cp.signed_at}) is missing: records or checkpoints were removed",
+            )
+        if twin != cp:
+            return Finding(
+                Problem.CHECKPOINT_MISMATCH,
+                cp.sequence,
+                "",
+                f"checkpoint {cp.number} differs from the journal's copy: it was rewritten",
+            )
+    return None

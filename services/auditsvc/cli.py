@@ -1,8 +1,14 @@
 """``phiseal-audit``: verify the audit log live or offline from an export, and export it.
 
-    phiseal-audit verify --file export.jsonl [--public-key auditsvc-signing-key.pem.pub]
+    phiseal-audit verify --file export.jsonl --trusted-keys trusted.json [--journal j.jsonl]
+    phiseal-audit verify --file export.jsonl --public-key auditsvc-signing-key.pem.pub
     phiseal-audit verify --address localhost:50054 --workspace ws_1 [--from N] [--to N]
     phiseal-audit export --address localhost:50054 --workspace ws_1 --out export.jsonl
+    phiseal-audit keygen --key signing-key.pem --trusted-keys trusted.json
+
+``--journal`` is auditsvc's checkpoint journal (AUDITSVC_JOURNAL_FILE, or its write-once copy;
+repeat it for rotated files): every checkpoint in it up to the export's newest must be in the
+export, unchanged.
 
 Exit status: 0 the chain verifies, 1 it does not (the first bad record is printed), 2 usage or
 input errors.
@@ -15,6 +21,8 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +30,33 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
-from services.auditsvc import chain
+from services.auditsvc import chain, journal, signing
 
 
 class InputError(Exception):
     """The export file or key cannot be read; the message says where."""
 
 
-def read_export(
-    path: Path, pinned: Ed25519PublicKey | None
-) -> tuple[list[chain.ChainRecord], list[chain.Checkpoint], dict[str, Ed25519PublicKey], bool]:
-    """Records in file order, checkpoints, the keys to trust, and whether it is a whole chain."""
+@dataclass(frozen=True)
+class ExportFile:
+    records: list[chain.ChainRecord]  # in file order
+    checkpoints: list[chain.Checkpoint]
+    keys: dict[str, chain.TrustedKey]  # the keys given, else those embedded
+    workspace_id: str
+    complete: bool  # a whole chain, not a filtered one
+    unverified: chain.Finding | None  # the alarm auditsvc stated instead of signing
+    holds_before: str  # every checkpoint signed before this time must be in the file
+
+
+def read_export(path: Path, trusted: dict[str, chain.TrustedKey] | None) -> ExportFile:
+    """The export file's parts; the keys to trust are ``trusted``, else those embedded."""
     records: list[chain.ChainRecord] = []
     checkpoints: list[chain.Checkpoint] = []
     embedded: dict[str, Ed25519PublicKey] = {}
     complete = False
+    workspace = ""
+    unverified: chain.Finding | None = None
+    holds_before = ""
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -46,6 +66,16 @@ def read_export(
                 kind = item.pop("type")
                 if kind == "header":
                     complete = bool(item.get("complete_chain"))
+                    workspace = str(item.get("workspace_id", ""))
+                    holds_before = str(item.get("holds_checkpoints_signed_before", ""))
+                    if "unverified" in item:
+                        alarm = item["unverified"]
+                        unverified = chain.Finding(
+                            chain.Problem(alarm["kind"]),
+                            int(alarm["sequence"]),
+                            "",
+                            f"auditsvc refused to sign this chain: {alarm['reason']}",
+                        )
                 elif kind == "public_key":
                     key = chain.load_public_key_pem(item["pem"])
                     embedded[chain.key_id(key)] = key
@@ -57,28 +87,55 @@ def read_export(
                     raise ValueError(f"unknown line type {kind!r}")
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise InputError(f"{path}:{number}: {exc}") from None
-    keys = {chain.key_id(pinned): pinned} if pinned is not None else embedded
-    return records, checkpoints, keys, complete
+    keys = trusted if trusted is not None else chain.trust(*embedded.values())
+    return ExportFile(records, checkpoints, keys, workspace, complete, unverified, holds_before)
 
 
-def verify_file(path: Path, public_key: Path | None) -> tuple[chain.Verdict, list[str]]:
-    """The verdict on an export file, and notes for the reader."""
+def _trusted(public_key: Path | None, trusted_keys: Path | None) -> dict[str, chain.TrustedKey]:
+    keys: dict[str, chain.TrustedKey] = {}
+    try:
+        if trusted_keys is not None:
+            keys.update(signing.read_trusted_keys(trusted_keys))
+        if public_key is not None:
+            keys.update(chain.trust(chain.load_public_key_pem(public_key.read_bytes())))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{exc}") from None
+    return keys
+
+
+def verify_file(
+    path: Path,
+    public_key: Path | None,
+    *,
+    trusted_keys: Path | None = None,
+    journal_file: Path | Sequence[Path] | None = None,
+) -> tuple[chain.Verdict, list[str]]:
+    """The verdict on an export file (against the journal, when given), and notes."""
     notes: list[str] = []
-    pinned = None
-    if public_key is not None:
-        try:
-            pinned = chain.load_public_key_pem(public_key.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{public_key}: {exc}") from None
+    trusted = None
+    if public_key is not None or trusted_keys is not None:
+        trusted = _trusted(public_key, trusted_keys)
     else:
         notes.append(
-            "checkpoints checked against the public key inside the file; pass --public-key "
-            "with the key obtained from the operator to rule out a re-signed export"
+            "checkpoints checked against the public key inside the file; pass --trusted-keys "
+            "(or --public-key) obtained from the operator to rule out a re-signed export"
+        )
+    journals = [journal_file] if isinstance(journal_file, Path) else list(journal_file or ())
+    if not journals:
+        notes.append(
+            "no --journal: checkpoints removed or rewritten together with the records they "
+            "cover are not detectable from the export alone"
         )
     try:
-        records, checkpoints, keys, complete = read_export(path, pinned)
+        export = read_export(path, trusted)
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror}") from None
+    records, checkpoints, keys, complete = (
+        export.records,
+        export.checkpoints,
+        export.keys,
+        export.complete,
+    )
     if not complete:
         notes.append(
             "filtered export: each record's own hash and the checkpoints are checked, "
@@ -92,7 +149,47 @@ def verify_file(path: Path, public_key: Path | None) -> tuple[chain.Verdict, lis
         to_head=complete,
         linked=complete,
     )
+    if verdict.problem is not None:
+        return verdict, notes
+    finding = chain.check_checkpoint_chain(checkpoints, keys) or export.unverified
+    if finding is None and journals:
+        journaled: list[chain.Checkpoint] = []
+        for path_ in journals:
+            if not path_.is_file():
+                raise InputError(f"{path_}: no such journal file")
+            try:
+                journaled += journal.read_checkpoints(path_, export.workspace_id)
+            except (OSError, journal.JournalError) as exc:
+                raise InputError(f"{path_}: {exc}") from None
+        # Checkpoints made after the export are not in it; every earlier one must be: those
+        # numbered up to its newest, and those signed before the time its header states.
+        newest = max((cp.number for cp in checkpoints), default=0)
+        due = [
+            cp
+            for cp in journaled
+            if cp.number <= newest or (export.holds_before and cp.signed_at < export.holds_before)
+        ]
+        finding = chain.compare_journal(due, checkpoints, up_to_number=None)
+    if finding is not None:
+        verdict = chain.Verdict(verdict.records_checked, verdict.checkpoints_checked, finding, None)
     return verdict, notes
+
+
+def keygen(key_file: Path, trusted_keys: Path) -> int:
+    """A new signing key, and its entry (valid from now) added to the trusted keys file."""
+    if key_file.exists():
+        raise InputError(f"{key_file} exists; refusing to overwrite a signing key")
+    try:
+        keys = signing.read_trusted_keys(trusted_keys) if trusted_keys.exists() else {}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{exc}") from None
+    key = signing.write_new_key(key_file)
+    kid = chain.key_id(key.public_key())
+    keys[kid] = chain.TrustedKey(kid, key.public_key(), valid_from=datetime.now(UTC))
+    signing.write_trusted_keys(trusted_keys, keys)
+    print(f"key {kid} written to {key_file}; trusted from now in {trusted_keys}")
+    print("when it replaces an older key, set that key's valid_until to now in the same file")
+    return 0
 
 
 def _report(verdict: chain.Verdict, notes: Sequence[str]) -> int:
@@ -185,6 +282,15 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--file", type=Path, help="a JSON-lines export (offline)")
     where.add_argument("--address", help="auditsvc host:port (live)")
     verify.add_argument("--public-key", type=Path, help="pinned Ed25519 public key (PEM)")
+    verify.add_argument(
+        "--trusted-keys", type=Path, help="trusted keys file (AUDITSVC_TRUSTED_KEYS_FILE)"
+    )
+    verify.add_argument(
+        "--journal",
+        type=Path,
+        action="append",
+        help="auditsvc's checkpoint journal (AUDITSVC_JOURNAL_FILE); repeat for rotated files",
+    )
     verify.add_argument("--workspace", help="workspace to verify (live)")
     verify.add_argument("--from", dest="from_seq", type=int, default=0)
     verify.add_argument("--to", dest="to_seq", type=int, default=0)
@@ -194,6 +300,9 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     exp.add_argument("--out", type=Path, required=True)
     exp.add_argument("--reason", default="", help="access reason recorded in the audit log")
+    gen = sub.add_parser("keygen", help="make a signing key and trust it from now")
+    gen.add_argument("--key", type=Path, required=True, help="where to write the private key")
+    gen.add_argument("--trusted-keys", type=Path, required=True, help="trusted keys file")
     for p in (verify, exp):
         p.add_argument(
             "--cacert",
@@ -216,8 +325,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "export":
             return asyncio.run(export(args))
+        if args.command == "keygen":
+            return keygen(args.key, args.trusted_keys)
         if args.file is not None:
-            verdict, notes = verify_file(args.file, args.public_key)
+            verdict, notes = verify_file(
+                args.file,
+                args.public_key,
+                trusted_keys=args.trusted_keys,
+                journal_file=args.journal,
+            )
             return _report(verdict, notes)
         if not args.workspace:
             print("phiseal-audit: --workspace is required with --address", file=sys.stderr)

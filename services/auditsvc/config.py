@@ -9,14 +9,19 @@ from pathlib import Path
 from services.common.server.config import Env, ServerSettings
 
 DEFAULT_PORT = 50054
-# Development only: generated on first start when no key file exists (see README, Audit log).
 DEFAULT_SIGNING_KEY_FILE = ".run/auditsvc-signing-key.pem"
+DEFAULT_TRUSTED_KEYS_FILE = ".run/auditsvc-trusted-keys.json"
+DEFAULT_JOURNAL_FILE = ".run/auditsvc-checkpoints.jsonl"
 
 
 @dataclass(frozen=True)
 class Settings:
     server: ServerSettings
     signing_key_file: Path
+    # Development only (make run, tests): make the key (and trust it) when the file is missing.
+    generate_signing_key: bool
+    trusted_keys_file: Path
+    journal_file: Path
     checkpoint_interval: float
     partitions_ahead: int
     partition_interval: float
@@ -27,6 +32,11 @@ class Settings:
         return cls(
             server=ServerSettings.from_env("auditsvc", DEFAULT_PORT, env),
             signing_key_file=Path(env.text("AUDITSVC_SIGNING_KEY_FILE", DEFAULT_SIGNING_KEY_FILE)),
+            generate_signing_key=env.flag("AUDITSVC_SIGNING_KEY_GENERATE", False),
+            trusted_keys_file=Path(
+                env.text("AUDITSVC_TRUSTED_KEYS_FILE", DEFAULT_TRUSTED_KEYS_FILE)
+            ),
+            journal_file=Path(env.text("AUDITSVC_JOURNAL_FILE", DEFAULT_JOURNAL_FILE)),
             checkpoint_interval=env.number(
                 "AUDITSVC_CHECKPOINT_INTERVAL_SECONDS", 60.0, minimum=0.05
             ),

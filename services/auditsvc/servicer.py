@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +11,7 @@ from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 from typing_extensions import override
 
 from services.auditsvc import chain
-from services.auditsvc.audit_log import AuditLog, Event, ExportFormat, Filter
+from services.auditsvc.audit_log import AuditLog, Event, ExportFormat, Filter, Refused
 from services.common.errors import InvalidArgument
 from services.common.security.auth import current_caller
 from services.common.server.interceptor import Context
@@ -29,6 +29,7 @@ _PROBLEM = {
     chain.Problem.INSERTED: audit_pb2.PROBLEM_KIND_INSERTED,
     chain.Problem.REORDERED: audit_pb2.PROBLEM_KIND_REORDERED,
     chain.Problem.CHECKPOINT_MISMATCH: audit_pb2.PROBLEM_KIND_CHECKPOINT_MISMATCH,
+    chain.Problem.CHECKPOINT_MISSING: audit_pb2.PROBLEM_KIND_CHECKPOINT_MISSING,
 }
 _FORMATS = {
     audit_pb2.EXPORT_FORMAT_UNSPECIFIED: ExportFormat.JSONL,
@@ -74,6 +75,17 @@ def _event(msg: audit_pb2.AuditEvent) -> Event:
         access_reason=msg.access_reason,
         details=details,
     )
+
+
+def _events(msgs: Sequence[audit_pb2.AuditEvent]) -> list[Event | Refused]:
+    """Each event read on its own: one that cannot be read is refused alone, in its place."""
+    out: list[Event | Refused] = []
+    for msg in msgs:
+        try:
+            out.append(_event(msg))
+        except InvalidArgument as exc:
+            out.append(Refused(msg.event_id, exc.message))
+    return out
 
 
 def _filter(msg: audit_pb2.AuditFilter) -> Filter:
@@ -124,6 +136,8 @@ def _checkpoint(cp: chain.Checkpoint) -> audit_pb2.Checkpoint:
         signed_at=to_timestamp(chain.parse_time(cp.signed_at)),
         key_id=cp.key_id,
         signature=cp.signature,
+        number=cp.number,
+        prev_checkpoint_hash=cp.prev_checkpoint_hash,
     )
 
 
@@ -137,9 +151,14 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def RecordEvents(
         self, request: audit_pb2.RecordEventsRequest, context: Context
     ) -> audit_pb2.RecordEventsResponse:
-        result = await self._log.record(current_caller(), [_event(e) for e in request.events])
+        result = await self._log.record(current_caller(), _events(request.events))
         return audit_pb2.RecordEventsResponse(
-            recorded=result.recorded, duplicates=result.duplicates
+            recorded=result.recorded,
+            duplicates=result.duplicates,
+            rejected=[
+                audit_pb2.RejectedEvent(index=r.index, event_id=r.event_id, reason=r.reason)
+                for r in result.rejected
+            ],
         )
 
     @override

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,15 +13,16 @@ import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from services.auditsvc import chain
-from services.auditsvc.audit_log import AppendResult, Event, ExportSnapshot, Filter
+from services.auditsvc.audit_log import AppendResult, Event, ExportSnapshot, Filter, VerifyInputs
+from services.auditsvc.checkpointer import ChainState
 from services.common.data.db import MigrationSource
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 SCHEMA = "auditsvc"
 MIGRATIONS = (MigrationSource("auditsvc", Path(__file__).parent / "migrations"),)
-# Pool connections start as this role: INSERT and SELECT on the log, nothing else.
-WRITER_ROLE = "phiseal_audit_writer"
+# The group role auditsvc's login belongs to: INSERT and SELECT on the log, nothing else.
+RUNTIME_ROLE = "phiseal_audit_writer"
 
 _ENSURE_HEADS = """
 INSERT INTO chain_heads (workspace_id, sequence, head_hash)
@@ -90,32 +91,53 @@ WHERE workspace_id = $1 AND sequence >= $2 AND ($3::bigint IS NULL OR sequence <
 ORDER BY sequence
 """  # noqa: S608 - the f-string adds a constant column list, never input
 
-_SELECT_CHECKPOINTS = """
-SELECT workspace_id, sequence, head_hash, signed_at, key_id, signature FROM checkpoints
+_CHECKPOINT_COLUMNS = """
+workspace_id, number, sequence, head_hash, prev_checkpoint_hash, signed_at, key_id, signature
+"""
+
+_SELECT_CHECKPOINTS = f"""
+SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints
 WHERE workspace_id = $1 AND sequence >= $2 AND ($3::bigint IS NULL OR sequence <= $3)
-ORDER BY sequence, key_id
+ORDER BY number
+"""  # noqa: S608 - the f-string adds a constant column list, never input
+
+_SELECT_HEAD = "SELECT sequence, head_hash FROM chain_heads WHERE workspace_id = $1"
+
+# Every workspace with a chain head (or one the service remembers), one at a time.
+_ROUND_HEADS = """
+SELECT ws.workspace_id, h.sequence, h.head_hash
+FROM (SELECT workspace_id FROM chain_heads WHERE ($1::text IS NULL OR workspace_id = $1)
+      UNION SELECT unnest($2::text[])) AS ws
+LEFT JOIN chain_heads h ON h.workspace_id = ws.workspace_id
+ORDER BY ws.workspace_id
 """
 
-_SELECT_KEYS = "SELECT key_id, public_key_pem FROM signing_keys"
+_ROUND_LAST_CHECKPOINTS = f"""
+SELECT c.* FROM unnest($1::text[]) AS ws(workspace_id)
+CROSS JOIN LATERAL (
+    SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints c
+    WHERE c.workspace_id = ws.workspace_id ORDER BY c.number DESC LIMIT 1
+) AS c
+"""  # noqa: S608 - the f-string adds a constant column list, never input
 
-_REGISTER_KEY = """
-INSERT INTO signing_keys (key_id, public_key_pem) VALUES ($1, $2) ON CONFLICT DO NOTHING
+# Records from each workspace's last checkpoint on: what must verify before the next signing.
+_ROUND_RECORDS = f"""
+SELECT {_COLUMNS} FROM records r
+JOIN unnest($1::text[], $2::bigint[]) AS b(ws, base) ON r.workspace_id = b.ws
+WHERE r.sequence >= b.base
+ORDER BY r.workspace_id, r.sequence
+"""  # noqa: S608 - the f-string adds a constant column list, never input
+
+_INSERT_CHECKPOINTS = """
+INSERT INTO checkpoints (
+    workspace_id, number, sequence, head_hash, prev_checkpoint_hash, signed_at, key_id, signature)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
+                     $6::timestamptz[], $7::text[], $8::text[])
 """
 
-# Heads newer than their latest checkpoint; the head hash is read from the record itself, so
-# a tampered chain_heads row cannot be signed.
-_HEADS_TO_SIGN = """
-SELECT h.workspace_id, r.sequence, r.hash FROM chain_heads h
-JOIN records r ON r.workspace_id = h.workspace_id AND r.sequence = h.sequence
-WHERE h.sequence > 0 AND ($1::text IS NULL OR h.workspace_id = $1)
-  AND h.sequence > coalesce(
-      (SELECT max(c.sequence) FROM checkpoints c WHERE c.workspace_id = h.workspace_id), 0)
-"""
-
-_INSERT_CHECKPOINT = """
-INSERT INTO checkpoints (workspace_id, sequence, head_hash, signed_at, key_id, signature)
-VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
-"""
+# Replicas sign in turn, so each round sees the checkpoints the previous one committed.
+_ROUND_LOCK = "SELECT pg_advisory_lock(hashtext('phiseal.auditsvc.checkpoints'))"
+_ROUND_UNLOCK = "SELECT pg_advisory_unlock(hashtext('phiseal.auditsvc.checkpoints'))"
 
 _ENSURE_PARTITIONS = "SELECT ensure_record_partitions($1)"
 
@@ -150,6 +172,8 @@ def _to_checkpoint(row: asyncpg.Record) -> chain.Checkpoint:
         signed_at=chain.format_time(row["signed_at"]),
         key_id=row["key_id"],
         signature=row["signature"],
+        number=row["number"],
+        prev_checkpoint_hash=row["prev_checkpoint_hash"],
     )
 
 
@@ -212,7 +236,10 @@ async def _append(con: Connection, events: Sequence[Event], recorded_at: datetim
             [seq for seq, _ in heads.values()],
             [h for _, h in heads.values()],
         )
-    return AppendResult(recorded=len(claimed), duplicates=len(events) - len(claimed))
+    advanced = {ws: head for ws, head in heads.items() if head[0] > 0}
+    return AppendResult(
+        recorded=len(claimed), duplicates=len(events) - len(claimed), heads=advanced
+    )
 
 
 class AuditStore:
@@ -227,14 +254,14 @@ class AuditStore:
 
     async def query_and_record(
         self, flt: Filter, after: int, limit: int, viewed: Event, recorded_at: datetime
-    ) -> list[chain.ChainRecord]:
+    ) -> tuple[list[chain.ChainRecord], AppendResult]:
         """The page and its 'Viewed' record in one transaction: no read goes unrecorded."""
         async with self._pool.acquire() as con, con.transaction():
             rows = await con.fetch(
                 _SELECT_FILTERED, flt.workspace_id, after, *_filter_args(flt), limit
             )
-            await _append(con, [viewed], recorded_at)
-        return [_to_record(r) for r in rows]
+            appended = await _append(con, [viewed], recorded_at)
+        return [_to_record(r) for r in rows], appended
 
     @contextlib.asynccontextmanager
     async def export(self, flt: Filter) -> AsyncIterator[ExportSnapshot]:
@@ -255,13 +282,10 @@ class AuditStore:
                 rows = await con.fetch(_SELECT_CHECKPOINTS, flt.workspace_id, 1, last)
                 return [_to_checkpoint(r) for r in rows]
 
-            keys = {r["key_id"]: r["public_key_pem"] for r in await con.fetch(_SELECT_KEYS)}
-            yield ExportSnapshot(records(), checkpoints, keys)
+            yield ExportSnapshot(records(), checkpoints)
 
-    async def verify_inputs(
-        self, workspace_id: str, first: int, last: int
-    ) -> tuple[list[chain.ChainRecord], list[chain.Checkpoint], dict[str, str], chain.Anchor]:
-        """Records first..last (and the one before, as the anchor), checkpoints, keys."""
+    async def verify_inputs(self, workspace_id: str, first: int, last: int) -> VerifyInputs:
+        """Records first..last (and the one before, as the anchor), checkpoints, the head."""
         start = max(first, 1)
         async with (
             self._pool.acquire() as con,
@@ -269,7 +293,7 @@ class AuditStore:
         ):
             rows = await con.fetch(_SELECT_RANGE, workspace_id, start - 1, last or None)
             cps = await con.fetch(_SELECT_CHECKPOINTS, workspace_id, start, last or None)
-            keys = {r["key_id"]: r["public_key_pem"] for r in await con.fetch(_SELECT_KEYS)}
+            head = await con.fetchrow(_SELECT_HEAD, workspace_id)
         records = [_to_record(r) for r in rows]
         anchor = chain.Anchor()
         if start > 1:
@@ -278,29 +302,47 @@ class AuditStore:
                 records = records[1:]
             else:
                 anchor = chain.Anchor(start - 1, "")  # missing predecessor: shows as a break
-        return records, [_to_checkpoint(r) for r in cps], keys, anchor
+        return VerifyInputs(
+            records=records,
+            checkpoints=[_to_checkpoint(r) for r in cps],
+            anchor=anchor,
+            head=(head["sequence"], head["head_hash"]) if head else None,
+        )
 
-    async def checkpoint_heads(
-        self, sign: Callable[[str, int, str], chain.Checkpoint], workspace_id: str | None
-    ) -> int:
-        async with self._pool.acquire() as con, con.transaction():
-            heads = await con.fetch(_HEADS_TO_SIGN, workspace_id)
-            for head in heads:
-                cp = sign(head["workspace_id"], head["sequence"], head["hash"])
-                await con.execute(
-                    _INSERT_CHECKPOINT,
-                    cp.workspace_id,
-                    cp.sequence,
-                    cp.head_hash,
-                    chain.parse_time(cp.signed_at),
-                    cp.key_id,
-                    cp.signature,
-                )
-        return len(heads)
-
-    async def register_key(self, key_id: str, pem: str) -> None:
+    @contextlib.asynccontextmanager
+    async def signing_round(
+        self, workspace_id: str | None, known: Sequence[str]
+    ) -> AsyncIterator[_SigningRound]:
+        """One consistent snapshot of every chain to sign, under a lock replicas share; the
+        checkpoints inserted commit when the block ends without an exception."""
         async with self._pool.acquire() as con:
-            await con.execute(_REGISTER_KEY, key_id, pem)
+            await con.execute(_ROUND_LOCK)
+            try:
+                # The snapshot starts after the lock: it sees every earlier round's commit.
+                async with con.transaction(isolation="repeatable_read"):
+                    wanted = [w for w in known if workspace_id in (None, w)]
+                    heads = await con.fetch(_ROUND_HEADS, workspace_id, wanted)
+                    names = [h["workspace_id"] for h in heads]
+                    last = {
+                        r["workspace_id"]: _to_checkpoint(r)
+                        for r in await con.fetch(_ROUND_LAST_CHECKPOINTS, names)
+                    }
+                    bases = [last[n].sequence if n in last else 1 for n in names]
+                    records: dict[str, list[chain.ChainRecord]] = {n: [] for n in names}
+                    for row in await con.fetch(_ROUND_RECORDS, names, bases):
+                        records[row["workspace_id"]].append(_to_record(row))
+                    states = [
+                        ChainState(
+                            workspace_id=h["workspace_id"],
+                            head=None if h["sequence"] is None else (h["sequence"], h["head_hash"]),
+                            last_checkpoint=last.get(h["workspace_id"]),
+                            records=records[h["workspace_id"]],
+                        )
+                        for h in heads
+                    ]
+                    yield _SigningRound(con, states)
+            finally:
+                await con.execute(_ROUND_UNLOCK)
 
     async def ensure_partitions(self, months_ahead: int) -> int:
         async with self._pool.acquire() as con:
@@ -313,3 +355,24 @@ class AuditStore:
             row = await con.fetchrow(_DURABILITY)
         assert row is not None
         return str(row[0]), str(row[1])
+
+
+class _SigningRound:
+    def __init__(self, con: Connection, states: list[ChainState]) -> None:
+        self._con = con
+        self.states = states
+
+    async def insert(self, checkpoints: Sequence[chain.Checkpoint]) -> None:
+        if not checkpoints:
+            return
+        await self._con.execute(
+            _INSERT_CHECKPOINTS,
+            [c.workspace_id for c in checkpoints],
+            [c.number for c in checkpoints],
+            [c.sequence for c in checkpoints],
+            [c.head_hash for c in checkpoints],
+            [c.prev_checkpoint_hash for c in checkpoints],
+            [chain.parse_time(c.signed_at) for c in checkpoints],
+            [c.key_id for c in checkpoints],
+            [c.signature for c in checkpoints],
+        )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from services.common.audit_rules import check_record
 from services.common.security.auth import Caller
 
 
@@ -40,6 +41,25 @@ class AuditEntry:
     access_reason: str = ""
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def check(self, service: str) -> None:
+        """InvalidArgument unless auditsvc would accept this entry (the same rules, shared)."""
+        check_record(
+            event_id=self.event_id,
+            event_type=self.event_type,
+            outcome=self.outcome.value,
+            timestamp=self.timestamp,
+            texts={
+                "workspace_id": self.workspace_id,
+                "actor_user_id": self.actor_user_id,
+                "end_user_id": self.end_user_id,
+                "target": self.target,
+                "request_id": self.request_id,
+                "service": service,
+                "access_reason": self.access_reason,
+            },
+            details=self.details,
+        )
 
     @classmethod
     def by(

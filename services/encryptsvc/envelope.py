@@ -6,7 +6,9 @@ field of the batch is sealed under it with AES-256-GCM and a fresh random 96-bit
 protected header (the GCM additional data) names the key and binds the ciphertext to the
 destination, the event's messageId and the field's concrete path. Sharing ``encrypted_key`` and
 ``epk`` across a batch's fields is valid JWE, and is what lets a decryptor cache the unwrapped
-CEK. The README's "Ciphertext formats" section is the specification of this module's output.
+CEK. A hybrid ML-KEM-768 + X25519 key wraps the CEK with HPKE instead (``HpkeSealer``,
+"alg" HPKE-9-KE): its 1,120-byte encapsulated secret rides in every field's protected header.
+docs/format.md is the specification of this module's output.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 # The kit customers decrypt with defines the format's parameters; encrypting with the same
 # definitions keeps the two from drifting apart.
+from phiseal_decrypt import xwing
 from phiseal_decrypt.jose import ALG_ECDH, ALG_RSA, BINDING_CLAIM, ENC, OAEP, ecdh_es_kek
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.vocabulary import EncryptionFormat
@@ -37,7 +40,7 @@ MAX_CEK_USES = 2**20
 # RSA-OAEP with SHA-256 carries at most k - 2*hLen - 2 bytes (RFC 8017 §7.1.1).
 _OAEP_OVERHEAD = 2 * 32 + 2
 
-PublicKey = rsa.RSAPublicKey | x25519.X25519PublicKey
+PublicKey = rsa.RSAPublicKey | x25519.X25519PublicKey | xwing.XWingPublicKey
 
 
 class ValueTooLong(Exception):
@@ -71,6 +74,15 @@ class RecipientKey:
 
     @classmethod
     def from_pem(cls, kid: str, pem: str) -> RecipientKey:
+        der = xwing.pem_body(pem, "PUBLIC KEY")
+        if der is not None and der.startswith(xwing.XWingPublicKey.SPKI_PREFIX):
+            try:
+                return cls(kid, xwing.XWingPublicKey.from_spki_der(der))
+            except xwing.XWingError:
+                raise FailedPrecondition(
+                    f"the public key {kid} is not a valid ML-KEM-768 + X25519 key; "
+                    "re-import or regenerate the destination's key"
+                ) from None
         try:
             key = serialization.load_pem_public_key(pem.encode("ascii"))
         except (ValueError, UnsupportedAlgorithm, UnicodeEncodeError):
@@ -90,6 +102,8 @@ class RecipientKey:
 
     @property
     def algorithm(self) -> str:
+        if isinstance(self.public_key, xwing.XWingPublicKey):
+            return xwing.ALG_HPKE
         return ALG_RSA if self.is_rsa else ALG_ECDH
 
 
@@ -115,13 +129,16 @@ def new_sealer(
     """A sealer for one batch, or FailedPrecondition if the format cannot use this key."""
     if fmt is EncryptionFormat.SEGMENT_RSA_OAEP:
         if not isinstance(key.public_key, rsa.RSAPublicKey):
+            kind = "X25519" if key.algorithm == ALG_ECDH else "ML-KEM-768 + X25519"
             raise FailedPrecondition(
                 f"the policy asks for the SEGMENT_RSA_OAEP format but the destination's active "
-                f"key {key.kid} is X25519; regenerate an RSA key or switch the policy to JWE"
+                f"key {key.kid} is {kind}; regenerate an RSA key or switch the policy to JWE"
             )
         return SegmentSealer(key.public_key)
     if fmt is not EncryptionFormat.JWE:
         raise InvalidArgument(f"unknown encryption format {fmt!r}")
+    if isinstance(key.public_key, xwing.XWingPublicKey):
+        return HpkeSealer(key, destination_id, max_uses=max_uses, rng=rng)
     return JweSealer(key, destination_id, max_uses=max_uses, rng=rng)
 
 
@@ -170,6 +187,7 @@ class JweSealer:
         if isinstance(public, rsa.RSAPublicKey):
             wrapped = public.encrypt(cek, OAEP)
         else:
+            assert isinstance(public, x25519.X25519PublicKey)  # X-Wing keys use HpkeSealer
             ephemeral = x25519.X25519PrivateKey.generate()
             kek = ecdh_es_kek(ephemeral.exchange(public))
             wrapped = aes_key_wrap(kek, cek)
@@ -235,6 +253,33 @@ class JweSealer:
             + _b2a(sealed[n:], newline=False)[:22]
         )
         return (protected + self._middle + rest.translate(_URLSAFE)).decode("ascii")
+
+
+class HpkeSealer(JweSealer):
+    """JweSealer for an ML-KEM-768 + X25519 key: the CEK wrapped with HPKE-9-KE, once per CEK.
+
+    Only the wrapping differs; ``seal`` is JweSealer's. The encapsulated secret ("ek") must sit in
+    the protected header (compact JWE has no other), so every field of a batch repeats it."""
+
+    def _roll(self) -> None:
+        cek = self._rng(32)
+        public = self._key.public_key
+        assert isinstance(public, xwing.XWingPublicKey)
+        ek, wrapped = xwing.wrap(public, cek, ENC)
+        header: dict[str, Any] = {
+            "alg": xwing.ALG_HPKE,
+            "enc": ENC,
+            "kid": self._key.kid,
+            "ek": b64url(ek),
+            BINDING_CLAIM: {"dst": self._destination_id},
+        }
+        self._aead = AESGCM(cek)
+        self._encrypted_key = b64url(wrapped)
+        self._header_prefix = orjson.dumps(header)[:-2] + b',"mid":'
+        self._uses = 0
+        self.ceks_issued += 1
+        # The ~1.6 KB before "mid" (the encapsulated secret) is base64url-encoded once here.
+        self._encode_constants()
 
 
 class SegmentSealer:

@@ -59,6 +59,7 @@ async def build(settings: Settings) -> GrpcServer:
         rules=RULES,
         denial_auditor=OutboxDenialAuditor(pool, "keysvc"),
         checks=[database_check(pool), relay.health_check],
+        alarms=[relay.quarantine_alarm],
         components=[
             Closing("pool", pool.close),
             Closing("policysvc-channel", lambda: policysvc.close(None)),

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 from jwcrypto import jwe, jwk
 
+from phiseal_decrypt import xwing
 from services.common.errors import InvalidArgument
 from services.keysvc import pkcs8
 
@@ -26,15 +27,19 @@ class Algorithm(StrEnum):
     RSA_2048 = "rsa-2048"
     RSA_3072 = "rsa-3072"
     RSA_4096 = "rsa-4096"
+    # X-Wing: ML-KEM-768 and X25519 together, so data stays closed if either one holds.
+    MLKEM768_X25519 = "mlkem768-x25519"
 
     @property
     def rsa_bits(self) -> int:
-        """The modulus size; 0 for X25519."""
-        return 0 if self is Algorithm.X25519 else int(self.value.split("-")[1])
+        """The modulus size; 0 for the others."""
+        return int(self.value.split("-")[1]) if self.value.startswith("rsa-") else 0
 
     @property
     def jwe_alg(self) -> str:
         """The JWE key-management algorithm fields are encrypted with."""
+        if self is Algorithm.MLKEM768_X25519:
+            return xwing.ALG_HPKE
         return "ECDH-ES+A256KW" if self is Algorithm.X25519 else "RSA-OAEP-256"
 
 
@@ -76,6 +81,8 @@ class PublicKey:
 
     @property
     def pem(self) -> str:
+        if self.algorithm is Algorithm.MLKEM768_X25519:
+            return xwing.XWingPublicKey.from_spki_der(self.der).pem
         return (
             self._key()
             .public_bytes(
@@ -91,6 +98,8 @@ class PublicKey:
 
     def jwk(self, kid: str) -> str:
         """RFC 7517 JSON text with kid, use "enc" and the JWE algorithm to encrypt with."""
+        if self.algorithm is Algorithm.MLKEM768_X25519:
+            return xwing.jwk_text(xwing.XWingPublicKey.from_spki_der(self.der), kid)
         key = self._key()
         members: dict[str, str]
         if isinstance(key, x25519.X25519PublicKey):
@@ -113,15 +122,21 @@ class PublicKey:
         return key
 
 
+PrivateKey = x25519.X25519PrivateKey | rsa.RSAPrivateKey | xwing.XWingPrivateKey
+
+
 class KeyPair:
     """A freshly generated pair. The private half lives only in memory, for one response."""
 
-    def __init__(self, private: x25519.X25519PrivateKey | rsa.RSAPrivateKey, algorithm: Algorithm):
+    def __init__(self, private: PrivateKey, algorithm: Algorithm):
         self._private = private
         self.algorithm = algorithm
-        spki = private.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        if isinstance(private, xwing.XWingPrivateKey):
+            spki = private.public.spki_der
+        else:
+            spki = private.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         self.public = PublicKey(algorithm, spki)
 
     def __repr__(self) -> str:  # never let a debugger or log line print the private key
@@ -129,17 +144,20 @@ class KeyPair:
 
     def deliver(self, passphrase: str, kdf: Kdf) -> PrivateKeyDelivery:
         """The PKCS#8 PEM the caller receives; encrypted when a passphrase is given."""
-        if not passphrase:
-            pem = self._private.private_bytes(
-                serialization.Encoding.PEM,
+        if isinstance(self._private, xwing.XWingPrivateKey):
+            der = self._private.pkcs8_der
+        else:
+            der = self._private.private_bytes(
+                serialization.Encoding.DER,
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-            return PrivateKeyDelivery(pem.decode(), Kdf.NONE, 0)
+        if not passphrase:
+            return PrivateKeyDelivery(pkcs8.pem("PRIVATE KEY", der).decode(), Kdf.NONE, 0)
         if kdf is Kdf.PBKDF2_SHA256:
-            encrypted = pkcs8.encrypt_pbkdf2(self._private, passphrase)
+            encrypted = pkcs8.encrypt_pbkdf2(der, passphrase)
         else:
-            encrypted = pkcs8.encrypt_scrypt(self._private, passphrase)
+            encrypted = pkcs8.encrypt_scrypt(der, passphrase)
         return PrivateKeyDelivery(encrypted.pem.decode(), Kdf(encrypted.kdf), encrypted.cost)
 
 
@@ -163,6 +181,8 @@ def generate(algorithm: Algorithm) -> KeyPair:
     """A new key pair (CPU-bound for RSA: run it off the event loop)."""
     if algorithm is Algorithm.X25519:
         return KeyPair(x25519.X25519PrivateKey.generate(), algorithm)
+    if algorithm is Algorithm.MLKEM768_X25519:
+        return KeyPair(xwing.XWingPrivateKey.generate(), algorithm)
     return KeyPair(rsa.generate_private_key(RSA_EXPONENT, algorithm.rsa_bits), algorithm)
 
 
@@ -257,6 +277,33 @@ def _from_loaded(key: object) -> PublicKey:
     raise InvalidArgument("this key type is not supported: use X25519 or RSA")
 
 
+# id-XWing as DER: an SPKI naming it in its AlgorithmIdentifier is read here, not by
+# ``cryptography`` (which does not know the OID), so a wrong length gets a precise message.
+_XWING_OID_DER = bytes.fromhex("060b2b0601040183e62d81c87a")
+
+
+def _xwing_public(der: bytes) -> PublicKey:
+    try:
+        key = xwing.XWingPublicKey.from_spki_der(der)
+    except xwing.XWingError as exc:
+        raise InvalidArgument(
+            f"{exc}: an ML-KEM-768 + X25519 (X-Wing) public key is 1216 bytes, "
+            "ML-KEM-768's encapsulation key followed by X25519's"
+        ) from None
+    try:
+        # A small-order X25519 half makes every encapsulation fail (OpenSSL refuses the zero
+        # secret), so every batch for the destination would; refuse it at import instead.
+        x25519.X25519PrivateKey.generate().exchange(
+            x25519.X25519PublicKey.from_public_bytes(key.x25519_raw)
+        )
+    except ValueError:
+        raise InvalidArgument(
+            "the X25519 half of this ML-KEM-768 + X25519 public key is a small-order point: "
+            "nothing could be encrypted to it; generate a new key pair and import its public key"
+        ) from None
+    return PublicKey(Algorithm.MLKEM768_X25519, key.spki_der)
+
+
 def parse_public_pem(text: str) -> PublicKey:
     """A public key from SubjectPublicKeyInfo (or PKCS#1 RSA) PEM, strictly validated."""
     if len(text) > MAX_PUBLIC_KEY_TEXT:
@@ -273,6 +320,9 @@ def parse_public_pem(text: str) -> PublicKey:
             'public_key_pem is not PEM: expected "-----BEGIN PUBLIC KEY-----"; '
             "for a JWK use public_key_jwk"
         )
+    der = xwing.pem_body(text, "PUBLIC KEY")
+    if der is not None and _XWING_OID_DER in der[:32]:
+        return _xwing_public(der)
     try:
         key = serialization.load_pem_public_key(text.strip().encode())
     except UnsupportedAlgorithm:
@@ -285,11 +335,11 @@ def parse_public_pem(text: str) -> PublicKey:
     return _from_loaded(key)
 
 
-_JWK_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+_JWK_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k", "priv")
 
 
 def parse_public_jwk(text: str) -> PublicKey:
-    """A public key from RFC 7517 JSON (kty RSA, or OKP with crv X25519)."""
+    """A public key from RFC 7517 JSON (kty RSA, OKP with crv X25519, or AKP for X-Wing)."""
     if len(text) > MAX_PUBLIC_KEY_TEXT:
         raise InvalidArgument(f"public key text is over {MAX_PUBLIC_KEY_TEXT} characters")
     try:
@@ -328,12 +378,17 @@ def parse_public_jwk(text: str) -> PublicKey:
         if len(raw) != 32:
             raise InvalidArgument('JWK "x" must be 32 bytes for X25519')
         key = x25519.X25519PublicKey.from_public_bytes(raw)
+    elif kty == xwing.JWK_KTY:
+        return _akp_public(members)
     elif kty == "EC":
         raise InvalidArgument(
             f"elliptic-curve keys (crv {members.get('crv')!r}) are not supported: use X25519 or RSA"
         )
     else:
-        raise InvalidArgument(f'JWK "kty" {kty!r} is not supported: use "RSA" or "OKP" (X25519)')
+        raise InvalidArgument(
+            f'JWK "kty" {kty!r} is not supported: use "RSA", "OKP" (X25519) or '
+            f'"AKP" with "alg": "{xwing.ALG_HPKE}" (ML-KEM-768 + X25519)'
+        )
     public = _from_loaded(key)
     alg = members.get("alg")
     if alg is not None and alg != public.algorithm.jwe_alg:
@@ -341,6 +396,19 @@ def parse_public_jwk(text: str) -> PublicKey:
             f'JWK "alg" is {alg!r}; PHIseal encrypts to this key with {public.algorithm.jwe_alg}'
         )
     return public
+
+
+def _akp_public(members: dict[str, Any]) -> PublicKey:
+    """draft-ietf-jose-hpke-pq-pqt: kty AKP (RFC 9964), "alg" required, "pub" the raw key."""
+    alg = members.get("alg")
+    if alg != xwing.ALG_HPKE:
+        raise InvalidArgument(
+            f'AKP key with "alg" {alg!r} is not supported: PHIseal encrypts to ML-KEM-768 + X25519 '
+            f'keys with key encryption, "alg": "{xwing.ALG_HPKE}" (HPKE-9 is the integrated-'
+            "encryption variant of the same key)"
+        )
+    raw = _b64url_decode(members.get("pub"), "pub")
+    return _xwing_public(xwing.XWingPublicKey.SPKI_PREFIX + raw)
 
 
 @dataclass(frozen=True, repr=False)
@@ -354,6 +422,11 @@ class Challenge:
 def make_challenge(public: PublicKey, kid: str) -> Challenge:
     """A random secret, encrypted to ``public`` as a compact JWE (enc A256GCM)."""
     answer = secrets.token_urlsafe(32)
+    if public.algorithm is Algorithm.MLKEM768_X25519:
+        # No JOSE library in Python knows HPKE yet: the kit's own HPKE-9-KE writer.
+        key = xwing.XWingPublicKey.from_spki_der(public.der)
+        token_text = xwing.seal_compact(key, {"kid": kid}, answer.encode())
+        return Challenge(token_text, hash_secret(answer))
     token = jwe.JWE(
         answer.encode(),
         protected=json.dumps({"alg": public.algorithm.jwe_alg, "enc": "A256GCM", "kid": kid}),

@@ -42,4 +42,12 @@ class PolicyDirectory:
                 f"policysvc gave an incomplete answer for destination {destination_id}; "
                 "no key was changed, retry later"
             )
-        return Destination(found.destination_id, found.workspace_id)
+        problems = tuple(response.encryption_problems)
+        if not response.encryption_allowed and not problems:
+            # An older policysvc says nothing about eligibility: do not assume it.
+            problems = (
+                "policysvc did not confirm that it may have encryption (it must be an "
+                "event-stream cloud-mode destination of a HIPAA-eligible workspace); upgrade "
+                "policysvc or check the destination with GetDestination",
+            )
+        return Destination(found.destination_id, found.workspace_id, problems)

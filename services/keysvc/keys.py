@@ -64,10 +64,22 @@ def kid_for(destination_id: str, version: int) -> str:
 
 @dataclass(frozen=True)
 class Destination:
-    """What policysvc says about a destination: it exists, and which workspace owns it."""
+    """What policysvc says about a destination: it exists, which workspace owns it, and why it
+    may not have encryption keys (empty when it may)."""
 
     destination_id: str
     workspace_id: str
+    encryption_problems: tuple[str, ...] = ()
+
+
+def require_eligible(destination: Destination) -> None:
+    """Keys, like policies, only for cloud-mode event-stream destinations of HIPAA-eligible
+    workspaces: FAILED_PRECONDITION naming the fix otherwise."""
+    if destination.encryption_problems:
+        raise FailedPrecondition(
+            f"no encryption key for destination {destination.destination_id}: "
+            + "; ".join(destination.encryption_problems)
+        )
 
 
 @dataclass(frozen=True)
@@ -267,6 +279,7 @@ class KeyManager:
         request_hash = _request_hash(request_id)
         destination = await self._directory.get(dest_id)
         require(caller.principal, destination.workspace_id, Role.ADMIN)
+        require_eligible(destination)
 
         async def precheck(tx: KeyTransaction) -> None:
             self._may_generate(caller, await tx.versions(), destination, request_hash, algorithm)
@@ -313,6 +326,7 @@ class KeyManager:
         request_hash = _request_hash(request_id)
         destination = await self._directory.get(dest_id)
         require(caller.principal, destination.workspace_id, Role.ADMIN)
+        require_eligible(destination)
         event = "Destination Encryption Keys Regenerated"
 
         async def precheck(tx: KeyTransaction) -> Algorithm:
@@ -373,6 +387,7 @@ class KeyManager:
         request_hash = _request_hash(request_id)
         destination = await self._directory.get(dest_id)
         require(caller.principal, destination.workspace_id, Role.ADMIN)
+        require_eligible(destination)
         event = "Destination Public Key Imported"
 
         async def add(tx: KeyTransaction) -> Created:

@@ -11,9 +11,7 @@ import base64
 import os
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes, padding, serialization
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -25,8 +23,6 @@ PBKDF2_ITERATIONS = 600_000
 SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 5
-
-PrivateKey = RSAPrivateKey | X25519PrivateKey
 
 _OID_PBES2 = "1.2.840.113549.1.5.13"
 _OID_SCRYPT = "1.3.6.1.4.1.11591.4.11"
@@ -82,32 +78,26 @@ def _oid(dotted: str) -> bytes:
     return _tlv(0x06, bytes(body))
 
 
-def _pem(label: str, der: bytes) -> bytes:
-
+def pem(label: str, der: bytes) -> bytes:
     b64 = base64.b64encode(der).decode()
     lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
     return (f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----\n").encode()
 
 
-def _pbes2(private_key: PrivateKey, kdf: bytes, kek: bytes) -> bytes:
-    """EncryptedPrivateKeyInfo: PBES2(``kdf``, AES-256-CBC) over the PKCS#8 DER of the key."""
+def _pbes2(plain: bytes, kdf: bytes, kek: bytes) -> bytes:
+    """EncryptedPrivateKeyInfo: PBES2(``kdf``, AES-256-CBC) over the PKCS#8 DER ``plain``."""
     iv = os.urandom(16)
-    plain = private_key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     padder = padding.PKCS7(128).padder()
     padded = padder.update(plain) + padder.finalize()
     encryptor = Cipher(algorithms.AES(kek), modes.CBC(iv)).encryptor()
     encrypted = encryptor.update(padded) + encryptor.finalize()
     scheme = _sequence(_oid(_OID_AES256_CBC), _octets(iv))
     algorithm = _sequence(_oid(_OID_PBES2), _sequence(kdf, scheme))
-    return _pem("ENCRYPTED PRIVATE KEY", _sequence(algorithm, _octets(encrypted)))
+    return pem("ENCRYPTED PRIVATE KEY", _sequence(algorithm, _octets(encrypted)))
 
 
-def encrypt_scrypt(private_key: PrivateKey, passphrase: str) -> EncryptedKey:
-    """PBES2 with scrypt (N=2^14, r=8, p=5) and AES-256-CBC."""
+def encrypt_scrypt(pkcs8_der: bytes, passphrase: str) -> EncryptedKey:
+    """PBES2 with scrypt (N=2^14, r=8, p=5) and AES-256-CBC over a PKCS#8 DER private key."""
     salt = os.urandom(16)
     kek = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P).derive(
         passphrase.encode()
@@ -116,11 +106,11 @@ def encrypt_scrypt(private_key: PrivateKey, passphrase: str) -> EncryptedKey:
         _octets(salt), _integer(SCRYPT_N), _integer(SCRYPT_R), _integer(SCRYPT_P), _integer(32)
     )
     kdf = _sequence(_oid(_OID_SCRYPT), params)
-    return EncryptedKey(_pbes2(private_key, kdf, kek), "scrypt", SCRYPT_N)
+    return EncryptedKey(_pbes2(pkcs8_der, kdf, kek), "scrypt", SCRYPT_N)
 
 
-def encrypt_pbkdf2(private_key: PrivateKey, passphrase: str) -> EncryptedKey:
-    """PBES2 with PBKDF2-HMAC-SHA256 (600,000 rounds) and AES-256-CBC."""
+def encrypt_pbkdf2(pkcs8_der: bytes, passphrase: str) -> EncryptedKey:
+    """PBES2 with PBKDF2-HMAC-SHA256 (600,000 rounds) and AES-256-CBC over a PKCS#8 DER key."""
     salt = os.urandom(16)
     kek = PBKDF2HMAC(
         algorithm=hashes.SHA256(), length=32, salt=salt, iterations=PBKDF2_ITERATIONS
@@ -128,4 +118,4 @@ def encrypt_pbkdf2(private_key: PrivateKey, passphrase: str) -> EncryptedKey:
     prf = _sequence(_oid(_OID_HMAC_SHA256), _NULL)
     params = _sequence(_octets(salt), _integer(PBKDF2_ITERATIONS), _integer(32), prf)
     kdf = _sequence(_oid(_OID_PBKDF2), params)
-    return EncryptedKey(_pbes2(private_key, kdf, kek), "pbkdf2-sha256", PBKDF2_ITERATIONS)
+    return EncryptedKey(_pbes2(pkcs8_der, kdf, kek), "pbkdf2-sha256", PBKDF2_ITERATIONS)

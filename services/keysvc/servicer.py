@@ -24,6 +24,7 @@ _ALGORITHM = {
     common_pb2.KEY_ALGORITHM_RSA_2048: Algorithm.RSA_2048,
     common_pb2.KEY_ALGORITHM_RSA_3072: Algorithm.RSA_3072,
     common_pb2.KEY_ALGORITHM_RSA_4096: Algorithm.RSA_4096,
+    common_pb2.KEY_ALGORITHM_MLKEM768_X25519: Algorithm.MLKEM768_X25519,
 }
 _ALGORITHM_PROTO = {v: k for k, v in _ALGORITHM.items()}
 _STATE_PROTO = {
@@ -57,7 +58,9 @@ def _algorithm(value: int, default: Algorithm | None) -> Algorithm | None:
     if value == common_pb2.KEY_ALGORITHM_UNSPECIFIED:
         return default
     if value not in _ALGORITHM:
-        raise InvalidArgument(f"algorithm {value} is unknown: use X25519 or RSA_2048/3072/4096")
+        raise InvalidArgument(
+            f"algorithm {value} is unknown: use X25519, RSA_2048/3072/4096 or MLKEM768_X25519"
+        )
     return _ALGORITHM[value]  # type: ignore[index]
 
 

@@ -14,6 +14,7 @@ from services.common.server.health import database_check
 from services.common.server.lifecycle import Closing
 from services.policysvc.catalog import Catalog
 from services.policysvc.config import Settings
+from services.policysvc.picker import FieldPicker
 from services.policysvc.policy import Policies
 from services.policysvc.privacy import Privacy
 from services.policysvc.rules import RULES
@@ -41,10 +42,13 @@ async def build(settings: Settings) -> GrpcServer:
         heartbeat_interval=settings.watch_heartbeat_seconds,
         application_name="policysvc-changefeed",
     )
+    privacy = Privacy(PrivacyStore(pool))
+    policy_store = PolicyStore(pool, CHANGES_CHANNEL)
     servicer = PolicyServicer(
         Catalog(CatalogStore(pool)),
-        Privacy(PrivacyStore(pool)),
-        Policies(PolicyStore(pool, CHANGES_CHANNEL)),
+        privacy,
+        Policies(policy_store),
+        FieldPicker(policy_store, privacy),
         feed,
     )
 
@@ -58,6 +62,7 @@ async def build(settings: Settings) -> GrpcServer:
         rules=RULES,
         denial_auditor=OutboxDenialAuditor(pool, "policysvc"),
         checks=checks,
+        alarms=[relay.quarantine_alarm],
         components=[Closing("pool", pool.close), feed, relay],
     )
     return GrpcServer.from_settings(parts, settings.server)

@@ -88,6 +88,22 @@ def require_id(value: str, what: str) -> str:
     return value
 
 
+def check_can_encrypt(workspace: Workspace, destination: Destination) -> list[str]:
+    """Why this destination cannot have encryption (empty when it can)."""
+    problems = []
+    if not workspace.hipaa.eligible:
+        problems.append(
+            f"workspace {workspace.workspace_id} is not HIPAA eligible; mark it eligible with "
+            "SetHipaaEligibility (eligible=true, baa_reference=<signed BAA id>) first"
+        )
+    if destination.type is not DestinationType.EVENT_STREAM_CLOUD_MODE:
+        problems.append(
+            f"destination {destination.destination_id} is of type {destination.type.value}; "
+            "only event-stream cloud-mode destinations can have encryption"
+        )
+    return problems
+
+
 class CatalogStore(Protocol):
     async def insert_workspace(self, workspace: Workspace, audit: AuditEntry) -> None: ...
 
@@ -213,6 +229,16 @@ class Catalog:
             raise NotFound(f"destination {destination_id} does not exist")
         require(caller.principal, found.workspace_id, Role.VIEWER)
         return found
+
+    async def destination_status(
+        self, caller: Caller, destination_id: str
+    ) -> tuple[Destination, list[str]]:
+        """The destination and why it cannot have encryption (empty when it can)."""
+        destination = await self.get_destination(caller, destination_id)
+        workspace = await self._store.get_workspace(destination.workspace_id)
+        if workspace is None:  # a destination's workspace is never deleted; fail closed anyway
+            raise NotFound(f"workspace {destination.workspace_id} does not exist")
+        return destination, check_can_encrypt(workspace, destination)
 
     async def authorize_watch(self, caller: Caller, destination_ids: frozenset[str]) -> None:
         """WatchPolicies: services and viewers of every workspace may watch everything; a person

@@ -6,12 +6,14 @@ A field path classifies as the first of these that applies:
 2. a custom matcher of the workspace: on KEY it looks at the path's innermost key; on VALUE it
    applies when any value ever sampled at that path matched it (the samples' values are never
    stored — only the fact "path P matched matcher M" is);
-3. a default matcher (``data/default_pii_matchers.tsv``) whose name equals the innermost key
-   after normalisation (lower case; spaces, "_" and "-" dropped);
+3. the default matchers (``data/default_pii_matchers.tsv``): key matchers read the key as
+   words (``key_rules``) and value detectors look at sampled values (``detectors``); the more
+   restrictive of the two decides, the key on a tie;
 4. otherwise green.
 
 When several custom (or default) matchers apply, the most restrictive wins (red, then yellow,
-then green), and among equals the oldest.
+then green), and among equals the oldest. Every decision says which matcher decided and on
+what (key or value), so a person can correct it with an override or a custom matcher.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ import re2
 from services.common.errors import InvalidArgument
 from services.common.fieldpath import FieldPath
 from services.common.hostile_json import fragment_text
+from services.policysvc.detectors import BY_ID, DETECTORS
+from services.policysvc.key_rules import KeyRules, Rule, concepts_from_rows
+from services.policysvc.keywords import normalize_key
 
 MAX_CUSTOM_MATCHERS = 100
 MAX_PATTERN = 1000
@@ -57,6 +62,8 @@ class MatcherTarget(StrEnum):
 class MatchKind(StrEnum):
     EXACT = "exact"
     REGEX = "regex"
+    # A default matcher: key words against its phrases, or a value detector.
+    BUILTIN = "builtin"
 
 
 class DecisionSource(StrEnum):
@@ -94,11 +101,29 @@ class FieldClassification:
     source: DecisionSource
     matcher_id: str
     decided_by: str
+    # What the deciding matcher looked at; None for overrides and for nothing matched.
+    decided_on: MatcherTarget | None = None
 
 
-def normalize_key(key: str) -> str:
-    """The form key matchers compare: lower case without spaces, "_" or "-"."""
-    return "".join(ch for ch in key.lower() if ch not in " _-")
+@dataclass(frozen=True)
+class Signals:
+    """What samples showed at one path, without the values: detector ids and JSON kinds."""
+
+    detections: frozenset[str] = frozenset()
+    kinds: frozenset[str] = frozenset()
+
+    def __or__(self, other: Signals) -> Signals:
+        return Signals(self.detections | other.detections, self.kinds | other.kinds)
+
+    def encode(self) -> list[str]:
+        """The stored form: "value:<detector>" and "kind:<json kind>" strings."""
+        return sorted([f"value:{d}" for d in self.detections] + [f"kind:{k}" for k in self.kinds])
+
+    @classmethod
+    def decode(cls, stored: Iterable[str]) -> Signals:
+        detections = {s[6:] for s in stored if s.startswith("value:") and s[6:] in BY_ID}
+        kinds = {s[5:] for s in stored if s.startswith("kind:")}
+        return cls(frozenset(detections), frozenset(kinds))
 
 
 def compile_pattern(pattern: str) -> re2._Regexp[str]:
@@ -121,25 +146,44 @@ def compile_pattern(pattern: str) -> re2._Regexp[str]:
         ) from None
 
 
-def load_default_matchers() -> list[Matcher]:
-    """The default matchers shipped as package data, in file order."""
+def _default_rows() -> list[dict[str, str]]:
     text = resources.files("services.policysvc.data").joinpath("default_pii_matchers.tsv")
-    rows = csv.DictReader(io.StringIO(text.read_text(encoding="utf-8")), delimiter="\t")
-    return [
+    return list(csv.DictReader(io.StringIO(text.read_text(encoding="utf-8")), delimiter="\t"))
+
+
+def load_default_matchers() -> list[Matcher]:
+    """The default matchers shipped as package data: key matchers in file order, then the
+    value detectors."""
+    keys = [
         Matcher(
             matcher_id=f"default:{row['name']}",
             name=row["name"],
             target=MatcherTarget.KEY,
-            kind=MatchKind.EXACT,
-            pattern=row["name"],
+            kind=MatchKind.BUILTIN,
+            pattern=f"{row['rule']}: {row['phrases']}",
             classification=Classification(row["classification"]),
             is_default=True,
         )
-        for row in rows
+        for row in _default_rows()
     ]
+    values = [
+        Matcher(
+            matcher_id=f"default:value:{d.detector_id}",
+            name=d.name,
+            target=MatcherTarget.VALUE,
+            kind=MatchKind.BUILTIN,
+            pattern=d.description + ("" if d.strong else " (supporting evidence only)"),
+            classification=Classification.RED if d.restricted else Classification.YELLOW,
+            is_default=True,
+        )
+        for d in DETECTORS
+    ]
+    return keys + values
 
 
 DEFAULT_MATCHERS: Sequence[Matcher] = tuple(load_default_matchers())
+KEY_RULES = KeyRules(concepts_from_rows(_default_rows()))
+_DEFAULT_BY_NAME = {m.name: m for m in DEFAULT_MATCHERS if m.target is MatcherTarget.KEY}
 
 
 def value_text(value: Any) -> str | None:
@@ -196,7 +240,7 @@ def validate_matcher(
         raise InvalidArgument("a matcher needs a printable name of at most 200 characters")
     if target is None:
         raise InvalidArgument("a matcher's target must be MATCHER_TARGET_KEY or _VALUE")
-    if kind is None:
+    if kind is None or kind is MatchKind.BUILTIN:
         raise InvalidArgument("a matcher's kind must be MATCH_KIND_EXACT or MATCH_KIND_REGEX")
     if not pattern or len(pattern) > MAX_PATTERN:
         raise InvalidArgument(f"a matcher's pattern is required, at most {MAX_PATTERN} characters")
@@ -215,6 +259,65 @@ def _winner(candidates: Iterable[CompiledMatcher]) -> Matcher | None:
     return best
 
 
+def default_decision(path: FieldPath, signals: Signals) -> FieldClassification:
+    """What the default matchers say of ``path``: key words and value detectors."""
+    text = str(path)
+    keys = [seg for seg in path.segments if isinstance(seg, str)]
+    key = keys[-1] if len(keys) > 1 else ""
+    # The root counts as a parent: "traits.name" is the person's, "properties.name" need not be.
+    parent = keys[-2] if len(keys) > 1 else None
+    finding = KEY_RULES.find(key, parent, signals.kinds) if key else None
+    by_key: FieldClassification | None = None
+    if finding is not None and finding.concept is not None:
+        matcher = _DEFAULT_BY_NAME[finding.concept.name]
+        by_key = FieldClassification(
+            text,
+            matcher.classification,
+            DecisionSource.DEFAULT_MATCHER,
+            matcher.matcher_id,
+            f"default matcher {matcher.name!r}: {finding.reason}",
+            MatcherTarget.KEY,
+        )
+    by_value: FieldClassification | None = None
+    for detector in DETECTORS:  # most restrictive first: the table lists red detectors first
+        if detector.strong and detector.detector_id in signals.detections:
+            level = Classification.RED if detector.restricted else Classification.YELLOW
+            by_value = FieldClassification(
+                text,
+                level,
+                DecisionSource.DEFAULT_MATCHER,
+                f"default:value:{detector.detector_id}",
+                f"default value detector {detector.name!r}: a value sampled at this path "
+                f"looked like one ({detector.description})",
+                MatcherTarget.VALUE,
+            )
+            break
+    # A key that names a specific identifier ("imei", "phone") is believed over a value that
+    # merely looks like another one; a fact or free text ("note") may hold anything.
+    specific = (
+        finding is not None
+        and finding.concept is not None
+        and finding.concept.rule
+        in (
+            Rule.HEAD,
+            Rule.PERSON,
+            Rule.EVENT,
+        )
+    )
+    if by_key is not None and (
+        by_value is None
+        or specific
+        or _RANK[by_key.classification] <= _RANK[by_value.classification]
+    ):
+        return by_key
+    if by_value is not None:
+        return by_value
+    why = finding.reason if finding is not None else "a root is not a field"
+    return FieldClassification(
+        text, Classification.GREEN, DecisionSource.NONE, "", f"no matcher matched: {why}"
+    )
+
+
 @dataclass
 class Classifier:
     """A workspace's classification state; classifies paths without touching storage."""
@@ -223,9 +326,8 @@ class Classifier:
     overrides: Mapping[str, Override] = field(default_factory=dict)
     # path -> ids of custom VALUE matchers that matched a value sampled at that path
     value_hits: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    defaults: Sequence[CompiledMatcher] = field(
-        default_factory=lambda: [CompiledMatcher.of(m) for m in DEFAULT_MATCHERS]
-    )
+    # path -> what the built-in detectors saw in values sampled at that path
+    signals: Mapping[str, Signals] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -233,17 +335,21 @@ class Classifier:
         custom: Sequence[Matcher],
         overrides: Iterable[Override] = (),
         value_hits: Mapping[str, frozenset[str]] | None = None,
+        signals: Mapping[str, Signals] | None = None,
     ) -> Classifier:
         return cls(
             custom=[CompiledMatcher.of(m) for m in custom],
             overrides={o.path: o for o in overrides},
             value_hits=dict(value_hits or {}),
+            signals=dict(signals or {}),
         )
 
     def value_matches(self, path: str, values: Iterable[Any]) -> frozenset[str]:
         """Ids of this workspace's VALUE matchers that match any of ``values`` at ``path``."""
         value_matchers = [c for c in self.custom if c.matcher.target is MatcherTarget.VALUE]
         hits: set[str] = set()
+        if not value_matchers:
+            return frozenset()
         for value in values:
             for candidate in value_matchers:
                 if candidate.matcher.matcher_id not in hits and candidate.matches_value(value):
@@ -251,7 +357,10 @@ class Classifier:
         return frozenset(hits)
 
     def classify(
-        self, path: FieldPath, extra_value_hits: frozenset[str] = frozenset()
+        self,
+        path: FieldPath,
+        extra_value_hits: frozenset[str] = frozenset(),
+        extra_signals: Signals | None = None,
     ) -> FieldClassification:
         """The classification of ``path`` and what decided it (see the module docstring)."""
         text = str(path)
@@ -276,16 +385,9 @@ class Classifier:
                 DecisionSource.CUSTOM_MATCHER,
                 custom.matcher_id,
                 f"custom matcher {custom.name!r} on {custom.target.value}",
+                custom.target,
             )
-        default = _winner(c for c in self.defaults if c.matches_key(key))
-        if default is not None:
-            return FieldClassification(
-                text,
-                default.classification,
-                DecisionSource.DEFAULT_MATCHER,
-                default.matcher_id,
-                f"default matcher {default.name!r}",
-            )
-        return FieldClassification(
-            text, Classification.GREEN, DecisionSource.NONE, "", "no matcher matched"
-        )
+        signals = self.signals.get(text, Signals())
+        if extra_signals is not None:
+            signals = signals | extra_signals
+        return default_decision(path, signals)

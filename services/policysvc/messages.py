@@ -18,6 +18,7 @@ from services.policysvc.classification import (
     MatcherTarget,
     MatchKind,
 )
+from services.policysvc.picker import Picker
 from services.policysvc.policy import Policy, Preview
 
 _DESTINATION_TYPES: dict[int, DestinationType] = {
@@ -83,6 +84,7 @@ _TARGET_PROTOS: dict[MatcherTarget, Any] = {v: k for k, v in _TARGETS.items()}
 _KINDS: dict[int, MatchKind] = {
     policy_pb2.MATCH_KIND_EXACT: MatchKind.EXACT,
     policy_pb2.MATCH_KIND_REGEX: MatchKind.REGEX,
+    policy_pb2.MATCH_KIND_BUILTIN: MatchKind.BUILTIN,
 }
 _KIND_PROTOS: dict[MatchKind, Any] = {v: k for k, v in _KINDS.items()}
 
@@ -141,6 +143,11 @@ def field_message(field: FieldClassification) -> policy_pb2.FieldClassification:
         source=_SOURCE_PROTOS[field.source],
         matcher_id=field.matcher_id,
         decided_by=field.decided_by,
+        decided_on=(
+            _TARGET_PROTOS[field.decided_on]
+            if field.decided_on
+            else policy_pb2.MATCHER_TARGET_UNSPECIFIED
+        ),
     )
 
 
@@ -171,4 +178,21 @@ def preview_message(preview: Preview) -> policy_pb2.PreviewEncryptionResponse:
             for p in preview.previews
         ],
         problems=preview.problems,
+    )
+
+
+def picker_message(picker: Picker) -> policy_pb2.ListSelectableFieldsResponse:
+    return policy_pb2.ListSelectableFieldsResponse(
+        selectable=[
+            policy_pb2.SelectableField(field=field_message(c.field), encrypted=c.encrypted)
+            for c in picker.selectable
+        ],
+        not_selectable=[
+            policy_pb2.UnselectableField(
+                field=field_message(c.field), how_to_change=c.how_to_change
+            )
+            for c in picker.not_selectable
+        ],
+        destination_problems=picker.destination_problems,
+        next_page_token=picker.next_page_token,
     )

@@ -23,9 +23,14 @@ from services.common.limits import check_count
 from services.common.security.auth import Caller, PrincipalKind, Role
 from services.common.security.authz import require
 from services.common.vocabulary import EncryptionFormat
-from services.policysvc.catalog import Destination, DestinationType, Workspace, require_id
+from services.policysvc.catalog import (
+    Destination,
+    Workspace,
+    check_can_encrypt,
+    require_id,
+)
 from services.policysvc.classification import Classification, Classifier
-from services.policysvc.privacy import parse_event
+from services.policysvc.privacy import parse_event, samples_audit
 
 MAX_PREVIEW_SAMPLES = 1000
 MAX_DESTINATION_FILTER = 1000
@@ -91,6 +96,10 @@ class PolicyStore(Protocol):
 
     async def load_context(self, destination_id: str) -> PolicyContext | None: ...
 
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """Makes an audit record durable (a read that accepted PHI), before the answer."""
+        ...
+
     async def get_policy(
         self, destination_id: str, audit: Callable[[Policy], AuditEntry] | None
     ) -> Policy | None: ...
@@ -102,22 +111,6 @@ class PolicyStore(Protocol):
         limit: int,
         audit: Callable[[Policy], AuditEntry] | None,
     ) -> list[Policy] | None: ...
-
-
-def check_can_encrypt(workspace: Workspace, destination: Destination) -> list[str]:
-    """Why this destination cannot have encryption (empty when it can)."""
-    problems = []
-    if not workspace.hipaa.eligible:
-        problems.append(
-            f"workspace {workspace.workspace_id} is not HIPAA eligible; mark it eligible with "
-            "SetHipaaEligibility (eligible=true, baa_reference=<signed BAA id>) first"
-        )
-    if destination.type is not DestinationType.EVENT_STREAM_CLOUD_MODE:
-        problems.append(
-            f"destination {destination.destination_id} is of type {destination.type.value}; "
-            "only event-stream cloud-mode destinations can have encryption"
-        )
-    return problems
 
 
 def classification_problems(classifier: Classifier, paths: Sequence[FieldPath]) -> list[str]:
@@ -160,6 +153,14 @@ def _summary(action: str, added: Sequence[str], removed: Sequence[str]) -> str:
         parts.append("removed " + ", ".join(removed))
     text = "; ".join(parts)
     return text if len(text) <= 500 else text[:497] + "..."
+
+
+# DisableEncryption's answer: the reference product says the same before it turns encryption off.
+DISABLED_NOTICE = (
+    "Encryption is off for future events only: data already sent stays encrypted and opens "
+    "only with this destination's private keys, which PHIseal does not hold. Fields named by "
+    "the previous policy now leave in plaintext; EnableEncryption turns it back on."
+)
 
 
 class Policies:
@@ -307,12 +308,21 @@ class Policies:
 
         return await self._change(destination_id, decide)
 
-    async def disable(self, caller: Caller, destination_id: str, expected_version: int) -> Policy:
-        """Stops future encryption; nothing already sent is decrypted."""
+    async def disable(
+        self, caller: Caller, destination_id: str, expected_version: int, confirmation: str
+    ) -> Policy:
+        """Stops future encryption once the caller confirmed by naming the destination; nothing
+        already sent is decrypted (DISABLED_NOTICE)."""
 
         def decide(ctx: PolicyContext) -> PolicyChange:
             # Disabling weakens protection: admin, not editor.
             require(caller.principal, ctx.workspace.workspace_id, Role.ADMIN)
+            if confirmation != ctx.destination.destination_id:
+                raise InvalidArgument(
+                    "turning encryption off needs confirmation: set confirm_destination_id to "
+                    f"{ctx.destination.destination_id}. Future events will then leave with "
+                    "their fields in plaintext; data already sent stays encrypted"
+                )
             _check_version(ctx.head, expected_version)
             if not ctx.head.enabled:
                 raise FailedPrecondition(
@@ -384,9 +394,23 @@ class Policies:
             paths, version = [parse(f) for f in fields], ctx.head.version
         problems = check_can_encrypt(ctx.workspace, ctx.destination)
         problems += classification_problems(ctx.classifier, paths)
+        parsed = [parse_event(text, f"sample_events[{i}]") for i, text in enumerate(samples)]
+        events = [e for e in parsed if not isinstance(e, str)]
+        # Sample events are PHI: the preview is audited before it is answered.
+        await self._store.record_audit(
+            samples_audit(
+                caller,
+                "Destination Encryption Previewed",
+                ctx.workspace.workspace_id,
+                ctx.destination.destination_id,
+                events,
+                proposed=use_proposed,
+                field_count=len(paths),
+                malformed_count=len(parsed) - len(events),
+            )
+        )
         previews = []
-        for index, text in enumerate(samples):
-            event = parse_event(text, f"sample_events[{index}]")
+        for index, event in enumerate(parsed):
             if isinstance(event, str):
                 previews.append(EventPreview(index, error=event))
                 continue

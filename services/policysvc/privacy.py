@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from services.common.audit import AuditEntry
+from services.common.audit import AuditEntry, JSONValue
 from services.common.data.paging import Page, encode_token
 from services.common.errors import (
     FailedPrecondition,
@@ -30,8 +30,10 @@ from services.policysvc.classification import (
     MatcherTarget,
     MatchKind,
     Override,
+    Signals,
     validate_matcher,
 )
+from services.policysvc.detectors import detect
 
 MAX_SAMPLES = 1000
 MAX_EXTRA_PATHS = 1000
@@ -44,9 +46,10 @@ class ClassifierState:
     matchers: Sequence[Matcher]
     overrides: Sequence[Override]
     value_hits: Mapping[str, frozenset[str]]
+    signals: Mapping[str, Signals] = field(default_factory=dict)
 
     def classifier(self) -> Classifier:
-        return Classifier.of(self.matchers, self.overrides, self.value_hits)
+        return Classifier.of(self.matchers, self.overrides, self.value_hits, self.signals)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,12 @@ class PrivacyStore(Protocol):
     async def known_paths(self, workspace_id: str) -> set[str]: ...
 
     async def record_samples(
-        self, workspace_id: str, paths: Iterable[str], hits: Mapping[str, frozenset[str]]
+        self,
+        workspace_id: str,
+        paths: Iterable[str],
+        hits: Mapping[str, frozenset[str]],
+        signals: Mapping[str, Signals] | None = None,
+        audit: AuditEntry | None = None,
     ) -> None: ...
 
     async def set_override(
@@ -128,6 +136,48 @@ def sampled_values(events: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
     return values
 
 
+# An end-user id longer than this is not one a source sends; it is left out of audit records.
+MAX_END_USER_ID = 200
+
+
+def end_users(events: Iterable[dict[str, Any]]) -> list[str]:
+    """The distinct end users the events concern (userId, else anonymousId), sorted."""
+    found: set[str] = set()
+    for event in events:
+        for name in ("userId", "anonymousId"):
+            value = event.get(name)
+            if isinstance(value, str | int) and not isinstance(value, bool):
+                text = str(value)
+                if text and len(text) <= MAX_END_USER_ID and text.isprintable():
+                    found.add(text)
+                    break
+    return sorted(found)
+
+
+def samples_audit(
+    caller: Caller,
+    event_type: str,
+    workspace_id: str,
+    target: str,
+    events: Sequence[dict[str, Any]],
+    **details: JSONValue,
+) -> AuditEntry:
+    """The record of a call that accepted sample events: how many, and whose; never a value.
+
+    ``end_user_id`` is set when every sample concerns the same end user; with several, the
+    record counts them (their ids are in the samples, which are not kept).
+    """
+    users = end_users(events)
+    entry = AuditEntry.by(
+        caller,
+        event_type=event_type,
+        workspace_id=workspace_id,
+        target=target,
+        details={"sample_count": len(events), "end_user_count": len(users), **details},
+    )
+    return replace(entry, end_user_id=users[0]) if len(users) == 1 else entry
+
+
 def refuse_default(matcher_id: str) -> None:
     if matcher_id.startswith("default:"):
         raise FailedPrecondition(
@@ -163,19 +213,37 @@ class Privacy:
         if len(paths) > MAX_EXTRA_PATHS:
             raise InvalidArgument(f"at most {MAX_EXTRA_PATHS} paths per call")
         extra = {str(parse(text)) for text in paths}
-        values = sampled_values(parse_samples(samples))
+        events = parse_samples(samples)
+        values = sampled_values(events)
         state = await self._store.classifier_state(workspace_id)
         classifier = state.classifier()
         hits = {path: classifier.value_matches(path, found) for path, found in values.items()}
-        if values:
+        signals = {path: Signals(*detect(found)) for path, found in values.items()}
+        if events:
+            # Sample events are PHI: accepting them is audited, with what was learnt from them.
+            audit = samples_audit(
+                caller,
+                "Privacy Sample Events Classified",
+                workspace_id,
+                f"workspace/{workspace_id}",
+                events,
+                path_count=len(values),
+            )
             await self._store.record_samples(
-                workspace_id, values, {p: h for p, h in hits.items() if h}
+                workspace_id,
+                values,
+                {p: h for p, h in hits.items() if h},
+                {p: s for p, s in signals.items() if s.detections or s.kinds},
+                audit,
             )
         known = sorted(await self._store.known_paths(workspace_id) | extra | set(values))
         window = known[page.after : page.after + page.size]
         end = page.after + len(window)
         return ClassificationPage(
-            fields=[classifier.classify(parse(p), hits.get(p, frozenset())) for p in window],
+            fields=[
+                classifier.classify(parse(p), hits.get(p, frozenset()), signals.get(p))
+                for p in window
+            ],
             matchers=[*DEFAULT_MATCHERS, *state.matchers],
             next_page_token=(
                 encode_token(f"classifications:{workspace_id}", end) if end < len(known) else ""

@@ -27,6 +27,7 @@ RULES: Mapping[str, Rule] = {
     _POLICY + "UpdateEncryptedFields": Rule(Role.EDITOR, phi=True),
     _POLICY + "DisableEncryption": Rule(Role.ADMIN, phi=True),
     _POLICY + "ListPolicyVersions": Rule(Role.VIEWER),
+    _POLICY + "ListSelectableFields": Rule(Role.VIEWER, phi=True),
     _POLICY + "PreviewEncryption": Rule(Role.EDITOR, phi=True),
     _POLICY + "WatchPolicies": Rule(Role.VIEWER, services=_ENCRYPTSVC),
 }

@@ -23,11 +23,13 @@ from services.policysvc.messages import (
     match_kind,
     matcher_message,
     matcher_target,
+    picker_message,
     policy_message,
     preview_message,
     workspace_message,
 )
-from services.policysvc.policy import Policies, parse_change, validate_filter
+from services.policysvc.picker import FieldPicker
+from services.policysvc.policy import DISABLED_NOTICE, Policies, parse_change, validate_filter
 from services.policysvc.privacy import Privacy
 
 
@@ -35,11 +37,17 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     """phiseal.policy.v1.PolicyService."""
 
     def __init__(
-        self, catalog: Catalog, privacy: Privacy, policies: Policies, feed: ChangeFeed
+        self,
+        catalog: Catalog,
+        privacy: Privacy,
+        policies: Policies,
+        picker: FieldPicker,
+        feed: ChangeFeed,
     ) -> None:
         self._catalog = catalog
         self._privacy = privacy
         self._policies = policies
+        self._picker = picker
         self._feed = feed
 
     @override
@@ -78,8 +86,14 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def GetDestination(
         self, request: policy_pb2.GetDestinationRequest, context: Context
     ) -> policy_pb2.GetDestinationResponse:
-        destination = await self._catalog.get_destination(current_caller(), request.destination_id)
-        return policy_pb2.GetDestinationResponse(destination=destination_message(destination))
+        destination, problems = await self._catalog.destination_status(
+            current_caller(), request.destination_id
+        )
+        return policy_pb2.GetDestinationResponse(
+            destination=destination_message(destination),
+            encryption_allowed=not problems,
+            encryption_problems=problems,
+        )
 
     @override
     async def ListDestinations(
@@ -182,9 +196,14 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.DisableEncryptionRequest, context: Context
     ) -> policy_pb2.DisableEncryptionResponse:
         policy = await self._policies.disable(
-            current_caller(), request.destination_id, request.expected_version
+            current_caller(),
+            request.destination_id,
+            request.expected_version,
+            request.confirm_destination_id,
         )
-        return policy_pb2.DisableEncryptionResponse(policy=policy_message(policy))
+        return policy_pb2.DisableEncryptionResponse(
+            policy=policy_message(policy), notice=DISABLED_NOTICE
+        )
 
     @override
     async def ListPolicyVersions(
@@ -200,6 +219,20 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             versions=[policy_message(p) for p in page.versions],
             next_page_token=page.next_page_token,
         )
+
+    @override
+    async def ListSelectableFields(
+        self, request: policy_pb2.ListSelectableFieldsRequest, context: Context
+    ) -> policy_pb2.ListSelectableFieldsResponse:
+        picker = await self._picker.list(
+            current_caller(),
+            request.destination_id,
+            list(request.paths),
+            list(request.sample_events),
+            request.page.page_size,
+            request.page.page_token,
+        )
+        return picker_message(picker)
 
     @override
     async def PreviewEncryption(

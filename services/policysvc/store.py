@@ -21,6 +21,7 @@ from services.policysvc.classification import (
     MatcherTarget,
     MatchKind,
     Override,
+    Signals,
 )
 from services.policysvc.policy import Decide, Policy, PolicyContext
 from services.policysvc.privacy import ClassifierState
@@ -230,6 +231,13 @@ SET classification = EXCLUDED.classification, set_by = EXCLUDED.set_by, set_at =
 _DELETE_OVERRIDE = "DELETE FROM classification_overrides WHERE workspace_id = $1 AND path = $2"
 
 _SELECT_VALUE_MATCHES = "SELECT path, matcher_id FROM value_matches WHERE workspace_id = $1"
+_SELECT_SIGNALS = "SELECT path, signal FROM sample_signals WHERE workspace_id = $1"
+
+_INSERT_SIGNALS = """
+INSERT INTO sample_signals (workspace_id, path, signal)
+SELECT $1, s.path, s.signal FROM unnest($2::text[], $3::text[]) AS s (path, signal)
+ON CONFLICT DO NOTHING
+"""
 
 _INSERT_SAMPLE_PATHS = """
 INSERT INTO sample_paths (workspace_id, path)
@@ -282,7 +290,15 @@ async def classifier_state(con: Any, workspace_id: str) -> ClassifierState:
     hits: dict[str, set[str]] = {}
     for row in await con.fetch(_SELECT_VALUE_MATCHES, workspace_id):
         hits.setdefault(row["path"], set()).add(row["matcher_id"])
-    return ClassifierState(matchers, overrides, {p: frozenset(h) for p, h in hits.items()})
+    stored: dict[str, list[str]] = {}
+    for row in await con.fetch(_SELECT_SIGNALS, workspace_id):
+        stored.setdefault(row["path"], []).append(row["signal"])
+    return ClassifierState(
+        matchers,
+        overrides,
+        {p: frozenset(h) for p, h in hits.items()},
+        {p: Signals.decode(found) for p, found in stored.items()},
+    )
 
 
 class PrivacyStore:
@@ -304,11 +320,23 @@ class PrivacyStore:
             return {row["path"] for row in await con.fetch(_KNOWN_PATHS, workspace_id)}
 
     async def record_samples(
-        self, workspace_id: str, paths: Iterable[str], hits: Mapping[str, frozenset[str]]
+        self,
+        workspace_id: str,
+        paths: Iterable[str],
+        hits: Mapping[str, frozenset[str]],
+        signals: Mapping[str, Signals] | None = None,
+        audit: AuditEntry | None = None,
     ) -> None:
         pairs = [(path, matcher_id) for path, ids in hits.items() for matcher_id in sorted(ids)]
+        found = [(p, signal) for p, s in (signals or {}).items() for signal in s.encode()]
         async with self._pool.acquire() as con, con.transaction():
+            if audit is not None:
+                await _outbox(con, audit)
             await con.execute(_INSERT_SAMPLE_PATHS, workspace_id, sorted(paths))
+            if found:
+                await con.execute(
+                    _INSERT_SIGNALS, workspace_id, [p for p, _ in found], [s for _, s in found]
+                )
             if pairs:
                 await con.execute(
                     _INSERT_VALUE_MATCHES,
@@ -489,6 +517,10 @@ class PolicyStore:
     async def load_context(self, destination_id: str) -> PolicyContext | None:
         async with self._pool.acquire() as con, con.transaction(isolation="repeatable_read"):
             return await self._context(con, destination_id, lock=False)
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        async with self._pool.acquire() as con, con.transaction():
+            await _outbox(con, entry)
 
     async def get_policy(
         self, destination_id: str, audit: Callable[[Policy], AuditEntry] | None

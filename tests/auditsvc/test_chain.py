@@ -9,12 +9,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.auditsvc import chain
-from services.auditsvc.audit_log import Event, check_event_type
+from services.auditsvc.audit_log import Event
+from services.common.audit_rules import check_event_type, normalize_details
 from services.common.errors import InvalidArgument
 
 AT = datetime(2026, 3, 1, 8, 30, 0, 123456, tzinfo=UTC)
 KEY = Ed25519PrivateKey.generate()
-KEYS = {chain.key_id(KEY.public_key()): KEY.public_key()}
+KEYS = chain.trust(KEY.public_key())
 
 
 def fields(seq: int, **change: Any) -> dict[str, Any]:
@@ -52,14 +53,14 @@ def test_canonical_form_is_fixed() -> None:
 
 def test_integral_doubles_hash_like_integers() -> None:
     """Struct's 2.0 and jsonb's 2 give the same hash."""
-    assert chain.normalize_details({"v": 2.0, "l": [1.0, 0.5]}) == {"v": 2, "l": [1, 0.5]}
+    assert normalize_details({"v": 2.0, "l": [1.0, 0.5]}) == {"v": 2, "l": [1, 0.5]}
 
 
 @pytest.mark.parametrize("bad", [float("nan"), 2.0**60, "a\x00b"])
 def test_unstorable_details_are_refused(bad: Any) -> None:
     """NaN, numbers beyond 2^53 and NUL characters cannot round-trip and are refused."""
     with pytest.raises(ValueError, match="details"):
-        chain.normalize_details({"v": bad})
+        normalize_details({"v": bad})
 
 
 def test_intact_chain_with_checkpoints_verifies() -> None:

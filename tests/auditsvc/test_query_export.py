@@ -279,7 +279,12 @@ async def test_exports_are_audited(audit: audit_pb2_grpc.AuditServiceStub) -> No
 async def test_reading_needs_auditor_or_admin_in_the_workspace() -> None:
     """A person who is only a viewer of the workspace may not query, export or verify."""
     viewer = Caller(Principal(subject="vic", memberships={WS: frozenset({Role.VIEWER})}), "r1")
-    log = AuditLog(store=None, signing_key=Ed25519PrivateKey.generate())  # type: ignore[arg-type]
+    log = AuditLog(
+        store=None,  # type: ignore[arg-type]
+        signing_key=Ed25519PrivateKey.generate(),
+        trusted={},
+        journal=None,  # type: ignore[arg-type]
+    )
     with pytest.raises(PermissionDenied, match="auditor or admin"):
         await log.query(viewer, Filter(WS), 0, "", "")
     with pytest.raises(PermissionDenied, match="auditor or admin"):

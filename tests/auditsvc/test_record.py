@@ -57,34 +57,48 @@ async def test_people_may_not_record(audit: audit_pb2_grpc.AuditServiceStub) -> 
 async def test_invalid_events_are_refused(
     audit: audit_pb2_grpc.AuditServiceStub, change: dict[str, object], fragment: str
 ) -> None:
-    """Each malformed event gets INVALID_ARGUMENT naming the problem."""
+    """Each malformed event is refused on its own, with a reason naming the problem."""
     bad = event()
     for name, value in change.items():
         setattr(bad, name, value)
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await record(audit, [bad])
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert fragment in (info.value.details() or "")
+    response = await record(audit, [bad])
+    assert (response.recorded, [r.index for r in response.rejected]) == (0, [0])
+    assert fragment in response.rejected[0].reason
 
 
 async def test_missing_timestamp_is_refused(audit: audit_pb2_grpc.AuditServiceStub) -> None:
-    """An event without a timestamp gets INVALID_ARGUMENT."""
+    """An event without a timestamp is refused, naming the timestamp."""
     bad = event()
     bad.ClearField("timestamp")
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await record(audit, [bad])
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    response = await record(audit, [bad])
+    assert [(r.index, r.event_id) for r in response.rejected] == [(0, bad.event_id)]
+    assert "timestamp is required" in response.rejected[0].reason
 
 
 async def test_non_finite_detail_numbers_are_refused(
     audit: audit_pb2_grpc.AuditServiceStub,
 ) -> None:
-    """A details number JSON cannot carry (infinity) gets INVALID_ARGUMENT, not INTERNAL."""
+    """A details number JSON cannot carry (infinity) is refused, not INTERNAL."""
     bad = event()
     bad.details.update({"count": float("inf")})
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await record(audit, [bad])
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    response = await record(audit, [bad])
+    assert [r.index for r in response.rejected] == [0]
+    assert "not finite" in response.rejected[0].reason
+
+
+async def test_one_invalid_event_does_not_refuse_the_batch(
+    audit: audit_pb2_grpc.AuditServiceStub,
+) -> None:
+    """Issue 13 item 5: the valid events of a batch are recorded; only the invalid one (a
+    600-character workspace id, a non-printable target) is refused, each by its index."""
+    long_ws = event("w" * 600, n=1)
+    unprintable = event(n=2)
+    unprintable.target = "classification/traits.\x01email"
+    good = [event(n=0), event(n=3)]
+    response = await record(audit, [good[0], long_ws, unprintable, good[1]])
+    assert (response.recorded, [r.index for r in response.rejected]) == (2, [1, 2])
+    assert [r.event_id for r in response.rejected] == [long_ws.event_id, unprintable.event_id]
+    assert "workspace_id must be printable text" in response.rejected[0].reason
 
 
 async def test_irregular_past_participles_are_accepted(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import grpc
+import orjson
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -20,11 +21,13 @@ from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
+from phiseal_dev.dbroles import runtime_url
 from phiseal_dev.localpg import free_port
 from phiseal_dev.testing import RunningService, session_secrets
 from services.common.audit import AuditEntry
 from services.common.data.outbox import append_to_outbox
 from services.common.data.outbox_relay import to_proto
+from services.common.server.health import ALARMS
 from tests.auditsvc.helpers import PERSON_MD, stub
 from tests.conftest import StartService
 
@@ -132,29 +135,91 @@ async def test_relay_delivers_on_commit(
     assert (await recorded_ids(audit), left) == (ids, 0)
 
 
-async def test_an_unreadable_row_does_not_stop_the_relay(
-    start: StartService, auditsvc: RunningService, database_url: str
-) -> None:
-    """A row the relay cannot turn into an event fails its batch, not the relay: once repaired,
-    it and the rows behind it are delivered."""
-    await start("policysvc", AUDITSVC_ADDR=auditsvc.peer_address, OUTBOX_POLL_SECONDS="0.2")
-    con = await asyncpg.connect(database_url, server_settings={"search_path": "policysvc"})
+async def quarantined(database_url: str, schema: str) -> list[tuple[str, str]]:
+    """(event_id, reason) of the quarantined rows, oldest first."""
+    con = await asyncpg.connect(database_url, server_settings={"search_path": schema})
     try:
-        # An outbox row from a future version: a field this version's protos do not know.
-        (good,) = await write_outbox(database_url, "policysvc", 1)
-        await con.execute(
-            "UPDATE audit_outbox SET event = event || '{\"unknown_field\": 1}'::jsonb, "
-            "delivered_at = NULL WHERE event_id = $1",
-            uuid.UUID(good),
-        )
-        behind = await write_outbox(database_url, "policysvc", 2)
-        await asyncio.sleep(1.0)  # the relay tries, fails, and backs off a few times
-        await con.execute("UPDATE audit_outbox SET event = event - 'unknown_field'")
+        rows = await con.fetch("SELECT event_id, reason FROM audit_outbox_quarantine ORDER BY seq")
     finally:
         await con.close()
+    return [(str(r["event_id"]), r["reason"]) for r in rows]
+
+
+async def alarms_status(service: RunningService) -> tuple[int, int]:
+    """(overall, phiseal.alarms) health after a fresh check."""
+    await service.server.monitor.check_once()
+    async with grpc.aio.insecure_channel(service.health_address) as channel:
+        stub_ = health_pb2_grpc.HealthStub(channel)
+        overall = await stub_.Check(health_pb2.HealthCheckRequest(service=""))
+        alarm = await stub_.Check(health_pb2.HealthCheckRequest(service=ALARMS))
+    return overall.status, alarm.status
+
+
+async def test_an_unreadable_row_is_quarantined_and_the_rest_delivered(
+    start: StartService, auditsvc: RunningService, database_url: str
+) -> None:
+    """A row the relay cannot turn into an event (a field this version does not know) moves to
+    the quarantine table instead of stalling the relay; the rows behind it are delivered."""
+    (odd,) = await write_outbox(database_url, "policysvc", 1)
+    con = await asyncpg.connect(database_url, server_settings={"search_path": "policysvc"})
+    try:
+        await con.execute(
+            "UPDATE audit_outbox SET event = event || '{\"unknown_field\": 1}'::jsonb"
+        )
+    finally:
+        await con.close()
+    behind = await write_outbox(database_url, "policysvc", 2)
+    await start("policysvc", AUDITSVC_ADDR=auditsvc.peer_address, OUTBOX_POLL_SECONDS="0.05")
     audit = stub(auditsvc.channel())
-    await arrived(audit, [good, *behind])
-    assert set(await recorded_ids(audit)) >= {good, *behind}
+    await arrived(audit, behind)
+    assert [i for i, _ in await quarantined(database_url, "policysvc")] == [odd]
+    assert set(await recorded_ids(audit)) == set(behind)
+
+
+async def test_an_entry_auditsvc_refuses_is_quarantined_and_delivery_goes_on(
+    start: StartService, auditsvc: RunningService, database_url: str
+) -> None:
+    """Issue 13 item 5: an outbox entry auditsvc refuses (a 600-character workspace id, as a
+    denial could make before issue 13) no longer blocks the records behind it: they are
+    delivered, it waits in the quarantine table with auditsvc's reason, and the relay raises
+    the alarm (phiseal.alarms NOT_SERVING) while policysvc itself keeps SERVING."""
+    policysvc = await start(
+        "policysvc",
+        AUDITSVC_ADDR=auditsvc.peer_address,
+        OUTBOX_POLL_SECONDS="0.05",
+        OUTBOX_MAX_AGE_SECONDS="0.5",
+    )
+    bad = AuditEntry(
+        event_type="Access Denied",
+        workspace_id="w" * 600,
+        target="phiseal.policy.v1.PolicyService/GetPolicy",
+        actor_user_id="mallory",
+        request_id="r1",
+    )
+    con = await asyncpg.connect(database_url, server_settings={"search_path": "policysvc"})
+    try:
+        # Written as append_to_outbox did before it checked entries.
+        await con.execute(
+            "INSERT INTO audit_outbox (event_id, event) VALUES ($1, $2::jsonb)",
+            uuid.UUID(bad.event_id),
+            orjson.dumps(bad.to_json("policysvc")).decode(),
+        )
+    finally:
+        await con.close()
+    ids = await write_outbox(database_url, "policysvc", 3)
+    audit = stub(auditsvc.channel())
+    await arrived(audit, ids)
+
+    async def alarmed() -> bool:
+        return await alarms_status(policysvc) == (
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
+
+    await eventually(alarmed)
+    ((event_id, reason),) = await quarantined(database_url, "policysvc")
+    assert (event_id, "workspace_id must be printable text" in reason) == (bad.event_id, True)
+    assert await recorded_ids(audit) == ids
 
 
 async def test_redelivery_is_deduplicated(
@@ -284,7 +349,7 @@ async def test_sigkill_before_the_relay_ran_loses_nothing(
     secrets = session_secrets()
     env = {
         **os.environ,
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": runtime_url(database_url, "keysvc"),
         "KEYSVC_PORT": str(port),
         "KEYSVC_PEER_PORT": "0",
         "KEYSVC_HEALTH_PORT": str(health_port),

@@ -1,4 +1,6 @@
-"""Tampering by a superuser who switches the triggers off is caught, live and offline."""
+"""The tamper suite, run as each attacker with database access: the runtime role auditsvc
+connects as (every change refused outright) and a superuser who switches the triggers off
+(every change caught, live and offline)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import asyncpg
 import pytest
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
+from phiseal_dev.dbroles import runtime_url
 from phiseal_dev.testing import RunningService
 from services.auditsvc import cli
 from services.auditsvc.app import AuditServer
@@ -15,6 +18,29 @@ from services.auditsvc.audit_log import AuditLog
 from tests.auditsvc.helpers import event, record, tamper
 
 WS = "ws_t"
+ATTACKERS = ("runtime_role", "superuser")
+
+
+async def attempt(who: str, database_url: str, *statements: str) -> bool:
+    """Tampers as ``who``; True when it went through. The runtime role first tries to switch
+    the append-only triggers off, as the table owner could."""
+    if who == "superuser":
+        await tamper(database_url, *statements)
+        return True
+    con = await asyncpg.connect(
+        runtime_url(database_url, "auditsvc"), server_settings={"search_path": "auditsvc"}
+    )
+    try:
+        for sql in ("ALTER TABLE records DISABLE TRIGGER USER", *statements):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await con.execute(sql)
+    finally:
+        await con.close()
+    return False
+
+
+async def _verdict_ok(audit: audit_pb2_grpc.AuditServiceStub) -> bool:
+    return bool((await _verify(audit)).ok)
 
 
 def audit_log(service: RunningService) -> AuditLog:
@@ -70,60 +96,85 @@ async def test_untouched_log_verifies(
     assert await _verify_offline(audit, tmp_path, auditsvc) == ("OK", 6, "")
 
 
+@pytest.mark.parametrize("who", ATTACKERS)
 async def test_edited_record_is_named(
     audit: audit_pb2_grpc.AuditServiceStub,
     auditsvc: RunningService,
     database_url: str,
     tmp_path: Path,
+    who: str,
 ) -> None:
-    """An edited record is reported as EDITED, live and offline."""
+    """An edited record is refused to the runtime role, and reported as EDITED, live and
+    offline, when a superuser does it."""
     ids = await _five(audit)
-    await tamper(
+    if not await attempt(
+        who,
         database_url,
         "UPDATE records SET actor_user_id = 'mallory' WHERE workspace_id = 'ws_t' AND sequence = 3",
-    )
+    ):
+        assert await _verdict_ok(audit)
+        return
     assert _problem(await _verify(audit)) == ("PROBLEM_KIND_EDITED", 3, ids[2])
     assert await _verify_offline(audit, tmp_path, auditsvc) == ("EDITED", 3, ids[2])
 
 
+@pytest.mark.parametrize("who", ATTACKERS)
 async def test_deleted_record_is_named(
     audit: audit_pb2_grpc.AuditServiceStub,
     auditsvc: RunningService,
     database_url: str,
     tmp_path: Path,
+    who: str,
 ) -> None:
-    """A deleted record is reported as REMOVED at its sequence, live and offline."""
+    """A deleted record is refused to the runtime role, and reported as REMOVED at its
+    sequence, live and offline, when a superuser does it."""
     await _five(audit)
-    await tamper(database_url, "DELETE FROM records WHERE workspace_id = 'ws_t' AND sequence = 2")
+    if not await attempt(
+        who, database_url, "DELETE FROM records WHERE workspace_id = 'ws_t' AND sequence = 2"
+    ):
+        assert await _verdict_ok(audit)
+        return
     assert _problem(await _verify(audit)) == ("PROBLEM_KIND_REMOVED", 2, "")
     assert await _verify_offline(audit, tmp_path, auditsvc) == ("REMOVED", 2, "")
 
 
+@pytest.mark.parametrize("who", ATTACKERS)
 async def test_swapped_records_are_named(
     audit: audit_pb2_grpc.AuditServiceStub,
     auditsvc: RunningService,
     database_url: str,
     tmp_path: Path,
+    who: str,
 ) -> None:
-    """Two records that swapped places are reported as REORDERED at the first, live and offline."""
+    """Two records swapping places is refused to the runtime role, and reported as REORDERED
+    at the first, live and offline, when a superuser does it."""
     ids = await _five(audit)
-    await tamper(
+    if not await attempt(
+        who,
         database_url,
         "UPDATE records SET sequence = 1000 WHERE workspace_id = 'ws_t' AND sequence = 3",
         "UPDATE records SET sequence = 3 WHERE workspace_id = 'ws_t' AND sequence = 4",
         "UPDATE records SET sequence = 4 WHERE workspace_id = 'ws_t' AND sequence = 1000",
-    )
+    ):
+        assert await _verdict_ok(audit)
+        return
     assert _problem(await _verify(audit)) == ("PROBLEM_KIND_REORDERED", 3, ids[3])
     assert await _verify_offline(audit, tmp_path, auditsvc) == ("REORDERED", 3, ids[3])
 
 
+@pytest.mark.parametrize("who", ATTACKERS)
 async def test_truncated_tail_is_caught_by_the_checkpoint(
-    audit: audit_pb2_grpc.AuditServiceStub, auditsvc: RunningService, database_url: str
+    audit: audit_pb2_grpc.AuditServiceStub, auditsvc: RunningService, database_url: str, who: str
 ) -> None:
-    """Deleting the newest records is caught: a checkpoint covers a sequence no longer there."""
+    """Deleting the newest records is refused to the runtime role, and caught when a superuser
+    does it: a checkpoint covers a sequence no longer there."""
     await _five(audit)
     await audit_log(auditsvc).checkpoint()
-    await tamper(database_url, "DELETE FROM records WHERE workspace_id = 'ws_t' AND sequence >= 4")
+    if not await attempt(
+        who, database_url, "DELETE FROM records WHERE workspace_id = 'ws_t' AND sequence >= 4"
+    ):
+        assert await _verdict_ok(audit)
+        return
     assert _problem(await _verify(audit))[:2] == ("PROBLEM_KIND_REMOVED", 4)
 
 
@@ -144,34 +195,37 @@ async def test_verify_a_range(audit: audit_pb2_grpc.AuditServiceStub, database_u
     assert _problem(containing)[:2] == ("PROBLEM_KIND_EDITED", 2)
 
 
-async def _as_writer(database_url: str, sql: str) -> None:
-    con = await asyncpg.connect(
-        database_url,
-        server_settings={"search_path": "auditsvc", "role": "phiseal_audit_writer"},
-    )
-    try:
-        await con.execute(sql)
-    finally:
-        await con.close()
-
-
 @pytest.mark.parametrize(
     "sql",
     [
+        "ALTER TABLE records DISABLE TRIGGER records_append_only",
+        "ALTER TABLE checkpoints DISABLE TRIGGER USER",
+        "SET session_replication_role = replica",
         "UPDATE records SET actor_user_id = 'mallory'",
         "DELETE FROM records",
         "TRUNCATE records",
         "DELETE FROM event_ids",
         "DELETE FROM checkpoints",
+        "UPDATE checkpoints SET signature = ''",
+        "INSERT INTO signing_keys (key_id, public_key_pem) VALUES ('k', 'pem')",
+        "DROP TABLE checkpoints",
+        "CREATE TABLE records_shadow (x int)",
     ],
 )
-async def test_writer_role_cannot_change_the_log(
-    audit: audit_pb2_grpc.AuditServiceStub, database_url: str, sql: str
+async def test_the_service_role_cannot_change_the_log(
+    audit: audit_pb2_grpc.AuditServiceStub, auditsvc: RunningService, sql: str
 ) -> None:
-    """The role auditsvc runs as may not UPDATE, DELETE or TRUNCATE the log."""
+    """Issue 13 item 3: connected exactly as auditsvc is (its DATABASE_URL), disabling the
+    triggers, UPDATE, DELETE, TRUNCATE, DDL and inserting a signing key are all refused."""
     await _five(audit)
-    with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        await _as_writer(database_url, sql)
+    con = await asyncpg.connect(
+        auditsvc.settings.server.database_url, server_settings={"search_path": "auditsvc"}
+    )
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await con.execute(sql)
+    finally:
+        await con.close()
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from phiseal_dev import dbroles
 from phiseal_dev.localpg import LocalPostgres
 from phiseal_dev.testing import ALL_SERVICES, PgCluster, start_service
+from services.migrate import migrate_all
 from tests.common import fake_service
 from tests.common.fake_service import Req
 from tests.conftest import StartService
@@ -90,6 +92,8 @@ async def test_health_follows_the_database() -> None:
     await asyncio.to_thread(pg.start)
     cluster = PgCluster(admin_url=pg.url(), local=pg)
     try:
+        await dbroles.ensure_roles(pg.url(), "postgres")
+        await migrate_all(dbroles.owner_url(pg.url()), ["keysvc"])
         service = await start_service("keysvc", cluster.url("postgres"))
         try:
             channel = service.channel()

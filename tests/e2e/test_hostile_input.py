@@ -25,9 +25,12 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 async def code_of(call: Awaitable[Any]) -> grpc.StatusCode:
     try:
-        await call
+        result = await call
     except grpc.aio.AioRpcError as exc:
         return exc.code()
+    if isinstance(result, audit_pb2.RecordEventsResponse) and result.rejected:
+        # RecordEvents refuses per entry (issue 13): the batch answers OK, naming each refusal.
+        return grpc.StatusCode.INVALID_ARGUMENT
     return grpc.StatusCode.OK
 
 

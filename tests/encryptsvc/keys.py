@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 
+from phiseal_decrypt import xwing
 from services.encryptsvc.envelope import RecipientKey
 
-PrivateKey = rsa.RSAPrivateKey | x25519.X25519PrivateKey
+PrivateKey = rsa.RSAPrivateKey | x25519.X25519PrivateKey | xwing.XWingPrivateKey
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class KeyPair:
 
     @property
     def private_pem(self) -> bytes:
+        if isinstance(self.private, xwing.XWingPrivateKey):
+            return self.private.pem.encode("ascii")
         return self.private.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -28,6 +31,8 @@ class KeyPair:
 
     @property
     def public_pem(self) -> str:
+        if isinstance(self.private, xwing.XWingPrivateKey):
+            return self.private.public.pem
         return (
             self.private.public_key()
             .public_bytes(
@@ -49,3 +54,9 @@ def rsa_key(kid: str = "dest_1.v1", bits: int = 2048) -> KeyPair:
 @functools.cache
 def x25519_key(kid: str = "dest_1.v1") -> KeyPair:
     return KeyPair(kid, x25519.X25519PrivateKey.generate())
+
+
+@functools.cache
+def hybrid_key(kid: str = "dest_1.v1") -> KeyPair:
+    """ML-KEM-768 + X25519 (X-Wing)."""
+    return KeyPair(kid, xwing.XWingPrivateKey.generate())

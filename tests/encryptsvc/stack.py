@@ -15,12 +15,12 @@ from typing import Any
 
 import grpc
 import orjson
-from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
 
+from phiseal_decrypt import Keyring
 from phiseal_dev.testing import person
 from tests.encryptsvc.keys import KeyPair, PrivateKey
 
@@ -61,15 +61,17 @@ EXTRA_FIELDS = [
 ]
 RSA_2048 = common_pb2.KEY_ALGORITHM_RSA_2048
 X25519 = common_pb2.KEY_ALGORITHM_X25519
+HYBRID = common_pb2.KEY_ALGORITHM_MLKEM768_X25519
 JWE = common_pb2.ENCRYPTION_FORMAT_JWE
 SEGMENT = common_pb2.ENCRYPTION_FORMAT_SEGMENT_RSA_OAEP
 
 
 def load_private(pem: str, passphrase: str = "") -> PrivateKey:
     """The customer's side: the PKCS#8 PEM keysvc delivered, opened."""
-    key = serialization.load_pem_private_key(pem.encode(), passphrase.encode() or None)
-    assert not isinstance(key, str)
-    return key  # type: ignore[return-value]
+    # The kit reads every key type keysvc delivers, X-Wing included (cryptography cannot).
+    ring = Keyring()
+    ring.add_pem(pem.encode(), passphrase=passphrase.encode() or None, source="delivered")
+    return ring.entries[0].key
 
 
 class Admin:
@@ -188,7 +190,9 @@ class Admin:
         current = await self.version(destination_id)
         reply = await self.policy.DisableEncryption(
             policy_pb2.DisableEncryptionRequest(
-                destination_id=destination_id, expected_version=current
+                destination_id=destination_id,
+                expected_version=current,
+                confirm_destination_id=destination_id,
             ),
             metadata=PERSON,
         )

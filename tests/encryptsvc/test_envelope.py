@@ -22,7 +22,7 @@ from services.encryptsvc.envelope import (
     ValueTooLong,
     new_sealer,
 )
-from tests.encryptsvc.keys import KeyPair, rsa_key, x25519_key
+from tests.encryptsvc.keys import KeyPair, hybrid_key, rsa_key, x25519_key
 
 VALUES: list[Any] = [
     "jane.doe@example.com",
@@ -189,22 +189,29 @@ def test_segment_with_x25519_key_fails_the_batch() -> None:
         new_sealer(EncryptionFormat.SEGMENT_RSA_OAEP, x25519_key().recipient, "dest_1")
 
 
-@pytest.mark.parametrize("kind", sorted(KEYS))
+@pytest.mark.parametrize("kind", ["rsa", "x25519", "hybrid"])
 def test_constant_parts_encoded_once_give_the_same_tokens(kind: str) -> None:
     """The header's fixed part encoded once per content key, the rest per field, IVs drawn in
     bulk: for messageIds and paths of every length modulo 3 (with characters JSON escapes),
     across IV refills and key rolls, each token's header is exactly the JSON of its header,
-    every IV is distinct, and a JOSE library opens each to its value."""
-    key = _key(kind)
-    sealer = JweSealer(key.recipient, "dest_1", max_uses=97)
+    every IV is distinct, and the kit opens each to its value."""
+    key = {"rsa": rsa_key, "x25519": x25519_key, "hybrid": hybrid_key}[kind]()
+    sealer = new_sealer(EncryptionFormat.JWE, key.recipient, "dest_1", max_uses=97)
     cases = [
         (f"m{'x' * (i % 5)}", f'traits.{"é" * (i % 4)}a["q\\"{i % 3}"]', i) for i in range(300)
     ]
     tokens = [sealer.seal(orjson.dumps(v), mid, path) for mid, path, v in cases]
     ivs = {t.split(".")[2] for t in tokens}
     headers = [orjson.loads(base64.urlsafe_b64decode(t.split(".")[0] + "==")) for t in tokens]
-    assert (len(ivs), sealer.ceks_issued) == (300, 4)
+    assert (len(ivs), getattr(sealer, "ceks_issued", None)) == (300, 4)
     assert [(h[BINDING_CLAIM]["mid"], h[BINDING_CLAIM]["path"]) for h in headers] == [
         (mid, path) for mid, path, _ in cases
     ]
-    assert [_jwcrypto_open(key, t)[0] for t in tokens[::37]] == [v for _, _, v in cases[::37]]
+    ring = Keyring()
+    ring.add(key.private)
+    decryptor = Decryptor(ring)
+    opened = [
+        decryptor.decrypt_value(t, message_id=mid, path=path)
+        for t, (mid, path, _) in list(zip(tokens, cases, strict=True))[::37]
+    ]
+    assert opened == [v for _, _, v in cases[::37]]

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from phiseal_decrypt import BindingMismatch, Decryptor, Keyring, WrongKey, concrete_key
 from phiseal_decrypt.cli import run
@@ -110,6 +111,7 @@ async def test_cli_decrypts_a_jsonl_file_with_a_passphrase_key(
 ) -> None:
     """phiseal-decrypt file: passphrase-protected PKCS#8 key, JSON lines in, plaintext lines out."""
     key = rsa_key()
+    assert isinstance(key.private, rsa.RSAPrivateKey)
     protected = key.private.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -131,6 +133,7 @@ async def test_cli_reports_a_missing_passphrase(
 ) -> None:
     """A protected key without a passphrase (and no terminal) is a clear error, exit 1."""
     key = rsa_key()
+    assert isinstance(key.private, rsa.RSAPrivateKey)
     pem = key.private.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

@@ -11,6 +11,7 @@ from phiseal.common.v1 import common_pb2
 from phiseal.policy.v1 import policy_pb2
 from phiseal.policy.v1.policy_pb2_grpc import PolicyServiceStub
 
+from services.policysvc.classification import DEFAULT_MATCHERS
 from tests.policysvc.conftest import error_of, event_types, new_workspace, status_of
 
 SAMPLES = (Path(__file__).parent.parent / "data" / "sample_events.jsonl").read_text().splitlines()
@@ -96,7 +97,8 @@ async def test_default_matchers_classify_the_sample_events(stub: PolicyServiceSt
         "properties.medication": YELLOW,
         "context.ip": YELLOW,
         "traits.plan": GREEN,
-        "properties.copay": GREEN,
+        "properties.copay": YELLOW,
+        "properties.clinic": GREEN,
     }
     assert {path: found[path] for path in expected} == expected
 
@@ -124,19 +126,20 @@ async def test_key_matching_ignores_case_spaces_underscores_and_dashes(
 async def test_unmatched_path_is_green_with_source_none(stub: PolicyServiceStub) -> None:
     """A path no matcher matches is green, decided by nothing."""
     workspace_id = await new_workspace(stub)
-    field = (await classify(stub, workspace_id, paths=["properties.copay"]))["properties.copay"]
+    field = (await classify(stub, workspace_id, paths=["properties.clinic"]))["properties.clinic"]
     assert (field.classification, field.source) == (GREEN, policy_pb2.DECISION_SOURCE_NONE)
 
 
 async def test_matchers_list_defaults_first(stub: PolicyServiceStub) -> None:
-    """ListClassifications returns the 36 default matchers, then the workspace's own."""
+    """ListClassifications returns the default matchers (key matchers, then value detectors),
+    then the workspace's own."""
     workspace_id = await new_workspace(stub)
     added = await add_matcher(stub, workspace_id)
     reply = await stub.ListClassifications(
         policy_pb2.ListClassificationsRequest(workspace_id=workspace_id)
     )
     defaults = [m for m in reply.matchers if m.is_default]
-    assert (len(defaults), reply.matchers[-1]) == (36, added.matcher)
+    assert (len(defaults), reply.matchers[-1]) == (len(DEFAULT_MATCHERS), added.matcher)
     assert reply.matchers[0].matcher_id == "default:social security number"
 
 
@@ -434,3 +437,27 @@ async def test_list_classifications_of_unknown_workspace_is_not_found(
         )
     )
     assert code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_value_detection_is_remembered_without_the_value(
+    stub: PolicyServiceStub, database_url: str
+) -> None:
+    """A path a built-in detector flagged stays flagged in later listings; only the detector's
+    name is stored, never the value."""
+    workspace_id = await new_workspace(stub)
+    sample = json.dumps({"properties": {"f9": "6011111111111117", "k": "jane@example.com"}})
+    now = await classify(stub, workspace_id, samples=[sample])
+    later = await classify(stub, workspace_id)
+    con = await asyncpg.connect(database_url)
+    try:
+        rows = await con.fetch("SELECT * FROM policysvc.sample_signals")
+    finally:
+        await con.close()
+    dump = "\n".join(str(list(row.values())) for row in rows)
+    decided = {p: (f.classification, f.matcher_id, f.decided_on) for p, f in later.items()}
+    assert decided == {
+        "properties.f9": (RED, "default:value:card", VALUE),
+        "properties.k": (YELLOW, "default:value:email", VALUE),
+    }
+    assert levels(now) == levels(later)
+    assert ("6011111111111117" in dump, "jane" in dump) == (False, False)

@@ -17,8 +17,8 @@ from services.policysvc.classification import (
     MatcherTarget,
     MatchKind,
     Override,
-    normalize_key,
 )
+from services.policysvc.keywords import normalize_key
 from services.policysvc.policy import parse_change
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)

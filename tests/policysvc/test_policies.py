@@ -150,7 +150,7 @@ async def test_enable_red_field_fails_naming_it(stub: PolicyServiceStub) -> None
         stub.EnableEncryption(enable(destination_id, ["traits.email", "traits.password"]))
     )
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "traits.password is red (default matcher 'password')" in message
+    assert "traits.password is red (default matcher 'password'" in message
     assert "SetClassification" in message
     assert "traits.email" not in message
 
@@ -159,11 +159,11 @@ async def test_enable_green_fields_fails_naming_each(stub: PolicyServiceStub) ->
     """Every non-yellow field is named, not only the first."""
     destination_id = await ready_destination(stub)
     code, message = await error_of(
-        stub.EnableEncryption(enable(destination_id, ["traits.plan", "properties.copay"]))
+        stub.EnableEncryption(enable(destination_id, ["traits.plan", "properties.clinic"]))
     )
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "traits.plan is green" in message
-    assert "properties.copay is green" in message
+    assert "properties.clinic is green" in message
 
 
 async def test_override_to_yellow_makes_a_field_selectable(stub: PolicyServiceStub) -> None:
@@ -290,7 +290,11 @@ async def test_disable_then_enable_continues_versions(
     destination_id = await ready_destination(stub)
     await stub.EnableEncryption(enable(destination_id, ["traits.email"]))
     disabled = await stub.DisableEncryption(
-        policy_pb2.DisableEncryptionRequest(destination_id=destination_id, expected_version=1)
+        policy_pb2.DisableEncryptionRequest(
+            destination_id=destination_id,
+            expected_version=1,
+            confirm_destination_id=destination_id,
+        )
     )
     again = await stub.EnableEncryption(enable(destination_id, ["traits.name"], expected=2))
     assert (disabled.policy.version, disabled.policy.enabled, list(disabled.policy.fields)) == (
@@ -310,7 +314,11 @@ async def test_disable_when_not_enabled_fails(stub: PolicyServiceStub) -> None:
     """Disabling a destination without encryption is FAILED_PRECONDITION."""
     destination_id = await ready_destination(stub)
     code = await status_of(
-        stub.DisableEncryption(policy_pb2.DisableEncryptionRequest(destination_id=destination_id))
+        stub.DisableEncryption(
+            policy_pb2.DisableEncryptionRequest(
+                destination_id=destination_id, confirm_destination_id=destination_id
+            )
+        )
     )
     assert code == grpc.StatusCode.FAILED_PRECONDITION
 
@@ -400,7 +408,11 @@ async def test_list_policy_versions_newest_first_in_pages(stub: PolicyServiceStu
     await stub.EnableEncryption(enable(destination_id, ["traits.email"]))
     await stub.UpdateEncryptedFields(update(destination_id, 1, add=("traits.name",)))
     await stub.DisableEncryption(
-        policy_pb2.DisableEncryptionRequest(destination_id=destination_id, expected_version=2)
+        policy_pb2.DisableEncryptionRequest(
+            destination_id=destination_id,
+            expected_version=2,
+            confirm_destination_id=destination_id,
+        )
     )
     seen: list[tuple[int, str]] = []
     token = ""
@@ -499,4 +511,52 @@ async def test_list_policy_versions_by_a_person_is_audited(
     assert (event["event_type"], event["target"]) == (
         "Destination Encryption Policy Viewed",
         destination_id,
+    )
+
+
+async def test_disable_without_confirmation_changes_nothing(
+    stub: PolicyServiceStub, database_url: str
+) -> None:
+    """DisableEncryption without confirm_destination_id naming the destination is
+    INVALID_ARGUMENT saying how to confirm; the policy stays enabled and nothing is audited."""
+    destination_id = await ready_destination(stub)
+    await stub.EnableEncryption(enable(destination_id, ["traits.email"]))
+    before = await event_types(database_url)
+    missing = await error_of(
+        stub.DisableEncryption(
+            policy_pb2.DisableEncryptionRequest(destination_id=destination_id, expected_version=1)
+        )
+    )
+    wrong = await error_of(
+        stub.DisableEncryption(
+            policy_pb2.DisableEncryptionRequest(
+                destination_id=destination_id,
+                expected_version=1,
+                confirm_destination_id="ds_00000000000000000000",
+            )
+        )
+    )
+    policy = await stub.GetPolicy(policy_pb2.GetPolicyRequest(destination_id=destination_id))
+    assert [code for code, _ in (missing, wrong)] == [grpc.StatusCode.INVALID_ARGUMENT] * 2
+    assert f"confirm_destination_id to {destination_id}" in missing[1]
+    assert (policy.policy.enabled, policy.policy.version) == (True, 1)
+    assert [t for t in await event_types(database_url) if t not in before] == [
+        "Destination Encryption Policy Viewed"
+    ]
+
+
+async def test_disable_answer_says_sent_data_stays_encrypted(stub: PolicyServiceStub) -> None:
+    """A confirmed DisableEncryption answers that data already sent stays encrypted."""
+    destination_id = await ready_destination(stub)
+    await stub.EnableEncryption(enable(destination_id, ["traits.email"]))
+    reply = await stub.DisableEncryption(
+        policy_pb2.DisableEncryptionRequest(
+            destination_id=destination_id,
+            expected_version=1,
+            confirm_destination_id=destination_id,
+        )
+    )
+    assert (reply.policy.enabled, "data already sent stays encrypted" in reply.notice) == (
+        False,
+        True,
     )

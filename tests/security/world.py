@@ -209,7 +209,10 @@ class World:
                 fields = {
                     "destination_id": self.encrypting,
                     "expected_version": self.versions[self.encrypting],
+                    "confirm_destination_id": self.encrypting,
                 }
+            case "ListSelectableFields":
+                fields = {"destination_id": self.main, "sample_events": [SAMPLE_LINES[0].decode()]}
             case "PreviewEncryption":
                 fields = {
                     "destination_id": self.main,

@@ -1,4 +1,8 @@
-"""The audit outbox: an entry is written in the same transaction as the change it records."""
+"""The audit outbox: an entry is written in the same transaction as the change it records.
+
+The entry is checked against auditsvc's own rules (services.common.audit_rules) first: one
+auditsvc would refuse fails the action with INVALID_ARGUMENT instead of entering the outbox.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ async def append_to_outbox(
     con: asyncpg.Connection | PoolConnectionProxy, entry: AuditEntry, service: str
 ) -> None:
     """Writes ``entry`` in the caller's transaction: it commits, or fails, with the change."""
+    entry.check(service)
     await con.execute(
         _INSERT_OUTBOX, uuid.UUID(entry.event_id), orjson.dumps(entry.to_json(service)).decode()
     )

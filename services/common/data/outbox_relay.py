@@ -5,9 +5,13 @@ rows), sent with RecordEvents, and marked delivered in the same transaction only
 acknowledged it. A crash between the ack and the commit resends the batch; auditsvc
 deduplicates by event id. While auditsvc is unreachable the relay backs off exponentially up to
 a cap; once the oldest undelivered row is older than ``OUTBOX_MAX_AGE_SECONDS`` the service's
-health check reports NOT_SERVING. ``append_to_outbox`` NOTIFYs ``<schema>_audit_outbox`` at
-commit, which wakes the relay at once; it also polls, because NOTIFY is lost while nobody
-listens.
+health check reports NOT_SERVING. An entry auditsvc refuses as invalid (RecordEvents answers
+per entry) never blocks the rest: it moves to ``audit_outbox_quarantine`` with auditsvc's
+reason, and the relay raises an alarm (log ``audit_entry_quarantined``, the
+``phiseal_audit_outbox_quarantined_total`` counter, and the ``phiseal.alarms`` health detail
+while the table holds rows) and keeps delivering. ``append_to_outbox`` NOTIFYs
+``<schema>_audit_outbox`` at commit, which wakes the relay at once; it also polls, because
+NOTIFY is lost while nobody listens.
 
 The backlog gauges are registered with prometheus-client's default registry; no service
 exposes an HTTP /metrics port yet, so scrape them by adding one (``start_http_server``).
@@ -27,7 +31,7 @@ import orjson
 import structlog
 from google.protobuf import json_format
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from services.common.data.changefeed import ChangeFeed
 from services.common.server.clients import open_peer_channel
@@ -46,6 +50,12 @@ OLDEST_AGE = Gauge(
     ["service"],
 )
 
+QUARANTINED = Counter(
+    "phiseal_audit_outbox_quarantined_total",
+    "Audit outbox entries auditsvc refused as invalid, moved to audit_outbox_quarantine",
+    ["service"],
+)
+
 _CLAIM_BATCH = """
 SELECT seq, event::text AS event FROM audit_outbox
 WHERE delivered_at IS NULL
@@ -57,6 +67,18 @@ FOR UPDATE SKIP LOCKED
 _MARK_DELIVERED = """
 UPDATE audit_outbox SET delivered_at = clock_timestamp() WHERE seq = ANY($1::bigint[])
 """
+
+_QUARANTINE = """
+WITH moved AS (
+    DELETE FROM audit_outbox WHERE seq = ANY($1::bigint[])
+    RETURNING seq, event_id, event, created_at
+)
+INSERT INTO audit_outbox_quarantine (seq, event_id, event, reason, created_at)
+SELECT m.seq, m.event_id, m.event, r.reason, m.created_at
+FROM moved m JOIN unnest($1::bigint[], $2::text[]) AS r(seq, reason) ON r.seq = m.seq
+"""
+
+_QUARANTINE_COUNT = "SELECT count(*) FROM audit_outbox_quarantine"
 
 _BACKLOG = """
 SELECT count(*) AS rows,
@@ -190,23 +212,61 @@ class OutboxRelay:
                     await self._wake.wait()
 
     async def deliver_batch(self, stub: audit_pb2_grpc.AuditServiceStub) -> int:
-        """Sends one batch and marks it delivered; returns its size (0 when none is waiting)."""
+        """Sends one batch, marks it delivered and quarantines what auditsvc refused; returns
+        its size (0 when none is waiting)."""
         async with self._pool.acquire() as con, con.transaction():
             rows = await con.fetch(_CLAIM_BATCH, self._settings.batch_size)
             if not rows:
                 return 0
-            request = audit_pb2.RecordEventsRequest(
-                events=[to_proto(orjson.loads(r["event"])) for r in rows]
-            )
-            response = await stub.RecordEvents(request, timeout=self._settings.rpc_timeout)
-            await con.execute(_MARK_DELIVERED, [r["seq"] for r in rows])
+            refused: dict[int, str] = {}
+            sent: list[asyncpg.Record] = []
+            events: list[audit_pb2.AuditEvent] = []
+            for row in rows:
+                try:
+                    events.append(to_proto(orjson.loads(row["event"])))
+                    sent.append(row)
+                except (ValueError, json_format.ParseError) as exc:
+                    refused[row["seq"]] = f"not an AuditEvent: {type(exc).__name__}"
+            recorded = duplicates = 0
+            if events:
+                response = await stub.RecordEvents(
+                    audit_pb2.RecordEventsRequest(events=events),
+                    timeout=self._settings.rpc_timeout,
+                )
+                recorded, duplicates = response.recorded, response.duplicates
+                for rejection in response.rejected:
+                    if rejection.index < len(sent):
+                        refused[sent[rejection.index]["seq"]] = rejection.reason
+            if refused:
+                await con.execute(_QUARANTINE, list(refused), list(refused.values()))
+            delivered = [r["seq"] for r in rows if r["seq"] not in refused]
+            await con.execute(_MARK_DELIVERED, delivered)
+        for seq, reason in refused.items():
+            QUARANTINED.labels(self._service).inc()
+            log.error("audit_entry_quarantined", outbox_seq=seq, reason=reason)
         log.info(
             "outbox_delivered",
             rows=len(rows),
-            recorded=response.recorded,
-            duplicates=response.duplicates,
+            recorded=recorded,
+            duplicates=duplicates,
+            quarantined=len(refused),
         )
         return len(rows)
+
+    async def quarantine_alarm(self) -> str | None:
+        """A health detail (health.ALARMS) while refused entries wait for an operator."""
+        try:
+            async with asyncio.timeout(2.0):
+                async with self._pool.acquire() as con:
+                    count = await con.fetchval(_QUARANTINE_COUNT)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            return None  # the database check reports an unreachable database
+        if not count:
+            return None
+        return (
+            f"audit outbox: {count} entries refused by auditsvc wait in "
+            f"{self._schema}.audit_outbox_quarantine (see the reason column)"
+        )
 
     async def health_check(self) -> str | None:
         """NOT_SERVING when the oldest undelivered row is older than OUTBOX_MAX_AGE_SECONDS."""

@@ -40,6 +40,8 @@ class ServerParts:
     # None with GrpcServer.from_settings, which picks it from the security settings.
     authenticator: Authenticator | None = None
     checks: Sequence[HealthCheck] = ()
+    # Health details that raise an alarm without stopping the service (health.ALARMS).
+    alarms: Sequence[HealthCheck] = ()
     # In dependency order (the pool first, then peer channels, then what uses them): started
     # in this order once the ports are bound, stopped in reverse once the server has stopped.
     components: Sequence[Component] = ()
@@ -84,7 +86,9 @@ class GrpcServer:
         if access is None and parts.rules is not None:
             access = Access(rules=parts.rules, auditor=parts.denial_auditor)
         self.health = HealthServicer()
-        self.monitor = HealthMonitor(self.health, parts.service_names, parts.checks, check_interval)
+        self.monitor = HealthMonitor(
+            self.health, parts.service_names, parts.checks, check_interval, parts.alarms
+        )
         self.server = grpc.aio.server(
             interceptors=[ServerInterceptor(authenticator, access)],
             options=[

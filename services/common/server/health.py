@@ -1,4 +1,10 @@
-"""Health that follows the service's dependencies: NOT_SERVING while any check fails."""
+"""Health that follows the service's dependencies: NOT_SERVING while any check fails.
+
+Alarms are health details that must not stop the service (a quarantined audit entry, an audit
+chain that stopped verifying): they set the separate health service name ``phiseal.alarms``
+to NOT_SERVING and log ``health_alarm`` with the reasons, while the service itself keeps
+SERVING — an alarm is for a person to look at, not a reason to take dependants down.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ HealthCheck = Callable[[], Awaitable[str | None]]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# `grpcurl -plaintext -d '{"service":"phiseal.alarms"}' host:port grpc.health.v1.Health/Check`
+ALARMS = "phiseal.alarms"
 
 
 def database_check(pool: asyncpg.Pool, timeout: float = 2.0) -> HealthCheck:
@@ -45,10 +53,14 @@ class HealthMonitor:
         service_names: Sequence[str],
         checks: Sequence[HealthCheck],
         interval: float,
+        alarms: Sequence[HealthCheck] = (),
     ) -> None:
         self._servicer = servicer
         self._names = ["", *service_names]
         self._checks = list(checks)
+        self._alarms = list(alarms)
+        self._alarm_reasons: list[str] | None = None
+        self.alarm_reasons: list[str] = []
         self._periodic = Periodic("health-monitor", interval, self.check_once)
         self._serving: bool | None = None
         self._stopping = False
@@ -64,9 +76,18 @@ class HealthMonitor:
 
     async def check_once(self) -> bool:
         reasons = [r for r in await asyncio.gather(*(c() for c in self._checks)) if r]
+        alarms = [r for r in await asyncio.gather(*(c() for c in self._alarms)) if r]
         serving = not reasons
         if self._stopping:
             return False
+        if alarms != self._alarm_reasons:
+            await self._servicer.set(ALARMS, NOT_SERVING if alarms else SERVING)
+            if alarms:
+                log.error("health_alarm", alarms=alarms)
+            elif self._alarm_reasons:
+                log.info("health_alarm_cleared")
+            self._alarm_reasons = alarms
+            self.alarm_reasons = alarms
         if serving != self._serving:
             for name in self._names:
                 await self._servicer.set(name, SERVING if serving else NOT_SERVING)
