@@ -22,12 +22,14 @@ from phiseal_decrypt.core import (
     decrypt_lines,
     split_key_spec,
 )
+from phiseal_decrypt.paths import parse_path
 
 USAGE_EXAMPLES = """examples:
   phiseal-decrypt --key dest_1.v1.pem value 'eyJhbGciOi...'
   phiseal-decrypt --key dest_1.v1.pem --key dest_1.v2=new.pem event received.json
   phiseal-decrypt --key k.pem --passphrase-env KEY_PASS file export.jsonl -o plain.jsonl
   phiseal-decrypt --key dest_1.v2.pem challenge 'eyJhbGciOi...'
+  phiseal-decrypt --key k.pem --only traits.email --only 'properties.allergy[*]' file in.jsonl
 """
 
 
@@ -57,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
         help="also decrypt SEGMENT_RSA_OAEP values (base64 strings of one RSA block)",
     )
     parser.add_argument("--no-cache", action="store_true", help="do not cache unwrapped data keys")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="PATH",
+        help="decrypt only values at this field path (repeat for each of the policy's paths); "
+        "anything else, even if it looks like ciphertext, is left as it is",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     value = sub.add_parser("value", help="decrypt one ciphertext string")
     value.add_argument("ciphertext")
@@ -116,9 +125,26 @@ def _with_progress(stream: BinaryIO, name: str, enabled: bool) -> Iterator[bytes
             yield line
 
 
+class _Errors:
+    """Reports values that fail, one line each, without breaking the progress bar's line."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, number: int, path: str, error: DecryptError) -> None:
+        self.count += 1
+        where = f"line {number}: {path}: " if path else f"line {number}: "
+        # tqdm.write clears the bar, writes the line, then redraws the bar below it.
+        tqdm.write(f"phiseal-decrypt: {where}{error}", file=sys.stderr)
+
+
 def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
+    errors = _Errors()
     try:
+        if args.only:
+            for path in args.only:
+                parse_path(path)
         decryptor = Decryptor(_keyring(args), cache_size=0 if args.no_cache else 4096)
         if args.command == "value":
             if args.format == "segment":
@@ -135,19 +161,26 @@ def run(argv: Sequence[str]) -> int:
                 event = exactjson.loads(stream.read())
             if not isinstance(event, dict):
                 raise DecryptError("the event is not a JSON object")
-            opened = decryptor.decrypt_event(event, segment=args.segment)
+            failed: list[tuple[str, DecryptError]] = []
+            opened = decryptor.decrypt_event(
+                event, segment=args.segment, only=args.only, errors=failed
+            )
+            for path, exc in failed:
+                errors(1, path, exc)
             sys.stdout.buffer.write(orjson.dumps(opened) + b"\n")
         else:
             out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
             with _open_in(args.input) as stream, out:
                 progress = not args.no_progress
                 lines = _with_progress(stream, args.input, progress)
-                for chunk in decrypt_lines(decryptor, lines, segment=args.segment):
+                for chunk in decrypt_lines(
+                    decryptor, lines, segment=args.segment, only=args.only, on_error=errors
+                ):
                     out.write(chunk)
-    except (DecryptError, orjson.JSONDecodeError, OSError) as exc:
+    except (DecryptError, orjson.JSONDecodeError, OSError, ValueError) as exc:
         print(f"phiseal-decrypt: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if errors.count else 0
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import binascii
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from phiseal_decrypt import exactjson, pbes2, xwing
 from phiseal_decrypt.jose import ALG_ECDH, ALG_RSA, BINDING_CLAIM, ENC, OAEP, ecdh_es_kek
+from phiseal_decrypt.paths import PathFilter, Place
 
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_$@:\-]+")
 
@@ -48,13 +49,17 @@ class PassphraseRequired(DecryptError):
 @dataclass
 class _Entry:
     key: PrivateKey
-    kid: str | None  # None until a value proves which kid this key opens
+    kid: str | None  # the label the customer gave it, if any
     source: str
+    # kids this key has opened: an ordering hint only. A kid is an unauthenticated header that
+    # anyone with the public key can write, so it must never take a key away from another kid.
+    opened: set[str] = field(default_factory=set)
 
 
 @dataclass
 class Keyring:
-    """Private keys, each optionally labelled with its kid; unlabelled keys are tried in turn."""
+    """Private keys, each optionally labelled with its kid. A value's kid only orders the
+    candidates (labelled for it, then known to open it, then the rest); every key is tried."""
 
     entries: list[_Entry] = field(default_factory=list)
 
@@ -95,15 +100,18 @@ class Keyring:
         return ring
 
     def candidates(self, kid: str, rsa_only: bool = False) -> list[_Entry]:
-        """Keys labelled ``kid`` first, then unlabelled keys of a usable type."""
-        labelled = [e for e in self.entries if e.kid == kid]
-        if labelled:
-            return labelled
-        return [
-            e
-            for e in self.entries
-            if e.kid is None and (not rsa_only or isinstance(e.key, rsa.RSAPrivateKey))
-        ]
+        """Every key of a usable type: labelled ``kid`` first, then those that opened ``kid``
+        before, then unlabelled ones, then those labelled for other kids."""
+        usable = [e for e in self.entries if not rsa_only or isinstance(e.key, rsa.RSAPrivateKey)]
+
+        def rank(entry: _Entry) -> int:
+            if entry.kid == kid:
+                return 0
+            if kid in entry.opened:
+                return 1
+            return 2 if entry.kid is None else 3
+
+        return sorted(usable, key=rank)  # stable: the customer's order within a rank
 
     def rsa_keys(self) -> list[rsa.RSAPrivateKey]:
         return [e.key for e in self.entries if isinstance(e.key, rsa.RSAPrivateKey)]
@@ -235,8 +243,8 @@ class Decryptor:
             cek = _try_unwrap(entry.key, wrapped, peer, ek)
             if cek is not None:
                 self.unwraps += 1
-                if entry.kid is None and kid:
-                    entry.kid = kid  # remember: later values with this kid go straight to it
+                if kid:
+                    entry.opened.add(kid)  # later values with this kid try it first
                 aead = AESGCM(cek)
                 if self._cache_size:
                     self._ceks[cache_key] = aead
@@ -336,32 +344,52 @@ class Decryptor:
         *,
         segment: bool = False,
         destination_id: str | None = None,
+        only: Sequence[str] | PathFilter | None = None,
+        errors: list[tuple[str, DecryptError]] | None = None,
     ) -> dict[str, Any]:
         """A copy of ``event`` with every PHIseal JWE (and, if ``segment``, SEGMENT) value opened.
 
         Each JWE's binding claims must match the event's messageId and the path it sits at.
+        ``only`` (the policy's field paths) limits decryption to values at those paths or at a
+        prefix of one; anything else is left as it came, even if it looks like ciphertext.
+        With ``errors``, a value that fails is left as it came and (path, error) is appended;
+        without, the first failure raises.
         """
         message_id = event.get("messageId")
         mid = message_id if isinstance(message_id, str) else ""
         sizes = {k.key_size // 8 for k in self.keyring.rsa_keys()} if segment else set()
+        wanted = PathFilter(only) if only is not None and not isinstance(only, PathFilter) else only
 
-        def walk(node: Any, path: str) -> Any:
-            if isinstance(node, str):
+        def open_value(node: str, path: str) -> Any:
+            try:
                 if looks_like_jwe(node):
                     return self.decrypt_value(
                         node, message_id=mid, path=path, destination_id=destination_id
                     )
                 if self._is_segment(node, sizes):
                     return self.decrypt_segment(node)
+            except DecryptError as exc:
+                if errors is None:
+                    raise
+                errors.append((path, exc))
+            return node
+
+        def walk(node: Any, path: str, place: Place) -> Any:
+            if wanted is not None and not wanted.on_path(place):
                 return node
+            if isinstance(node, str):
+                return open_value(node, path)
             if isinstance(node, dict):
-                return {k: walk(v, path + concrete_key(k, first=not path)) for k, v in node.items()}
+                return {
+                    k: walk(v, path + concrete_key(k, first=not path), (*place, k))
+                    for k, v in node.items()
+                }
             if isinstance(node, list):
-                return [walk(v, f"{path}[{i}]") for i, v in enumerate(node)]
+                return [walk(v, f"{path}[{i}]", (*place, i)) for i, v in enumerate(node)]
             return node
 
         return {
-            key: walk(value, concrete_key(key, first=True)) if key != "messageId" else value
+            key: walk(value, concrete_key(key, first=True), (key,)) if key != "messageId" else value
             for key, value in event.items()
         }
 
@@ -387,21 +415,43 @@ def _try_unwrap(
         return None
 
 
+ErrorSink = Callable[[int, str, DecryptError], None]
+
+
 def decrypt_lines(
-    decryptor: Decryptor, lines: Sequence[bytes] | Iterable[bytes], *, segment: bool = False
+    decryptor: Decryptor,
+    lines: Sequence[bytes] | Iterable[bytes],
+    *,
+    segment: bool = False,
+    only: Sequence[str] | None = None,
+    on_error: ErrorSink | None = None,
 ) -> Iterable[bytes]:
-    """Decrypts JSON lines; yields one JSON line (with newline) per non-blank input line."""
+    """Decrypts JSON lines; yields one JSON line (with newline) per non-blank input line.
+
+    With ``on_error(line_number, path, error)``, a line or value that fails is reported and the
+    file goes on (the value, or an unreadable line, is written as it came); without, it raises.
+    """
+    wanted = PathFilter(only) if only is not None else None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             event = exactjson.loads(line)
-        except orjson.JSONDecodeError:
-            raise DecryptError(f"line {number}: not valid JSON") from None
-        if not isinstance(event, dict):
-            raise DecryptError(f"line {number}: not a JSON object")
+            if not isinstance(event, dict):
+                raise DecryptError("not a JSON object")
+        except (orjson.JSONDecodeError, DecryptError) as exc:
+            error = exc if isinstance(exc, DecryptError) else DecryptError("not valid JSON")
+            if on_error is None:
+                raise DecryptError(f"line {number}: {error}") from None
+            on_error(number, "", error)
+            yield line.rstrip(b"\r\n") + b"\n"
+            continue
+        failed: list[tuple[str, DecryptError]] | None = [] if on_error is not None else None
         try:
-            opened = decryptor.decrypt_event(event, segment=segment)
+            opened = decryptor.decrypt_event(event, segment=segment, only=wanted, errors=failed)
         except DecryptError as exc:
             raise type(exc)(f"line {number}: {exc}") from None
+        for path, problem in failed or ():
+            assert on_error is not None
+            on_error(number, path, problem)
         yield orjson.dumps(opened) + b"\n"

@@ -1,8 +1,10 @@
 """The development PKI: a CA and one certificate per service identity, created once under a folder.
 
-Every service certificate names its identity as a URI SAN ``spiffe://phiseal/<service>`` and
-is valid both as a server certificate (DNS ``localhost``, IP ``127.0.0.1``) and as the client
-certificate that service presents to its peers.
+A service certificate names its service (URI SAN ``spiffe://phiseal/<service>`` and DNS SAN
+``<service>``, which peers demand) and is valid as a server and as a client. For people on a
+developer's loopback (grpcurl, the CLIs) it also carries ``localhost`` and ``127.0.0.1``; no peer
+channel accepts those as proof of which service answers. A client-only identity (``producer``)
+names no host at all and is valid for client authentication only.
 """
 
 from __future__ import annotations
@@ -27,10 +29,31 @@ from services.common.security.tls import (
     SERVICE_IDENTITIES,
     TlsFiles,
     identity_uri,
+    server_name,
     write_private,
 )
 
 _DAY = dt.timedelta(days=1)
+# Names people use for a service on a developer's loopback (never proof for a peer channel).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
+
+
+def _sans(identity: str, hosts: Sequence[str] | None) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity_uri(identity))]
+    if hosts is None:
+        return names
+    for host in (server_name(identity), *hosts):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
+def _usages(server: bool) -> list[x509.ObjectIdentifier]:
+    if server:
+        return [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    return [ExtendedKeyUsageOID.CLIENT_AUTH]
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -110,19 +133,15 @@ class CertificateAuthority:
         self,
         identity: str,
         *,
-        hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+        hosts: Sequence[str] | None = LOOPBACK_HOSTS,
         not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
     ) -> tuple[bytes, bytes]:
-        """A (certificate PEM, key PEM) pair for ``identity``, usable as server and client."""
+        """A (certificate PEM, key PEM) pair for ``identity``: a server naming the service and
+        ``hosts`` (and a client), or with ``hosts=None`` a client only."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
-        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity_uri(identity))]
-        for host in hosts:
-            try:
-                sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-            except ValueError:
-                sans.append(x509.DNSName(host))
+        sans = _sans(identity, hosts)
         cert = (
             x509.CertificateBuilder()
             .subject_name(_name(identity))
@@ -133,12 +152,7 @@ class CertificateAuthority:
             .not_valid_after(not_after or now + 825 * _DAY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
+            .add_extension(x509.ExtendedKeyUsage(_usages(hosts is not None)), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
             )
@@ -174,21 +188,31 @@ class DevPki:
         result: dict[str, TlsFiles] = {}
         for identity in identities:
             files = self.files(identity)
-            if not (files.cert.exists() and files.key.exists()) or not _signed_by(
-                files.cert.read_bytes(), ca
+            hosts = None if identity in CLIENT_IDENTITIES else LOOPBACK_HOSTS
+            if not (files.cert.exists() and files.key.exists()) or not _current(
+                files.cert.read_bytes(), ca, identity, hosts
             ):
-                cert_pem, key_pem = ca.issue(identity)
+                cert_pem, key_pem = ca.issue(identity, hosts=hosts)
                 write_private(files.key, key_pem)
                 write_private(files.cert, cert_pem)
             result[identity] = files
         return result
 
 
-def _signed_by(cert_pem: bytes, ca: CertificateAuthority) -> bool:
-    """Whether ``cert_pem`` was issued by ``ca`` and is still valid (else it is re-issued)."""
+def _current(
+    cert_pem: bytes, ca: CertificateAuthority, identity: str, hosts: Sequence[str] | None
+) -> bool:
+    """Whether ``cert_pem`` was issued by ``ca``, is still valid and names what ``issue`` would
+    name now (else it is re-issued: a folder from before certificates named their service)."""
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
         cert.verify_directly_issued_by(ca.cert)
-    except (ValueError, TypeError, InvalidSignature):
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
         return False
-    return cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + _DAY
+    return (
+        set(sans) == set(_sans(identity, hosts))
+        and set(usages) == set(_usages(hosts is not None))
+        and cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + _DAY
+    )

@@ -36,6 +36,7 @@ from services.common.security.tls import (
     SERVICE_IDENTITIES,
     TlsFiles,
     channel_credentials,
+    server_name,
 )
 from services.common.server.grpc_server import GrpcServer
 from services.migrate import migrate_all
@@ -225,11 +226,17 @@ def person_channel(
 
 
 def peer_channel(
-    address: str, identity: str, options: Sequence[tuple[str, Any]] = ()
+    address: str,
+    identity: str,
+    options: Sequence[tuple[str, Any]] = (),
+    *,
+    service: str | None = None,
 ) -> grpc.aio.Channel:
-    """Mutual TLS to a peer port presenting ``identity``'s session certificate."""
+    """Mutual TLS to a peer port presenting ``identity``'s session certificate; with
+    ``service``, the server must prove to be that service (as services' own channels do)."""
     credentials = channel_credentials(session_secrets().files(identity))
-    return grpc.aio.secure_channel(address, credentials, options=list(options))
+    names = [] if service is None else [("grpc.ssl_target_name_override", server_name(service))]
+    return grpc.aio.secure_channel(address, credentials, options=[*options, *names])
 
 
 def with_database(url: str, database: str) -> str:
@@ -345,7 +352,7 @@ class RunningService:
         """Mutual TLS to the peer port presenting ``identity``'s certificate from our CA."""
         if not self.tls:
             return self.plaintext_channel(self.peer_address)
-        return self._keep(peer_channel(self.peer_address, identity))
+        return self._keep(peer_channel(self.peer_address, identity, service=self.name))
 
     def plaintext_channel(self, address: str | None = None) -> grpc.aio.Channel:
         """No TLS at all (to the service port unless told otherwise)."""

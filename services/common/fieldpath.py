@@ -12,7 +12,10 @@ Grammar (documented in the README):
 Examples: ``traits.email``, ``context.traits.phone``, ``traits.address.zipcode``,
 ``properties.allergy[*]``, ``properties.items[*].sku``, ``traits["first name"]``.
 
-A path names a whole value, whatever its JSON type; encrypting it replaces that value.
+A path names a whole value, whatever its JSON type; encrypting it replaces that value. Where an
+event's shape drifts from the path (a string where the path goes on into an array or object, an
+object where it indexes an array), the value found at that point is what the path names in this
+event: ``sealed_places`` gives it, and encryptsvc encrypts it whole (docs/format.md, "Shape drift").
 """
 
 from __future__ import annotations
@@ -207,6 +210,43 @@ def _walk(node: Any, segments: tuple[Segment, ...], i: int, prefix: str) -> Iter
             yield Location(node, index, concrete)
         else:
             yield from _walk(node[index], segments, i + 1, concrete)
+
+
+def sealed_places(event: dict[str, Any], path: FieldPath) -> Iterator[Location]:
+    """What encrypting ``path`` replaces in ``event``: every match, and where the event's shape
+    cuts the path (a value of another type than the next segment needs), the value there whole.
+
+    Missing keys and indices past an array's end name nothing and are skipped, as in ``find``.
+    """
+    yield from _walk_sealed(event, None, None, path.segments, 0, "")
+
+
+def _walk_sealed(
+    node: Any,
+    container: dict[str, Any] | list[Any] | None,
+    key: str | int | None,
+    segments: tuple[Segment, ...],
+    i: int,
+    prefix: str,
+) -> Iterator[Location]:
+    if i == len(segments):
+        if container is not None and key is not None:  # paths have at least two segments
+            yield Location(container, key, prefix)
+        return
+    seg = segments[i]
+    if isinstance(seg, str):
+        if isinstance(node, dict):
+            if seg in node:
+                concrete = prefix + _key_text(seg, first=not prefix)
+                yield from _walk_sealed(node[seg], node, seg, segments, i + 1, concrete)
+            return
+    elif isinstance(node, list):
+        indices = range(len(node)) if isinstance(seg, Each) else [seg] if seg < len(node) else []
+        for index in indices:
+            yield from _walk_sealed(node[index], node, index, segments, i + 1, f"{prefix}[{index}]")
+        return
+    if container is not None and key is not None:  # the event itself is always an object
+        yield Location(container, key, prefix)
 
 
 def leaf_paths(event: dict[str, Any]) -> list[str]:

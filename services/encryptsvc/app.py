@@ -22,8 +22,10 @@ SERVICE_NAME = encrypt_pb2.DESCRIPTOR.services_by_name["EncryptService"].full_na
 async def build(settings: Settings) -> GrpcServer:
     """Wires encryptsvc; the returned server is not started yet. It owns no database."""
     security = settings.server.security
-    policy_channel = open_peer_channel(settings.policysvc_addr, "encryptsvc", security)
-    key_channel = open_peer_channel(settings.keysvc_addr, "encryptsvc", security)
+    policy_channel = open_peer_channel(
+        settings.policysvc_addr, "encryptsvc", security, peer="policysvc"
+    )
+    key_channel = open_peer_channel(settings.keysvc_addr, "encryptsvc", security, peer="keysvc")
     policy_client = PolicyClient(policy_channel, settings.peer_timeout)
     key_client = KeyClient(key_channel, settings.peer_timeout)
     policies: Cache[Policy] = Cache(

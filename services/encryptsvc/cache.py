@@ -131,18 +131,23 @@ class Cache(Generic[V]):
         self.confirmed_at = max(self.confirmed_at, min(change.observed_at, self._clock()))
 
     def health(self) -> str | None:
-        """None once the watch stream has delivered its first RESYNC and while it is live (or
-        was, within the staleness bound); otherwise why not.
+        """None once the watch stream has delivered its first RESYNC and while it has confirmed
+        freshness within the staleness bound; otherwise why not.
 
         A replica that has never heard from its stream cannot confirm that anything it loads
-        stays fresh, so it does not call itself SERVING until the stream is live.
+        stays fresh, so it does not call itself SERVING until the stream is live. Being
+        connected is no confirmation: a peer stopped with its connection open (SIGSTOP, a hung
+        process) sends nothing, and every batch is refused while health would say SERVING.
         """
         if not self.synced:
             return f"{self.name} watch stream has not delivered its first RESYNC yet"
-        if self.connected:
-            return None
         if self._clock() - self.confirmed_at <= self._max_staleness:
             return None
+        if self.connected:
+            return (
+                f"{self.name} watch stream connected but no confirmation of freshness for "
+                f"longer than {self._max_staleness:g}s (is the peer stalled?)"
+            )
         return f"{self.name} watch stream down for longer than {self._max_staleness:g}s"
 
     async def follow(self) -> None:

@@ -26,6 +26,15 @@ from services.encryptsvc.selection import Selection, compile_selection
 # streams and other calls are not starved: counting events alone let a batch of few events with
 # huge [*] arrays (16 MB of them fits a request) hold the loop for seconds.
 _YIELD_AFTER = 512
+# Bytes a result adds to the response beyond its event: protobuf tags and lengths.
+_RESULT_OVERHEAD = 24
+# The response's own fields (versions, kid, format) beyond the results.
+_RESPONSE_OVERHEAD = 1024
+# Room kept for each event not yet answered, so that its error result always fits: error texts
+# are cut to these many bytes (messages are a few hundred, paths rarely longer than 100).
+_MAX_ERROR_MESSAGE = 600
+_MAX_ERROR_PATH = 300
+ERROR_RESERVE = 1024
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,10 @@ class Limits:
     max_event_bytes: int = 256 * 1024
     max_depth: int = 32
     max_cek_uses: int = MAX_CEK_USES
+    # An event whose encrypted form would be larger fails alone (docs/format.md, "Output size").
+    max_event_output_bytes: int = 1024 * 1024
+    # The largest response gRPC will send (the server's PHISEAL_MAX_MESSAGE_BYTES).
+    max_response_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -130,19 +143,49 @@ class Encryptor:
         )
         outcomes: list[EventOutcome] = []
         work = 0
-        for raw in events:
+        # The response must stay under the largest message gRPC sends, or the whole batch fails
+        # after all its work: each event gets what is left, less room for the others' errors.
+        used = _RESPONSE_OVERHEAD + len(snapshot.key.kid)
+        for index, raw in enumerate(events):
             if work >= _YIELD_AFTER:
                 await asyncio.sleep(0)
                 work = 0
+            reserve = (len(events) - index - 1) * ERROR_RESERVE
+            room = self._limits.max_response_bytes - used - reserve - _RESULT_OVERHEAD
             try:
-                outcome = self._encrypt_one(raw, selection, sealer)
+                outcome = self._encrypt_one(raw, selection, sealer, room)
             except _Refused as refused:
-                outcome = EventOutcome(None, refused.error)
+                outcome = EventOutcome(None, _bounded(refused.error))
             outcomes.append(outcome)
+            used += _result_size(outcome)
             work += 1 + outcome.encrypted_fields
         return BatchResult(outcomes, policy.version, snapshot.key.kid, True, policy.format)
 
-    def _encrypt_one(self, raw: bytes, selection: Selection, sealer: Sealer) -> EventOutcome:
+    def _check_size(self, size: int, room: int, fields: int) -> None:
+        """Refuses an event whose encrypted form (``size`` bytes) passes a limit."""
+        limit = self._limits.max_event_output_bytes
+        if size > limit:
+            raise _Refused(
+                EventError(
+                    "RESOURCE_EXHAUSTED",
+                    f"encrypted, this event would be {size} bytes ({fields} encrypted fields), "
+                    f"more than the per-event limit of {limit}; send fewer or shorter named "
+                    "values per event (e.g. split a long array across events)",
+                )
+            )
+        if size > room:
+            raise _Refused(
+                EventError(
+                    "RESOURCE_EXHAUSTED",
+                    f"the response has no room left for this event (about {size} bytes "
+                    f"encrypted; a response carries at most {self._limits.max_response_bytes}); "
+                    "send it again in another batch, or send smaller batches",
+                )
+            )
+
+    def _encrypt_one(
+        self, raw: bytes, selection: Selection, sealer: Sealer, room: int
+    ) -> EventOutcome:
         event = self._parse(raw)
         located = selection.locate(event)
         if located and sealer.binds:
@@ -156,8 +199,20 @@ class Encryptor:
                 )
         else:
             message_id = ""
-        for container, key, concrete in located:
-            plaintext = orjson.dumps(container[key])  # type: ignore[index]
+        plaintexts = [orjson.dumps(c[k]) for c, k, _ in located]  # type: ignore[index]
+        # Budgeted before any encryption: the sealed length is known from the plaintext's.
+        # Per field: the sealer's fixed part (exact, once per event) plus, for JWE, 4/3 of the
+        # value and of the path (base64url) rounded up; a path's JSON escapes are left to the
+        # exact check after sealing. An exact length per field cost a fifth of a batch.
+        fixed = sealer.sealed_length(0, message_id, "") + 4 if located else 0
+        estimate = len(raw) + len(located) * fixed
+        grows = sealer.binds  # a SEGMENT value is one RSA block whatever its length
+        for plaintext, (_, _, concrete) in zip(plaintexts, located, strict=True):
+            if grows:
+                estimate += (4 * (len(plaintext) + len(concrete))) // 3
+            estimate -= len(plaintext)
+        self._check_size(estimate, room, len(located))
+        for plaintext, (container, key, concrete) in zip(plaintexts, located, strict=True):
             try:
                 container[key] = sealer.seal(plaintext, message_id, concrete)  # type: ignore[index]
             except ValueTooLong as exc:
@@ -172,7 +227,10 @@ class Encryptor:
                 ) from None
         # Always re-serialise, even with nothing found: the input could hide a second copy of a
         # named field (duplicate keys) that a downstream parser would read.
-        return EventOutcome(orjson.dumps(event), None, len(located))
+        output = orjson.dumps(event)
+        # Re-serialising may spell a number longer than the input did: the estimate is checked.
+        self._check_size(len(output), room, len(located))
+        return EventOutcome(output, None, len(located))
 
     def _parse(self, raw: bytes) -> dict[str, Any]:
         try:
@@ -184,3 +242,27 @@ class Encryptor:
             )
         except InvalidArgument as exc:
             raise _invalid(exc.message) from None
+
+
+def _cut(text: str, limit: int) -> str:
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode(errors="ignore") + "…"
+
+
+def _bounded(error: EventError) -> EventError:
+    """The error with its texts cut so that its result fits ERROR_RESERVE."""
+    return EventError(
+        error.code, _cut(error.message, _MAX_ERROR_MESSAGE), _cut(error.path, _MAX_ERROR_PATH)
+    )
+
+
+def _result_size(outcome: EventOutcome) -> int:
+    """An upper bound of what one result adds to the response."""
+    if outcome.error is not None:
+        error = outcome.error
+        return _RESULT_OVERHEAD + sum(
+            len(text.encode()) for text in (error.code, error.message, error.path)
+        )
+    return _RESULT_OVERHEAD + len(outcome.event or b"")

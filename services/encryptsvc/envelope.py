@@ -60,6 +60,11 @@ _IVS_PER_DRAW = 128
 _PATH_CACHE = 1024
 
 
+def b64url_length(n: int) -> int:
+    """Characters of unpadded base64url for ``n`` bytes."""
+    return (4 * n + 2) // 3
+
+
 def b64url(data: bytes) -> str:
     # base64.urlsafe_b64encode without its two Python frames.
     return _b2a(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
@@ -111,6 +116,10 @@ class Sealer(Protocol):
     """Seals the fields of one batch; ``seal`` returns the ciphertext string for a value."""
 
     def seal(self, plaintext: bytes, message_id: str, path: str) -> str: ...
+
+    def sealed_length(self, plaintext_length: int, message_id: str, path: str) -> int:
+        """The length of what ``seal`` returns for a plaintext this long, without sealing."""
+        ...
 
     @property
     def binds(self) -> bool:
@@ -175,15 +184,32 @@ class JweSealer:
         self._path_json: dict[str, bytes] = {}
         self._ivs = b""
         self._iv_at = 0
+        # Every CEK's header and wrapped key have the same lengths (the epk is always 32 bytes,
+        # the wrapped CEK one RSA block or 40 bytes of AES key wrap): known before the first.
+        is_rsa = isinstance(key.public_key, rsa.RSAPublicKey)
+        self._prefix_length = len(self._prefix(None if is_rsa else "A" * b64url_length(32)))
+        wrapped = (
+            key.public_key.key_size // 8 if isinstance(key.public_key, rsa.RSAPublicKey) else 40
+        )
+        self._wrapped_length = b64url_length(wrapped)
 
     @property
     def binds(self) -> bool:
         return True
 
+    def _prefix(self, epk_x: str | None) -> bytes:
+        """The header of every field of one CEK, up to "mid": encoded once per CEK. orjson keeps
+        insertion order and writes no spaces, so the bytes equal orjson.dumps of the header."""
+        header: dict[str, Any] = {"alg": self._key.algorithm, "enc": ENC, "kid": self._key.kid}
+        if epk_x is not None:
+            header["epk"] = {"kty": "OKP", "crv": "X25519", "x": epk_x}
+        header[BINDING_CLAIM] = {"dst": self._destination_id}
+        return orjson.dumps(header)[:-2] + b',"mid":'
+
     def _roll(self) -> None:
         cek = self._rng(32)
-        header: dict[str, Any] = {"alg": self._key.algorithm, "enc": ENC, "kid": self._key.kid}
         public = self._key.public_key
+        epk_x: str | None = None
         if isinstance(public, rsa.RSAPublicKey):
             wrapped = public.encrypt(cek, OAEP)
         else:
@@ -194,14 +220,10 @@ class JweSealer:
             epk = ephemeral.public_key().public_bytes(
                 serialization.Encoding.Raw, serialization.PublicFormat.Raw
             )
-            header["epk"] = {"kty": "OKP", "crv": "X25519", "x": b64url(epk)}
-        header[BINDING_CLAIM] = {"dst": self._destination_id}
+            epk_x = b64url(epk)
         self._aead = AESGCM(cek)
         self._encrypted_key = b64url(wrapped)
-        # The header is the same for every field of this CEK up to "mid": encode that once.
-        # orjson keeps insertion order and writes no spaces, so the bytes equal orjson.dumps of
-        # the whole header.
-        self._header_prefix = orjson.dumps(header)[:-2] + b',"mid":'
+        self._header_prefix = self._prefix(epk_x)
         self._uses = 0
         self.ceks_issued += 1
         self._encode_constants()
@@ -224,6 +246,17 @@ class JweSealer:
             self._ivs, at = self._rng(12 * _IVS_PER_DRAW), 0
         self._iv_at = at + 12
         return self._ivs[at : at + 12]
+
+    def sealed_length(self, plaintext_length: int, message_id: str, path: str) -> int:
+        header = self._prefix_length + len(orjson.dumps(message_id)) + 8 + len(orjson.dumps(path))
+        return (
+            b64url_length(header + 2)
+            + self._wrapped_length
+            + b64url_length(12)
+            + b64url_length(plaintext_length)
+            + b64url_length(16)
+            + 4
+        )
 
     def seal(self, plaintext: bytes, message_id: str, path: str) -> str:
         if self._uses >= self._max_uses:
@@ -261,21 +294,38 @@ class HpkeSealer(JweSealer):
     Only the wrapping differs; ``seal`` is JweSealer's. The encapsulated secret ("ek") must sit in
     the protected header (compact JWE has no other), so every field of a batch repeats it."""
 
+    def __init__(
+        self,
+        key: RecipientKey,
+        destination_id: str,
+        *,
+        max_uses: int = MAX_CEK_USES,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        super().__init__(key, destination_id, max_uses=max_uses, rng=rng)
+        # The output budget predicts each field's length before sealing: the header carries the
+        # ~1.5 KB "ek" instead of an epk, and the wrapped CEK is an HPKE ciphertext (CEK + tag).
+        self._prefix_length = len(self._hpke_prefix("A" * b64url_length(xwing.ENC_BYTES)))
+        self._wrapped_length = b64url_length(32 + 16)
+
+    def _hpke_prefix(self, ek: str) -> bytes:
+        header: dict[str, Any] = {
+            "alg": xwing.ALG_HPKE,
+            "enc": ENC,
+            "kid": self._key.kid,
+            "ek": ek,
+            BINDING_CLAIM: {"dst": self._destination_id},
+        }
+        return orjson.dumps(header)[:-2] + b',"mid":'
+
     def _roll(self) -> None:
         cek = self._rng(32)
         public = self._key.public_key
         assert isinstance(public, xwing.XWingPublicKey)
         ek, wrapped = xwing.wrap(public, cek, ENC)
-        header: dict[str, Any] = {
-            "alg": xwing.ALG_HPKE,
-            "enc": ENC,
-            "kid": self._key.kid,
-            "ek": b64url(ek),
-            BINDING_CLAIM: {"dst": self._destination_id},
-        }
         self._aead = AESGCM(cek)
         self._encrypted_key = b64url(wrapped)
-        self._header_prefix = orjson.dumps(header)[:-2] + b',"mid":'
+        self._header_prefix = self._hpke_prefix(b64url(ek))
         self._uses = 0
         self.ceks_issued += 1
         # The ~1.6 KB before "mid" (the encapsulated secret) is base64url-encoded once here.
@@ -292,6 +342,10 @@ class SegmentSealer:
     @property
     def binds(self) -> bool:
         return False
+
+    def sealed_length(self, plaintext_length: int, message_id: str, path: str) -> int:
+        # One RSA block whatever the value; standard base64 with padding.
+        return 4 * ((self._public_key.key_size // 8 + 2) // 3)
 
     def seal(self, plaintext: bytes, message_id: str, path: str) -> str:
         if len(plaintext) > self.limit:

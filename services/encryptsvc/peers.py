@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 from phiseal.policy.v1 import policy_pb2, policy_pb2_grpc
@@ -19,6 +20,8 @@ from services.encryptsvc.cache import Change
 from services.encryptsvc.encryption import Policy
 from services.encryptsvc.envelope import RecipientKey
 
+log = structlog.get_logger("encryptsvc.peers")
+
 
 def _peer_error(exc: grpc.aio.AioRpcError, peer: str, destination_id: str) -> DomainError:
     code = exc.code()
@@ -28,6 +31,18 @@ def _peer_error(exc: grpc.aio.AioRpcError, peer: str, destination_id: str) -> Do
         return InvalidArgument(f"{peer} refused destination_id: {exc.details()}")
     # Anything else means we cannot confirm the current state: fail closed, the caller retries.
     return Unavailable(f"{peer} could not be reached ({code.name}); retry shortly")
+
+
+def _mismatch(peer: str, destination_id: str, what: str) -> Unavailable:
+    """An answer to another question than was asked: a bug or an impostor, never to be used.
+
+    The alarm line carries identifiers only (destination ids and kids are not PHI).
+    """
+    log.error("peer_answer_mismatch", alarm=True, peer=peer, asked=destination_id, answer=what)
+    return Unavailable(
+        f"{peer} answered about {what} when asked about destination {destination_id}; "
+        "refusing to encrypt with it (operators are alerted); retry shortly"
+    )
 
 
 def _change(kind: int, destination_id: str, observed_at: Timestamp) -> Change:
@@ -48,6 +63,8 @@ class PolicyClient:
         except grpc.aio.AioRpcError as exc:
             raise _peer_error(exc, "policysvc", destination_id) from None
         p = response.policy
+        if p.destination_id != destination_id:
+            raise _mismatch("policysvc", destination_id, f"destination {p.destination_id!r}")
         fmt = format_from_proto(p.format)
         if fmt is None:
             raise Unavailable(f"policysvc sent an unknown encryption format ({p.format})")
@@ -76,6 +93,11 @@ class KeyClient:
         key = response.key
         if key.state != keys_pb2.KEY_STATE_ACTIVE or not key.public_key_pem:
             return None
+        # Every ciphertext names its key by this kid, so it must be this destination's own.
+        if key.destination_id != destination_id or key.kid != f"{destination_id}.v{key.version}":
+            raise _mismatch(
+                "keysvc", destination_id, f"key {key.kid!r} of destination {key.destination_id!r}"
+            )
         return RecipientKey.from_pem(key.kid, key.public_key_pem)
 
     async def watch(self) -> AsyncIterator[Change]:

@@ -3,7 +3,8 @@
 ``fieldpath.find`` walks the event once per path and spells every key of every match with a
 regex; on the hot path that was a third of a batch's time. Here the paths of one policy version
 share one walk, and each key's spelling is worked out when the policy is compiled. The result is
-the same set of places ``find`` gives for each path (tests/encryptsvc/test_selection.py).
+the same set of places ``fieldpath.sealed_places`` gives for each path, the places where the
+event's shape cuts a path included (tests/encryptsvc/test_selection.py).
 """
 
 from __future__ import annotations
@@ -35,31 +36,49 @@ class Selection:
     _root: _Node
 
     def locate(self, event: dict[str, Any]) -> list[Located]:
-        """Every place a path of this selection matches in ``event``; missing parts skipped."""
+        """Every place a path of this selection matches in ``event``, and every place the
+        event's shape cuts a path (the value there is taken whole); missing parts skipped."""
         found: list[Located] = []
         _walk(event, self._root, "", found)
         return found
 
 
+def _follows(value: Any, trie: _Node) -> bool:
+    """Whether the paths below ``trie`` can go on into ``value``.
+
+    A value of another type than the next segments need (a string where they index an array,
+    an object where one path wants keys and another indices) is where the event's shape cuts
+    the path: it is PHI all the same, so the caller takes it whole (docs/format.md, "Shape drift").
+    """
+    if isinstance(value, dict):
+        return not trie.items
+    if isinstance(value, list):
+        return not trie.keys
+    return False
+
+
 def _walk(node: Any, trie: _Node, prefix: str, found: list[Located]) -> None:
+    # ``node`` is an object with only key children, or an array with only index children.
     if isinstance(node, dict):
         for key, spelling, child in trie.keys:
             if key in node:
-                if child is None:
-                    found.append((node, key, prefix + spelling))
+                value = node[key]
+                if child is not None and _follows(value, child):
+                    _walk(value, child, prefix + spelling, found)
                 else:
-                    _walk(node[key], child, prefix + spelling, found)
-    elif isinstance(node, list):
+                    found.append((node, key, prefix + spelling))
+    else:
         for seg, child in trie.items:
             indices = (
                 range(len(node)) if isinstance(seg, Each) else (seg,) if seg < len(node) else ()
             )
             for index in indices:
                 concrete = f"{prefix}[{index}]"
-                if child is None:
-                    found.append((node, index, concrete))
+                value = node[index]
+                if child is not None and _follows(value, child):
+                    _walk(value, child, concrete, found)
                 else:
-                    _walk(node[index], child, concrete, found)
+                    found.append((node, index, concrete))
 
 
 @functools.lru_cache(maxsize=4096)

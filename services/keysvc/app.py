@@ -30,7 +30,9 @@ async def build(settings: Settings) -> GrpcServer:
     """Wires keysvc; the returned server is not started yet."""
     pool = await open_database(settings.server, SCHEMA, MIGRATIONS)
     relay = OutboxRelay(pool, settings.server, SCHEMA, settings.auditsvc_addr, settings.outbox)
-    policysvc = open_peer_channel(settings.policysvc_addr, "keysvc", settings.server.security)
+    policysvc = open_peer_channel(
+        settings.policysvc_addr, "keysvc", settings.server.security, peer="policysvc"
+    )
     keys = KeyManager(
         PgKeyStore(pool),
         PolicyDirectory(policysvc, timeout=settings.policysvc_timeout),

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -242,8 +243,74 @@ def check_passphrase(passphrase: str) -> None:
         raise InvalidArgument("passphrase is too common or repetitive: choose a less guessable one")
 
 
+_P25519 = 2**255 - 19
+# Odd primes below 2,000: a modulus with one of them as a factor is factored at once.
+_SMALL_PRIMES = tuple(
+    n for n in range(3, 2000, 2) if all(n % d for d in range(3, int(n**0.5) + 1, 2))
+)
+_FIX = "generate a new key pair with a standard tool and import its public key"
+
+
+def _check_x25519(key: x25519.X25519PublicKey) -> None:
+    """Refuses a public key no one could decrypt for: a small-order point (every shared secret
+    all-zero, so every batch for the destination would fail) or a non-canonical encoding."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    u = int.from_bytes(raw, "little")
+    try:
+        # Clamped scalars are multiples of the cofactor 8: exactly the points of order 1, 2,
+        # 4 or 8 give zero, whatever their spelling, and OpenSSL refuses a zero secret.
+        x25519.X25519PrivateKey.generate().exchange(key)
+    except ValueError:
+        raise InvalidArgument(
+            f"this X25519 public key is a small-order point: every shared secret with it is "
+            f"all zeros, so nothing encrypted to it could be kept secret; {_FIX}"
+        ) from None
+    if u >= _P25519:
+        raise InvalidArgument(
+            "this X25519 public key is not in canonical form (RFC 7748: u below 2^255 - 19, "
+            f"top bit clear), which no key generator produces; {_FIX}"
+        )
+
+
+def _probably_prime(n: int, rounds: int = 8) -> bool:
+    """Miller-Rabin with fixed small bases: enough to tell a lone prime from an RSA modulus."""
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for a in (2, 3, 5, 7, 11, 13, 17, 19)[:rounds]:
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def _check_rsa_modulus(n: int) -> None:
+    """Refuses a modulus that cannot be the product of two large distinct primes."""
+    why = None
+    if n % 2 == 0:
+        why = "is even"
+    elif any(n % p == 0 for p in _SMALL_PRIMES):
+        why = "has a small prime factor"
+    elif math.isqrt(n) ** 2 == n:
+        why = "is a perfect square"
+    elif _probably_prime(n):
+        why = "is prime"
+    if why is not None:
+        raise InvalidArgument(
+            f"this RSA public key's modulus {why}: no usable private key exists for it (or "
+            f"anyone could compute one); {_FIX}"
+        )
+
+
 def _from_loaded(key: object) -> PublicKey:
     if isinstance(key, x25519.X25519PublicKey):
+        _check_x25519(key)
         der = key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -259,6 +326,7 @@ def _from_loaded(key: object) -> PublicKey:
                 f"RSA public exponent must be {RSA_EXPONENT}, the standard value "
                 "every key generator uses"
             )
+        _check_rsa_modulus(key.public_numbers().n)
         der = key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )

@@ -18,7 +18,7 @@ import orjson
 from services.common.audit import AuditEntry
 from services.common.data.paging import Page, encode_token
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
-from services.common.fieldpath import FieldPath, find, parse, parse_selection
+from services.common.fieldpath import FieldPath, parse, parse_selection, sealed_places
 from services.common.limits import check_count
 from services.common.security.auth import Caller, PrincipalKind, Role
 from services.common.security.authz import require
@@ -417,7 +417,8 @@ class Policies:
             encrypted: list[str] = []
             missing: list[str] = []
             for path in paths:
-                found = [loc.concrete for loc in find(event, path)]
+                # What encryptsvc replaces, shape drift included (docs/format.md).
+                found = [loc.concrete for loc in sealed_places(event, path)]
                 encrypted.extend(found)
                 if not found:
                     missing.append(str(path))

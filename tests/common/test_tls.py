@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from phiseal_dev.pki import CertificateAuthority, DevPki
@@ -53,15 +54,50 @@ def test_private_keys_and_folder_are_owner_only(tmp_path: Path) -> None:
     )
 
 
-def test_certificate_names_identity_and_loopback(tmp_path: Path) -> None:
-    """A service certificate carries its SPIFFE identity, localhost and 127.0.0.1."""
-    files = DevPki(tmp_path).ensure(["policysvc"])["policysvc"]
-    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+def _names(cert: x509.Certificate) -> set[str]:
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     names = {str(v) for v in sans.get_values_for_type(x509.UniformResourceIdentifier)}
     names |= set(sans.get_values_for_type(x509.DNSName))
-    names |= {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
-    assert names == {"spiffe://phiseal/policysvc", "localhost", "127.0.0.1"}
+    return names | {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+
+
+def _usages(cert: x509.Certificate) -> set[x509.ObjectIdentifier]:
+    return set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+
+
+def test_certificate_names_its_service_and_loopback(tmp_path: Path) -> None:
+    """A service certificate carries its SPIFFE identity and its own DNS name (what peers
+    demand), plus localhost and 127.0.0.1 for people on the loopback; server and client."""
+    files = DevPki(tmp_path).ensure(["policysvc"])["policysvc"]
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    assert _names(cert) == {"spiffe://phiseal/policysvc", "policysvc", "localhost", "127.0.0.1"}
+    assert _usages(cert) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+
+
+def test_client_only_identity_names_no_host_and_only_authenticates_clients(
+    tmp_path: Path,
+) -> None:
+    """The producer's certificate is no server's: no DNS or IP name, clientAuth only."""
+    files = DevPki(tmp_path).ensure(["producer"])["producer"]
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    assert _names(cert) == {"spiffe://phiseal/producer"}
+    assert _usages(cert) == {ExtendedKeyUsageOID.CLIENT_AUTH}
+
+
+def test_certificate_of_the_old_shape_is_reissued(tmp_path: Path) -> None:
+    """A folder from before certificates named their service (every one valid for localhost,
+    as server and client) gets new ones on the next ensure()."""
+    pki = DevPki(tmp_path)
+    ca = pki.ca()
+    for identity in ("producer", "keysvc"):
+        cert, key = ca.issue(identity, hosts=None)  # any shape other than the current one
+        (tmp_path / f"{identity}.pem").write_bytes(cert)
+        (tmp_path / f"{identity}-key.pem").write_bytes(key)
+    files = pki.ensure(["producer", "keysvc"])
+    keysvc = x509.load_pem_x509_certificate(files["keysvc"].cert.read_bytes())
+    assert "keysvc" in _names(keysvc)
+    producer = x509.load_pem_x509_certificate(files["producer"].cert.read_bytes())
+    assert _usages(producer) == {ExtendedKeyUsageOID.CLIENT_AUTH}
 
 
 def test_certificate_from_another_ca_is_reissued(tmp_path: Path) -> None:

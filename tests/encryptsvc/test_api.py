@@ -359,6 +359,19 @@ async def _retrying(call: Callable[[], Awaitable[T]], within: float = 15) -> T:
         await asyncio.sleep(0.1)
 
 
+async def test_an_event_with_a_huge_selected_array_fails_alone(stack: Stack) -> None:
+    """120,000 selected array elements (a 52 MB response before budgets) fail that event alone
+    with RESOURCE_EXHAUSTED; the good events beside it come back encrypted."""
+    huge = orjson.dumps({"messageId": "huge", "properties": {"allergy": [0] * 120_000}})
+    events = [_samples()[0], huge, _samples()[1]]
+    response = await _encrypt(stack.stub, events, stack.destination_id)
+    kinds = [r.WhichOneof("result") for r in response.results]
+    assert kinds == ["event", "error", "event"]
+    assert response.results[1].error.code == "RESOURCE_EXHAUSTED"
+    decryptor = _decryptor(stack.key)
+    assert SAMPLES[1] == decryptor.decrypt_event(orjson.loads(response.results[2].event))
+
+
 async def test_numbers_leave_exactly_as_sent_and_decrypt_exactly(stack: Stack) -> None:
     """Past 2^64, -0, 1E5, 20.50, 1e400: unnamed fields leave digit for digit, and a named
     field decrypts (kit) to exactly the JSON that was sent. Both were doubles before."""

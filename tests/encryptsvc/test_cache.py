@@ -219,3 +219,23 @@ async def test_stream_reconnects_and_health_follows_it() -> None:
         assert stream.opened >= 2
     finally:
         await cache.stop()
+
+
+async def test_a_connected_but_silent_stream_is_unhealthy_until_it_speaks() -> None:
+    """A stream whose peer stalled (connection open, nothing sent) confirms nothing: past the
+    bound health fails although connected, and the next heartbeat makes it healthy again."""
+    loader, clock, stream = Loader(), FakeClock(), Stream()
+    cache = _cache(loader, clock, stream)
+    await cache.start()
+    try:
+        stream.queue.put_nowait(Change(ChangeKind.RESYNC, "", clock.now))
+        await _settle()
+        assert cache.health() is None
+        clock.now += 6  # no heartbeat: the peer is stopped, its connection still open
+        assert cache.connected is True
+        assert "no confirmation of freshness for longer than 5s" in (cache.health() or "")
+        stream.queue.put_nowait(Change(ChangeKind.HEARTBEAT, "", clock.now))
+        await _settle()
+        assert cache.health() is None
+    finally:
+        await cache.stop()

@@ -188,9 +188,45 @@ async def test_few_events_with_many_fields_still_yield_the_loop() -> None:
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0)
     before = ticks
-    result = await _encryptor().encrypt("dest_1", events)
+    result = await _encryptor(max_event_output_bytes=4 * 1024 * 1024).encrypt("dest_1", events)
     during = ticks - before
     stop = True
     await task
     assert [o.encrypted_fields for o in result.outcomes] == [2000, 2000]
     assert during >= 1
+
+
+def _array_event(mid: str, n: int) -> bytes:
+    return orjson.dumps({"messageId": mid, "properties": {"allergy": [0] * n}})
+
+
+async def test_an_event_past_the_output_limit_fails_alone_before_encrypting() -> None:
+    """An event whose encrypted form would pass the per-event output limit fails alone with
+    RESOURCE_EXHAUSTED, and no data key is even used for it; its neighbours are encrypted."""
+    encryptor = _encryptor(key=x25519_key(), max_event_output_bytes=100_000)
+    events = [orjson.dumps(EVENT), _array_event("big", 5_000), orjson.dumps(EVENT)]
+    result = await encryptor.encrypt("dest_1", events)
+    first, big, last = result.outcomes
+    assert big.error is not None
+    assert big.error.code == "RESOURCE_EXHAUSTED"
+    assert "100000" in big.error.message
+    assert first.encrypted_fields == last.encrypted_fields == 5
+
+
+async def test_the_response_stays_under_its_budget_and_the_rest_fail_alone() -> None:
+    """Events whose output would overflow the response fail RESOURCE_EXHAUSTED ("another
+    batch"), the response as sent stays within max_response_bytes, and earlier events are kept."""
+    from services.encryptsvc.servicer import to_proto
+
+    budget = 300_000
+    encryptor = _encryptor(key=x25519_key(), max_response_bytes=budget)
+    events = [_array_event(f"m{i}", 300) for i in range(12)]
+    result = await encryptor.encrypt("dest_1", events)
+    codes = [o.error.code if o.error else "OK" for o in result.outcomes]
+    assert codes[0] == "OK"
+    assert "RESOURCE_EXHAUSTED" in codes
+    # Once full, it stays full: no later event slips in out of order.
+    assert codes == sorted(codes, key=lambda c: c != "OK")
+    assert to_proto(result).ByteSize() <= budget
+    errors = [o.error for o in result.outcomes if o.error]
+    assert all("another batch" in e.message for e in errors)

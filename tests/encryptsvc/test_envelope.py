@@ -215,3 +215,18 @@ def test_constant_parts_encoded_once_give_the_same_tokens(kind: str) -> None:
         for t, (mid, path, _) in list(zip(tokens, cases, strict=True))[::37]
     ]
     assert opened == [v for _, _, v in cases[::37]]
+
+
+@pytest.mark.parametrize("kind", ["rsa", "x25519", "hybrid", "segment"])
+@pytest.mark.parametrize("value", VALUES[:4] + VALUES[-3:], ids=[f"v{i}" for i in range(7)])
+def test_predicted_length_is_the_sealed_length(kind: str, value: Any) -> None:
+    """The per-event output budget predicts every field's length before sealing it; the
+    prediction equals the length of what is sealed, for every key type (hybrid keys carry the
+    ~1.5 KB "ek" in the header instead of an epk)."""
+    key = {"rsa": rsa_key, "x25519": x25519_key, "hybrid": hybrid_key, "segment": rsa_key}[kind]()
+    fmt = EncryptionFormat.SEGMENT_RSA_OAEP if kind == "segment" else EncryptionFormat.JWE
+    sealer = new_sealer(fmt, key.recipient, "dest_1")
+    plaintext = orjson.dumps(value)[:100] if kind == "segment" else orjson.dumps(value)
+    for mid, path in [("msg-1", "traits.email"), ('ünï "q"', 'traits["a b"][3]')]:
+        expected = sealer.sealed_length(len(plaintext), mid, path)
+        assert expected == len(sealer.seal(plaintext, mid, path))

@@ -1,4 +1,5 @@
-"""The compiled selection finds exactly the places fieldpath.find finds, path by path."""
+"""The compiled selection finds exactly the places fieldpath.sealed_places finds, path by path
+(matches and the places where the event's shape cuts a path)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.common.errors import FailedPrecondition
-from services.common.fieldpath import find
+from services.common.fieldpath import sealed_places
 from services.encryptsvc.selection import compile_selection
 from tests.encryptsvc.stack import EXTRA_FIELDS, FIELDS, SAMPLES
 
@@ -24,8 +25,12 @@ TRICKY = (
     'traits["a.b"].c',
     "traits.list[2]",
     "traits.x",
+    "traits.y.z",
+    "traits.y[*]",
 )
-KEYS = st.sampled_from(["a", "b", "c", "m", "n", "x", "list", "first name", "a.b", "email", "0"])
+KEYS = st.sampled_from(
+    ["a", "b", "c", "m", "n", "x", "y", "z", "list", "first name", "a.b", "email", "0"]
+)
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=3),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
@@ -43,10 +48,17 @@ EVENTS = st.fixed_dictionaries(
 
 def _by_find(fields: tuple[str, ...], event: dict[str, Any]) -> set[tuple[int, str | int, str]]:
     selection = compile_selection(fields)
-    return {
+    places = {
         (id(loc.container), loc.key, loc.concrete)
         for path in selection.paths
-        for loc in find(event, path)
+        for loc in sealed_places(event, path)
+    }
+    # Two paths cut at different depths of one value (properties.a.b and properties.a[*] with
+    # a an object): the value taken whole covers the place inside it.
+    return {
+        p
+        for p in places
+        if not any(p[2].startswith((q[2] + ".", q[2] + "[")) for q in places if q is not p)
     }
 
 

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 from services.common.errors import InvalidArgument
 from services.keysvc import crypto
 from services.keysvc.crypto import Algorithm, Kdf
+from tests import weak_keys
 
 
 @pytest.mark.parametrize("algorithm", list(Algorithm))
@@ -108,3 +109,35 @@ def test_certificate_gets_a_hint() -> None:
     """A certificate PEM is refused with the openssl command that extracts its key."""
     with pytest.raises(InvalidArgument, match="x509"):
         crypto.parse_public_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+
+
+@pytest.mark.parametrize("name", list(weak_keys.low_order_x25519()))
+def test_small_order_x25519_keys_are_refused(name: str) -> None:
+    """All-zero, one, the order-8 points, p - 1 and the non-canonical spellings, with and
+    without the top bit: each would give an all-zero shared secret, so import refuses it."""
+    raw = weak_keys.low_order_x25519()[name]
+    with pytest.raises(InvalidArgument, match="small-order"):
+        crypto.parse_public_jwk(weak_keys.x25519_jwk(raw))
+    pem = (
+        x25519.X25519PublicKey.from_public_bytes(raw)
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    with pytest.raises(InvalidArgument, match="small-order"):
+        crypto.parse_public_pem(pem)
+
+
+def test_non_canonical_x25519_encoding_is_refused() -> None:
+    """A u-coordinate at or past p (or with the top bit set) is no generator's output."""
+    good = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
+    flipped = bytes([*good[:31], good[31] | 0x80])
+    with pytest.raises(InvalidArgument, match="canonical"):
+        crypto.parse_public_jwk(weak_keys.x25519_jwk(flipped))
+
+
+@pytest.mark.parametrize("name", ["even", "prime", "square", "small factor"])
+def test_rsa_moduli_nobody_can_use_are_refused(name: str) -> None:
+    """A 2048-bit modulus that is even, prime, a square or has a small factor: refused."""
+    n = weak_keys.unusable_rsa_moduli()[name]
+    with pytest.raises(InvalidArgument, match="modulus"):
+        crypto.parse_public_jwk(weak_keys.rsa_jwk(n))

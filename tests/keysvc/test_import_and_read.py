@@ -12,6 +12,7 @@ from phiseal.common.v1 import common_pb2
 from phiseal.keys.v1 import keys_pb2, keys_pb2_grpc
 
 from phiseal_dev.testing import person
+from tests import weak_keys
 from tests.keysvc.conftest import PERSON, Keys, audited, error_of, outbox
 
 SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
@@ -202,3 +203,22 @@ async def test_audit_rows_name_workspace_actor_destination_and_version(keys: Key
     ) == (keys.workspace_id, "user-1", keys.destination_id, 1, reply.key.kid)
     body = reply.private_key.private_key_pem.splitlines()[1]
     assert body not in json.dumps(event)
+
+
+async def test_import_refuses_keys_nobody_can_use(keys: Keys) -> None:
+    """Through the API: a small-order X25519 key (every batch would fail INTERNAL) and an even
+    RSA modulus are INVALID_ARGUMENT, and no key version is created."""
+    cases = {
+        "all-zero x25519": weak_keys.x25519_jwk(weak_keys.low_order_x25519()["zero"]),
+        "order-8 x25519": weak_keys.x25519_jwk(weak_keys.low_order_x25519()["order 8 (a)"]),
+        "even rsa": weak_keys.rsa_jwk(weak_keys.unusable_rsa_moduli()["even"]),
+    }
+    for name, text in cases.items():
+        request = keys_pb2.ImportPublicKeyRequest(
+            destination_id=keys.destination_id, public_key_jwk=text
+        )
+        code, message = await error_of(keys.stub.ImportPublicKey(request))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, name
+        assert "import" in message or "generate" in message, message
+    active = keys_pb2.GetPublicKeyRequest(destination_id=keys.destination_id)
+    assert (await error_of(keys.stub.GetPublicKey(active)))[0] == grpc.StatusCode.NOT_FOUND

@@ -166,7 +166,9 @@ class OutboxRelay:
 
     def _stub(self) -> audit_pb2_grpc.AuditServiceStub:
         if self._channel is None:
-            self._channel = open_peer_channel(self._addr, self._service, self._security)
+            self._channel = open_peer_channel(
+                self._addr, self._service, self._security, peer="auditsvc"
+            )
         return audit_pb2_grpc.AuditServiceStub(self._channel)
 
     async def _close_channel(self) -> None:

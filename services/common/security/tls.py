@@ -2,10 +2,12 @@
 
 The development CA that issues those files lives in ``phiseal_dev.pki``.
 
-Every service certificate names its identity as a URI SAN ``spiffe://phiseal/<service>`` and
-is valid both as a server certificate (DNS ``localhost``, IP ``127.0.0.1``) and as the client
-certificate that service presents to its peers. A service identity is only ever read from a
-client certificate that the TLS handshake verified against our CA, never from metadata.
+Every service certificate names its service twice: a URI SAN ``spiffe://phiseal/<service>``
+(the identity its peers' servers read from it as a client) and a DNS SAN ``<service>`` (the name
+a peer channel demands of it as a server, whatever address it dialled). Client-only identities
+(``producer``) name no host and are good for client authentication only. A service identity is
+only ever read from a client certificate that the TLS handshake verified against our CA, never
+from metadata (docs/peer-identity.md).
 """
 
 from __future__ import annotations
@@ -95,6 +97,11 @@ def mtls_server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=ca, require_client_auth=True
     )
+
+
+def server_name(identity: str) -> str:
+    """The DNS name a service's certificate carries and its peers' channels demand."""
+    return identity
 
 
 def channel_credentials(

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from services.common.security.auth import SERVICE_HEADER
-from services.common.security.tls import TlsFiles, channel_credentials
+from services.common.security.tls import TlsFiles, channel_credentials, server_name
 from services.common.server.config import ConfigError, SecuritySettings
 from services.common.server.grpc_server import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -55,15 +55,22 @@ class _IdentifyStream(_IdentifyAs, grpc.aio.UnaryStreamClientInterceptor):  # ty
         return await continuation(self._details(details), request)
 
 
-def open_channel(address: str, caller: str, tls: TlsFiles | None = None) -> grpc.aio.Channel:
+def open_channel(
+    address: str, caller: str, tls: TlsFiles | None = None, *, peer: str | None = None
+) -> grpc.aio.Channel:
     """A channel from service ``caller`` to a peer's ``host:port``.
 
-    With ``tls``: mutual TLS presenting ``caller``'s certificate (the peer port). Without:
-    plaintext, naming the caller in metadata, which only the development authenticator
-    believes.
+    With ``tls``: mutual TLS presenting ``caller``'s certificate (the peer port), and the
+    server must prove to be ``peer``: its certificate must carry that service's name, whatever
+    ``address`` is (a right port is no proof: any certificate from our CA was valid for
+    localhost). Without: plaintext, naming the caller in metadata, which only the development
+    authenticator believes.
     """
     if tls is not None:
-        return grpc.aio.secure_channel(address, channel_credentials(tls), options=_CHANNEL_OPTIONS)
+        if peer is None:
+            raise ValueError("a TLS peer channel must name the service it calls")
+        options = [*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", server_name(peer))]
+        return grpc.aio.secure_channel(address, channel_credentials(tls), options=options)
     return grpc.aio.insecure_channel(
         address,
         options=_CHANNEL_OPTIONS,
@@ -71,12 +78,15 @@ def open_channel(address: str, caller: str, tls: TlsFiles | None = None) -> grpc
     )
 
 
-def open_peer_channel(address: str, caller: str, security: SecuritySettings) -> grpc.aio.Channel:
-    """A channel to a peer's peer port as the settings ask (mutual TLS unless insecure)."""
+def open_peer_channel(
+    address: str, caller: str, security: SecuritySettings, *, peer: str
+) -> grpc.aio.Channel:
+    """A channel from ``caller`` to service ``peer``'s peer port as the settings ask (mutual
+    TLS, checking the server is ``peer``, unless insecure)."""
     if security.insecure:
         return open_channel(address, caller)
     files = TlsFiles.in_dir(security.secrets_dir, caller)
     try:
-        return open_channel(address, caller, files)
+        return open_channel(address, caller, files, peer=peer)
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
