@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.server.config import Env, ServerSettings
+from services.common.server.workers import default_workers
 from services.encryptsvc.encryption import ERROR_RESERVE, Limits
 from services.encryptsvc.envelope import MAX_CEK_USES
 
@@ -21,6 +22,8 @@ class Settings:
     # Past this many seconds without confirmation of freshness, refuse (UNAVAILABLE).
     max_staleness: float
     peer_timeout: float
+    # Processes serving the same ports (services.common.server.workers); 1 serves in-process.
+    workers: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -58,4 +61,5 @@ class Settings:
             ),
             max_staleness=env.number("ENCRYPTSVC_MAX_STALENESS_SECONDS", 5.0, minimum=0.1),
             peer_timeout=env.number("ENCRYPTSVC_PEER_TIMEOUT_SECONDS", 2.0, minimum=0.05),
+            workers=env.integer("ENCRYPTSVC_WORKERS", default_workers(), minimum=1, maximum=256),
         )

@@ -126,3 +126,11 @@ def test_a_bare_number_round_trips_in_the_kit(number: int | str) -> None:
     """A sealed value is often a bare number: the kit reads it back digit for digit."""
     text = str(number).encode()
     assert orjson.dumps(exactjson.loads(text)) == text
+
+
+def test_compact_json_nested_past_the_writers_limit_is_refused_not_crashed() -> None:
+    """orjson reads 300 levels but writes at most 254: the compact-input fast path must fall
+    back, so the event is refused as too deep (it raised TypeError: INTERNAL)."""
+    raw = b'{"a":' + b"[" * 300 + b"]" * 300 + b"}"
+    with pytest.raises(InvalidArgument, match="nests deeper than the limit of 32 levels"):
+        parse_object(raw, what="the event", max_bytes=1 << 20, max_depth=32)

@@ -181,3 +181,54 @@ def test_cli_refuses_without_the_signing_key(
     """No development key, no token (and no key is created on the fly)."""
     code = main(["--secrets-dir", str(tmp_path), "--admin"])
     assert (code, capsys.readouterr().out, list(tmp_path.iterdir())) == (2, "", [])
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_token_is_verified_once_then_served_from_the_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second call with the same token checks no signature: the cache answers."""
+    verifier = TokenVerifier(KEY.public_key())
+    token = MINTER.mint("alice", {"ws_1": [Role.EDITOR]})
+    decodes = []
+    real_decode = jwt.decode
+
+    def counting_decode(*args: object, **kwargs: object) -> object:
+        decodes.append(1)
+        return real_decode(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    first, second = verifier.verify(token), verifier.verify(token)
+    assert (first, second, len(decodes)) == (second, first, 1)
+
+
+def test_a_cached_token_fails_once_it_expires() -> None:
+    """Expiry is checked on every call: a cached token is refused once exp + leeway passed."""
+    clock = _Clock()
+    verifier = TokenVerifier(KEY.public_key(), leeway_seconds=5, clock=clock)
+    token = MINTER.mint("alice", {"ws_1": [Role.EDITOR]}, ttl_seconds=60)
+    verifier.verify(token)
+    clock.now += 60 + 5 + 1
+    assert (
+        refusal(token, verifier) == "bearer token refused: expired; mint a new one (phiseal-token)"
+    )
+    assert verifier.cached == 0
+
+
+def test_refused_tokens_are_never_cached_and_the_cache_is_bounded() -> None:
+    """Only verified tokens are remembered, at most cache_size of them (the oldest goes)."""
+    verifier = TokenVerifier(KEY.public_key(), cache_size=2)
+    bad = TokenMinter(Ed25519PrivateKey.generate()).mint("mallory", {"ws_1": ["admin"]})
+    refusal(bad, verifier)
+    tokens = [MINTER.mint(f"user-{i}", {"ws_1": [Role.VIEWER]}) for i in range(3)]
+    for token in tokens:
+        verifier.verify(token)
+    assert verifier.cached == 2
+    assert refusal(bad, verifier).startswith("bearer token refused: bad signature")

@@ -14,6 +14,7 @@ from joserfc.jwk import OKPKey, RSAKey
 from jwcrypto import jwe, jwk
 
 from phiseal_decrypt import BindingMismatch, DecryptError, Decryptor, Keyring
+from phiseal_decrypt.jose import BINDING_CLAIM
 from services.common.errors import FailedPrecondition
 from services.common.vocabulary import EncryptionFormat
 from services.encryptsvc.envelope import (
@@ -186,6 +187,34 @@ def test_segment_with_x25519_key_fails_the_batch() -> None:
     """SEGMENT_RSA_OAEP with an X25519 key is FAILED_PRECONDITION with a clear message."""
     with pytest.raises(FailedPrecondition, match="X25519"):
         new_sealer(EncryptionFormat.SEGMENT_RSA_OAEP, x25519_key().recipient, "dest_1")
+
+
+@pytest.mark.parametrize("kind", ["rsa", "x25519", "hybrid"])
+def test_constant_parts_encoded_once_give_the_same_tokens(kind: str) -> None:
+    """The header's fixed part encoded once per content key, the rest per field, IVs drawn in
+    bulk: for messageIds and paths of every length modulo 3 (with characters JSON escapes),
+    across IV refills and key rolls, each token's header is exactly the JSON of its header,
+    every IV is distinct, and the kit opens each to its value."""
+    key = {"rsa": rsa_key, "x25519": x25519_key, "hybrid": hybrid_key}[kind]()
+    sealer = new_sealer(EncryptionFormat.JWE, key.recipient, "dest_1", max_uses=97)
+    cases = [
+        (f"m{'x' * (i % 5)}", f'traits.{"é" * (i % 4)}a["q\\"{i % 3}"]', i) for i in range(300)
+    ]
+    tokens = [sealer.seal(orjson.dumps(v), mid, path) for mid, path, v in cases]
+    ivs = {t.split(".")[2] for t in tokens}
+    headers = [orjson.loads(base64.urlsafe_b64decode(t.split(".")[0] + "==")) for t in tokens]
+    assert (len(ivs), getattr(sealer, "ceks_issued", None)) == (300, 4)
+    assert [(h[BINDING_CLAIM]["mid"], h[BINDING_CLAIM]["path"]) for h in headers] == [
+        (mid, path) for mid, path, _ in cases
+    ]
+    ring = Keyring()
+    ring.add(key.private)
+    decryptor = Decryptor(ring)
+    opened = [
+        decryptor.decrypt_value(t, message_id=mid, path=path)
+        for t, (mid, path, _) in list(zip(tokens, cases, strict=True))[::37]
+    ]
+    assert opened == [v for _, _, v in cases[::37]]
 
 
 @pytest.mark.parametrize("kind", ["rsa", "x25519", "hybrid", "segment"])

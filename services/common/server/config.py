@@ -140,6 +140,12 @@ class ServerSettings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     # Largest request or response message, in bytes (grpc answers RESOURCE_EXHAUSTED above it).
     max_message_bytes: int = 16 * 1024 * 1024
+    # SO_REUSEPORT on the service and peer ports: set only for worker processes that share
+    # them (services.common.server.workers); never from the environment, because a second
+    # instance would then share a port silently instead of failing "address in use".
+    reuse_port: bool = False
+    # "asyncio" or "uvloop" (docs/performance.md has the measurement that chose the default).
+    event_loop: str = "asyncio"
 
     @classmethod
     def from_env(cls, service: str, default_port: int, env: Env) -> ServerSettings:
@@ -174,6 +180,7 @@ class ServerSettings:
             db_pool_min=env.integer("DB_POOL_MIN", 1, minimum=0, maximum=100),
             db_pool_max=env.integer("DB_POOL_MAX", 10, minimum=1, maximum=200),
             db_connect_timeout=env.number("DB_CONNECT_TIMEOUT_SECONDS", 30.0),
+            event_loop=env.choice("PHISEAL_EVENT_LOOP", "asyncio", ("asyncio", "uvloop")),
         )
 
     def require_database(self) -> str:

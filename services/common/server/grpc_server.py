@@ -78,6 +78,7 @@ class GrpcServer:
         metrics_port: int | None = None,
         authenticator: Authenticator | None = None,
         access: Access | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.parts = parts
         self._host = host
@@ -106,7 +107,8 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", parts.max_message_bytes),
                 ("grpc.max_send_message_length", parts.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                # Off unless worker processes share the ports on purpose (server.workers).
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
                 # Peers send keepalive pings every 10 s (server.clients); allow them.
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.keepalive_permit_without_calls", 1),
@@ -164,6 +166,7 @@ class GrpcServer:
             "health_port": settings.health_port,
             "metrics_port": settings.metrics_port,
             "access": access,
+            "reuse_port": settings.reuse_port,
         }
         if security.insecure:
             log.warning("insecure_transport", service=settings.service, setting="PHISEAL_INSECURE")
@@ -266,12 +269,16 @@ class GrpcServer:
             log.info("server_stopped", service=self.parts.name)
 
 
-async def run_until_signal(server: GrpcServer) -> None:
-    """Serves until SIGTERM or SIGINT, then stops in order."""
+async def run_until_signal(
+    server: GrpcServer, also_stop_when: Callable[[Callable[[], None]], None] | None = None
+) -> None:
+    """Serves until SIGTERM or SIGINT (or ``also_stop_when`` calls back), then stops in order."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if also_stop_when is not None:
+        also_stop_when(stop.set)
     await server.start()
     await stop.wait()
     await server.stop()

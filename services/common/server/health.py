@@ -64,6 +64,15 @@ class HealthMonitor:
         self._periodic = Periodic("health-monitor", interval, self.check_once)
         self._serving: bool | None = None
         self._stopping = False
+        self._listeners: list[Callable[[bool], None]] = []
+
+    def subscribe(self, listener: Callable[[bool], None]) -> None:
+        """``listener(serving)`` on every change of status (a worker tells its supervisor)."""
+        self._listeners.append(listener)
+
+    def _tell(self, serving: bool) -> None:
+        for listener in self._listeners:
+            listener(serving)
 
     async def check_once(self) -> bool:
         reasons = [r for r in await asyncio.gather(*(c() for c in self._checks)) if r]
@@ -87,6 +96,7 @@ class HealthMonitor:
             else:
                 log.warning("health_not_serving", reasons=reasons)
             self._serving = serving
+            self._tell(serving)
         return serving
 
     async def start(self) -> None:
@@ -99,5 +109,6 @@ class HealthMonitor:
     async def stop(self) -> None:
         """Stops checking and reports NOT_SERVING for good (shutdown has begun)."""
         self._stopping = True
+        self._tell(False)
         await self._periodic.stop()
         await self._servicer.enter_graceful_shutdown()
