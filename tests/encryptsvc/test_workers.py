@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ class Workers:
     port: int
     peer_port: int
     health_port: int
+    metrics_port: int
     logs: list[dict[str, Any]] = field(default_factory=list)
     pump: asyncio.Task[None] | None = None
 
@@ -69,14 +71,26 @@ class Workers:
                     self.logs.append(parsed)
 
 
+def free_port_pair() -> int:
+    """A port p with p + 1 free as well (for two workers' /metrics endpoints)."""
+    for _ in range(50):
+        port = free_port()
+        with contextlib.suppress(OSError), reserve_port("127.0.0.1", port + 1) as probe:
+            probe.close()
+            return port
+    raise AssertionError("no two consecutive free ports")
+
+
 async def start_workers(stack: Stack, count: int, **env: str) -> Workers:
     port, peer_port, health_port = free_port(), free_port(), free_port()
+    metrics_port = free_port_pair()
     environ = {
         **os.environ,
         **service_env("encryptsvc", None, {}),
         "ENCRYPTSVC_PORT": str(port),
         "ENCRYPTSVC_PEER_PORT": str(peer_port),
         "ENCRYPTSVC_HEALTH_PORT": str(health_port),
+        "ENCRYPTSVC_METRICS_PORT": str(metrics_port),
         "ENCRYPTSVC_WORKERS": str(count),
         "ENCRYPTSVC_MAX_STALENESS_SECONDS": str(STALENESS),
         "POLICYSVC_ADDR": f"127.0.0.1:{stack.policy_peer_port}",
@@ -93,7 +107,7 @@ async def start_workers(stack: Stack, count: int, **env: str) -> Workers:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    workers = Workers(process, port, peer_port, health_port)
+    workers = Workers(process, port, peer_port, health_port, metrics_port)
     workers.pump = asyncio.create_task(workers._read())
     return workers
 
@@ -161,6 +175,21 @@ async def test_workers_share_one_port_and_every_one_follows_policy_changes(
         for channel in channels:
             await channel.close(None)
     assert two_workers.workers_that_served() == {0, 1}
+
+
+async def test_every_worker_serves_its_own_metrics_endpoint(two_workers: Workers) -> None:
+    """Each worker keeps its own counters, so worker k serves /metrics on METRICS_PORT + k: both
+    endpoints answer (a shared fixed port made the second worker fail to start)."""
+
+    await wait_joint_serving(two_workers)
+
+    def scrape(port: int) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            return bytes(reply.read())
+
+    for offset in (0, 1):
+        body = await asyncio.to_thread(scrape, two_workers.metrics_port + offset)
+        assert b"phiseal_encrypt_" in body
 
 
 async def test_a_dying_worker_takes_joint_health_down_and_stops_the_rest(

@@ -118,6 +118,15 @@ class _Worker:
     exited: bool = False
 
 
+def worker_metrics_port(base: int | None, index: int) -> int | None:
+    """Worker ``index``'s /metrics port: ``base + index``. Each worker keeps its own registry
+    (counters live in its process), so each serves its own endpoint and Prometheus scrapes every
+    one; a shared fixed port would make the second worker fail to start. 0 stays ephemeral."""
+    if not base:
+        return base
+    return base + index
+
+
 def run_workers(
     settings: ServerSettings,
     count: int,
@@ -157,8 +166,11 @@ def run_workers(
                 os.close(control_w)
                 _name_worker(index)
                 link = WorkerLink(index, status_w, control_r)
+                own = replace(
+                    worker_settings, metrics_port=worker_metrics_port(settings.metrics_port, index)
+                )
                 with asyncio.Runner(loop_factory=loop_factory(settings)) as runner:
-                    runner.run(worker_main(worker_settings, link))
+                    runner.run(worker_main(own, link))
                 code = 0
             except KeyboardInterrupt:
                 code = 0
