@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto' | sort)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install browser proto clean-proto fmt lint test check run bench buf-lint clean
+.PHONY: help install browser proto clean-proto fmt lint test check run demo bench buf-lint buf-breaking k8s-check clean
 
 help:
 	@echo "make run    start PostgreSQL (private unless DATABASE_URL is set), the four services and the console"
 	@echo "make test   install what is needed and run the whole test suite"
+	@echo "make demo   the whole story against the running stack (make run in another terminal)"
 	@echo "make check  lint (ruff, buf) + mypy --strict + tests"
 	@echo "make proto  regenerate Python code and mypy stubs into gen/"
 	@echo "make bench  run the benchmarks (prints ratios against in-run baselines)"
@@ -54,10 +55,21 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff format services tests benchmarks phiseal_decrypt phiseal_dev
 	$(VENV)/bin/ruff check --fix services tests benchmarks phiseal_decrypt phiseal_dev
 
-buf-lint:
-	@command -v npx >/dev/null && npx --yes @bufbuild/buf@1.75.0 lint protos || echo "buf lint skipped: npx not found"
+BUF := npx --yes @bufbuild/buf@1.75.0
 
-lint: $(STAMP) buf-lint
+buf-lint:
+	@if command -v npx >/dev/null; then $(BUF) lint protos; else echo "buf lint skipped: npx not found"; fi
+
+# The contracts stay compatible with the last release: contracts/released-v1.binpb is its buf
+# image (committed, since a CI clone may have no tags; contracts/README.md says when to renew it).
+buf-breaking:
+	@if command -v npx >/dev/null; then $(BUF) breaking protos --against contracts/released-v1.binpb && echo "buf breaking: compatible with contracts/released-v1.binpb"; else echo "buf breaking skipped: npx not found"; fi
+
+# deploy/: both kustomizations rendered and every object validated offline.
+k8s-check: $(STAMP)
+	$(PY) -m phiseal_dev.k8s_check
+
+lint: $(STAMP) buf-lint buf-breaking k8s-check
 	$(VENV)/bin/ruff format --check services tests benchmarks phiseal_decrypt phiseal_dev
 	$(VENV)/bin/ruff check services tests benchmarks phiseal_decrypt phiseal_dev
 	$(VENV)/bin/mypy
@@ -70,12 +82,19 @@ $(INTEROP)/node_modules/.package-lock.json: $(INTEROP)/package-lock.json
 	else echo "npm not found: the HPKE interoperability tests will be skipped"; fi
 
 test: $(STAMP) browser $(INTEROP)/node_modules/.package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null \
+	  && echo "Node.js $$(node --version): tests/e2e runs examples/node against the test stack" \
+	  || echo "Node.js not found: the examples/node test is SKIPPED (install node and npm to run it)"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 check: lint test
 
 run: $(STAMP)
 	exec $(PY) -m phiseal_dev.devstack
+
+# Against the stack `make run` started (same PHISEAL_RUN_DIR and port settings).
+demo: $(STAMP)
+	$(PY) -m phiseal_dev.demo
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -48,9 +48,10 @@ ROOT = Path(__file__).resolve().parent.parent
 class Service:
     name: str
     port: int
-    # Mutual TLS for peer services; plaintext grpc.health.v1.Health only.
+    # Mutual TLS for peer services; plaintext grpc.health.v1.Health only; HTTP /metrics.
     peer_port: int = 0
     health_port: int = 0
+    metrics_port: int = 0
 
 
 # Started in this order (dependencies first) and stopped in the reverse one.
@@ -152,7 +153,7 @@ async def run(environ: Mapping[str, str]) -> int:
     if stale := await dbroles.foreign_schemas(database_url):
         raise ConfigError(
             f"schemas {', '.join(stale)} predate the owner role {dbroles.OWNER}: "
-            "remove the development database (rm -rf .run/pgdata) and run again"
+            f"remove the development database (rm -rf {run_dir / 'pgdata'}) and run again"
         )
     say(f"migrations as {dbroles.OWNER}; services connect as roles that own nothing")
     await migrate_all(dbroles.owner_url(database_url))
@@ -169,6 +170,9 @@ async def run(environ: Mapping[str, str]) -> int:
         # Peers reach each other only on the mutual-TLS peer ports.
         **{f"{s.name.upper()}_ADDR": f"localhost:{s.peer_port}" for s in services},
         "PHISEAL_TLS_DIR": str(secrets_dir),
+        # Every file a service writes lands under the run folder: auditsvc's signing key,
+        # trusted keys and checkpoint journal too (their defaults follow PHISEAL_RUN_DIR).
+        "PHISEAL_RUN_DIR": str(run_dir),
         "LOG_FORMAT": environ.get("LOG_FORMAT", "json"),
         "PYTHONUNBUFFERED": "1",
     }
@@ -185,6 +189,7 @@ async def run(environ: Mapping[str, str]) -> int:
                     f"{prefix}_PORT": str(service.port),
                     f"{prefix}_PEER_PORT": str(service.peer_port),
                     f"{prefix}_HEALTH_PORT": str(service.health_port),
+                    f"{prefix}_METRICS_PORT": str(service.metrics_port),
                     "DATABASE_URL": dbroles.runtime_url(database_url, service.name),
                 },
                 stdout=asyncio.subprocess.PIPE,
@@ -255,14 +260,15 @@ async def run(environ: Mapping[str, str]) -> int:
 
 
 def configured(service: Service, env: Env) -> Service:
-    """The service's ports: <SVC>_PORT, and peer/health ports 100 and 200 above it."""
+    """The service's ports: <SVC>_PORT, and peer/health/metrics ports 100/200/300 above it."""
     prefix = service.name.upper()
-    port = env.integer(f"{prefix}_PORT", service.port, minimum=1, maximum=65335)
+    port = env.integer(f"{prefix}_PORT", service.port, minimum=1, maximum=65235)
     return Service(
         service.name,
         port,
         peer_port=env.integer(f"{prefix}_PEER_PORT", port + 100, minimum=1, maximum=65535),
         health_port=env.integer(f"{prefix}_HEALTH_PORT", port + 200, minimum=1, maximum=65535),
+        metrics_port=env.integer(f"{prefix}_METRICS_PORT", port + 300, minimum=1, maximum=65535),
     )
 
 
@@ -276,7 +282,7 @@ def print_banner(services: list[Service], secrets: Path, console_port: int) -> N
     lines = ["", "PHIseal is up (TLS; people bring a bearer token, services mutual TLS):"]
     lines += [
         f"  {s.name:<11} localhost:{s.port}  peer (mTLS) :{s.peer_port}  "
-        f"health (plaintext) :{s.health_port}"
+        f"health (plaintext) :{s.health_port}  metrics http://localhost:{s.metrics_port}/metrics"
         for s in services
     ]
     lines += [
@@ -294,6 +300,7 @@ def print_banner(services: list[Service], secrets: Path, console_port: int) -> N
         "",
         f"The console: https://localhost:{console_port}  (development sign-in as dev-admin; "
         f"its certificate is from the development CA {secrets}/ca.pem)",
+        "The story end to end (workspace, keys, encryption, rotation, audit): make demo",
         "",
         "Ctrl-C stops everything.",
         "",

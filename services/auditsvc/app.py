@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import grpc
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
+from prometheus_client import Counter
 
 from services.auditsvc import signing
-from services.auditsvc.audit_log import AuditLog, utc_now
+from services.auditsvc.audit_log import AuditCounts, AuditLog, utc_now
 from services.auditsvc.config import Settings
 from services.auditsvc.journal import Journal
 from services.auditsvc.rules import RULES
@@ -16,6 +17,7 @@ from services.common.data.db import open_database
 from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.health import HealthCheck, database_check
 from services.common.server.lifecycle import Closing, Periodic
+from services.common.server.metrics import Metrics
 
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
@@ -40,6 +42,16 @@ def durability_check(store: AuditStore) -> HealthCheck:
     return check
 
 
+def audit_counts(metrics: Metrics) -> AuditCounts:
+    def counter(name: str, documentation: str) -> Counter:
+        return metrics.counter(f"phiseal_audit_{name}", documentation)
+
+    return AuditCounts(
+        records=counter("records", "Audit records appended through RecordEvents"),
+        duplicates=counter("duplicates", "Resent audit events already in the log"),
+    )
+
+
 class AuditServer(GrpcServer):
     """The server, holding its AuditLog so tests and tools can checkpoint on demand."""
 
@@ -53,7 +65,11 @@ async def build(settings: Settings) -> AuditServer:
     trusted = signing.load_trust(settings.trusted_keys_file, key, utc_now(), generate=generate)
     pool = await open_database(settings.server, SCHEMA, MIGRATIONS, role=RUNTIME_ROLE)
     store = AuditStore(pool)
-    audit_log = AuditLog(store, key, trusted, Journal(settings.journal_file))
+    metrics = Metrics("auditsvc")
+    metrics.watch_pool(pool)
+    audit_log = AuditLog(
+        store, key, trusted, Journal(settings.journal_file), counts=audit_counts(metrics)
+    )
     await audit_log.checkpoints.load_journal()
     await store.ensure_partitions(settings.partitions_ahead)
     servicer = AuditServicer(audit_log)
@@ -72,6 +88,7 @@ async def build(settings: Settings) -> AuditServer:
         service_names=[SERVICE_NAME],
         register=register,
         rules=RULES,
+        metrics=metrics,
         # auditsvc appends its own denials to the log it keeps (no outbox, no relay).
         denial_auditor=audit_log,
         checks=[database_check(pool), durability_check(store)],

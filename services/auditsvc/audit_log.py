@@ -26,6 +26,7 @@ from services.common.errors import InvalidArgument, PermissionDenied
 from services.common.limits import check_count
 from services.common.security.auth import Caller, Principal, PrincipalKind, Role
 from services.common.security.authz import require
+from services.common.server.metrics import UNCOUNTED, Incrementing
 
 SERVICE = "auditsvc"
 MAX_BATCH = 1000
@@ -211,6 +212,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class AuditCounts:
+    """What the log counts for its operators (services.common.server.metrics); checkpoints and
+    alarms are counted by the checkpointer."""
+
+    records: Incrementing = UNCOUNTED  # records appended through RecordEvents
+    duplicates: Incrementing = UNCOUNTED  # resent events already in the log (outbox retries)
+
+
 class AuditLog:
     """Appends, audited reads and exports, verification and checkpoints."""
 
@@ -223,8 +233,10 @@ class AuditLog:
         *,
         clock: Callable[[], datetime] = utc_now,
         chunk_bytes: int = 64 * 1024,
+        counts: AuditCounts = AuditCounts(),
     ) -> None:
         self._store = store
+        self._counts = counts
         self._clock = clock
         self._chunk = chunk_bytes
         self.checkpoints = Checkpointer(store, signing_key, trusted, journal, clock)
@@ -253,6 +265,8 @@ class AuditLog:
             except InvalidArgument as exc:
                 rejected.append(Rejection(index, event.event_id[:80], exc.message))
         result = await self._append(valid) if valid else AppendResult(0, 0)
+        self._counts.records.inc(result.recorded)
+        self._counts.duplicates.inc(result.duplicates)
         return replace(result, rejected=rejected)
 
     def _self_audit(

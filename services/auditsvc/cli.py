@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
 
 from services.auditsvc import chain, journal, signing
+from services.common.server.config import Env
 
 
 class InputError(Exception):
@@ -216,7 +217,7 @@ def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
     except FileNotFoundError:
         raise InputError(
             f"CA certificate {args.cacert} is missing: pass --cacert (make run writes "
-            ".run/dev-secrets/ca.pem), or --plaintext for a PHISEAL_INSECURE stack"
+            "<PHISEAL_RUN_DIR>/dev-secrets/ca.pem), or --plaintext for a PHISEAL_INSECURE stack"
         ) from None
     return grpc.aio.secure_channel(args.address, grpc.ssl_channel_credentials(ca))
 
@@ -307,7 +308,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--cacert",
             type=Path,
-            default=Path(".run/dev-secrets/ca.pem"),
+            default=Env().run_dir() / "dev-secrets" / "ca.pem",
             help="CA that signed auditsvc's certificate",
         )
         p.add_argument("--token", help="bearer token (auditor or admin in the workspace)")

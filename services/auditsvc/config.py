@@ -9,9 +9,11 @@ from pathlib import Path
 from services.common.server.config import Env, ServerSettings
 
 DEFAULT_PORT = 50054
-DEFAULT_SIGNING_KEY_FILE = ".run/auditsvc-signing-key.pem"
-DEFAULT_TRUSTED_KEYS_FILE = ".run/auditsvc-trusted-keys.json"
-DEFAULT_JOURNAL_FILE = ".run/auditsvc-checkpoints.jsonl"
+# Development files, relative to PHISEAL_RUN_DIR (default .run): the signing key (generated on
+# first start only with AUDITSVC_SIGNING_KEY_GENERATE), the trusted keys and the journal.
+DEFAULT_SIGNING_KEY_FILE = "auditsvc-signing-key.pem"
+DEFAULT_TRUSTED_KEYS_FILE = "auditsvc-trusted-keys.json"
+DEFAULT_JOURNAL_FILE = "auditsvc-checkpoints.jsonl"
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,19 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = Env(environ)
+        run_dir = env.run_dir()
         return cls(
             server=ServerSettings.from_env("auditsvc", DEFAULT_PORT, env),
-            signing_key_file=Path(env.text("AUDITSVC_SIGNING_KEY_FILE", DEFAULT_SIGNING_KEY_FILE)),
+            signing_key_file=Path(
+                env.text("AUDITSVC_SIGNING_KEY_FILE", str(run_dir / DEFAULT_SIGNING_KEY_FILE))
+            ),
             generate_signing_key=env.flag("AUDITSVC_SIGNING_KEY_GENERATE", False),
             trusted_keys_file=Path(
-                env.text("AUDITSVC_TRUSTED_KEYS_FILE", DEFAULT_TRUSTED_KEYS_FILE)
+                env.text("AUDITSVC_TRUSTED_KEYS_FILE", str(run_dir / DEFAULT_TRUSTED_KEYS_FILE))
             ),
-            journal_file=Path(env.text("AUDITSVC_JOURNAL_FILE", DEFAULT_JOURNAL_FILE)),
+            journal_file=Path(
+                env.text("AUDITSVC_JOURNAL_FILE", str(run_dir / DEFAULT_JOURNAL_FILE))
+            ),
             checkpoint_interval=env.number(
                 "AUDITSVC_CHECKPOINT_INTERVAL_SECONDS", 60.0, minimum=0.05
             ),

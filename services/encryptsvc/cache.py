@@ -20,6 +20,7 @@ import structlog
 
 from services.common.errors import FailedPrecondition, Unavailable
 from services.common.server.lifecycle import Background
+from services.common.server.metrics import UNCOUNTED, Incrementing
 from services.common.vocabulary import ChangeKind
 from services.encryptsvc.encryption import Policy, Snapshot
 from services.encryptsvc.envelope import RecipientKey
@@ -49,6 +50,17 @@ class _Entry(Generic[V]):
     epoch: int
 
 
+@dataclass(frozen=True)
+class Lookups:
+    """What ``Cache.get`` counts: a fresh entry, a load, a reload of an entry past the bound,
+    and a refusal (UNAVAILABLE: nothing fresh could be had)."""
+
+    hit: Incrementing = UNCOUNTED
+    miss: Incrementing = UNCOUNTED
+    expired: Incrementing = UNCOUNTED
+    refused: Incrementing = UNCOUNTED
+
+
 class Cache(Generic[V]):
     """Values per destination, loaded once however many callers wait, dropped on change."""
 
@@ -61,8 +73,10 @@ class Cache(Generic[V]):
         max_staleness: float,
         clock: Clock = time.time,
         backoff: tuple[float, float] = (0.05, 1.0),
+        lookups: Lookups = Lookups(),
     ) -> None:
         self.name = name
+        self._lookups = lookups
         self._loader = loader
         self._watch = watch
         self._max_staleness = max_staleness
@@ -84,17 +98,24 @@ class Cache(Generic[V]):
         """The value for ``destination_id``, fresh within the bound, or the loader's error."""
         entry = self._entries.get(destination_id)
         if entry is not None and self._fresh(entry, self._clock()):
+            self._lookups.hit.inc()
             return entry.value
+        (self._lookups.miss if entry is None else self._lookups.expired).inc()
         future = self._inflight.get(destination_id)
         if future is None:
             future = asyncio.ensure_future(self._load(destination_id))
             self._inflight[destination_id] = future
             future.add_done_callback(lambda done: self._forget(destination_id, done))
         # A caller that gives up must not cancel the load the other waiters share.
-        loaded = await asyncio.shield(future)
+        try:
+            loaded = await asyncio.shield(future)
+        except Unavailable:
+            self._lookups.refused.inc()
+            raise
         # A load slower than the bound (ENCRYPTSVC_PEER_TIMEOUT_SECONDS may exceed it) returns
         # a value already older than the bound allows, unless the stream confirmed it meanwhile.
         if not self._fresh(loaded, self._clock()):
+            self._lookups.refused.inc()
             raise Unavailable(
                 f"loading the {self.name} took longer than the {self._max_staleness:g}s "
                 "staleness bound; retry shortly"

@@ -12,6 +12,7 @@ import orjson
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.hostile_json import parse_object
 from services.common.limits import check_count
+from services.common.server.metrics import UNCOUNTED, Incrementing
 from services.common.vocabulary import EncryptionFormat, no_active_key
 from services.encryptsvc.envelope import (
     MAX_CEK_USES,
@@ -113,12 +114,26 @@ def _invalid(message: str, path: str = "") -> _Refused:
     return _Refused(EventError("INVALID_ARGUMENT", message, path))
 
 
+@dataclass(frozen=True)
+class EncryptCounts:
+    """What the encryptor counts, once per batch (never per field: the hot path)."""
+
+    events: Incrementing = UNCOUNTED  # events encrypted (a policy that encrypts)
+    failed_events: Incrementing = UNCOUNTED  # events answered with a per-event error
+    fields: Incrementing = UNCOUNTED  # values sealed
+    data_keys: Incrementing = UNCOUNTED  # content keys made and wrapped (public-key operations)
+    data_key_uses: Incrementing = UNCOUNTED  # values sealed under a content key
+
+
 class Encryptor:
     """Encrypts batches of JSON events to a destination's active key, per its policy."""
 
-    def __init__(self, source: SnapshotSource, limits: Limits) -> None:
+    def __init__(
+        self, source: SnapshotSource, limits: Limits, counts: EncryptCounts = EncryptCounts()
+    ) -> None:
         self._source = source
         self._limits = limits
+        self._counts = counts
 
     async def encrypt(self, destination_id: str, events: Sequence[bytes]) -> BatchResult:
         if not destination_id.strip():
@@ -142,7 +157,7 @@ class Encryptor:
             policy.format, snapshot.key, destination_id, max_uses=self._limits.max_cek_uses
         )
         outcomes: list[EventOutcome] = []
-        work = 0
+        work = fields = failed = 0
         # The response must stay under the largest message gRPC sends, or the whole batch fails
         # after all its work: each event gets what is left, less room for the others' errors.
         used = _RESPONSE_OVERHEAD + len(snapshot.key.kid)
@@ -159,7 +174,21 @@ class Encryptor:
             outcomes.append(outcome)
             used += _result_size(outcome)
             work += 1 + outcome.encrypted_fields
+            fields += outcome.encrypted_fields
+            failed += outcome.error is not None
+        self._count(len(outcomes) - failed, failed, fields, sealer.ceks_issued)
         return BatchResult(outcomes, policy.version, snapshot.key.kid, True, policy.format)
+
+    def _count(self, events: int, failed: int, fields: int, data_keys: int) -> None:
+        counts = self._counts
+        counts.events.inc(events)
+        if failed:
+            counts.failed_events.inc(failed)
+        if fields:
+            counts.fields.inc(fields)
+        if data_keys:
+            counts.data_keys.inc(data_keys)
+            counts.data_key_uses.inc(fields)
 
     def _check_size(self, size: int, room: int, fields: int) -> None:
         """Refuses an event whose encrypted form (``size`` bytes) passes a limit."""

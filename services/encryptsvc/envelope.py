@@ -110,6 +110,9 @@ class RecipientKey:
 class Sealer(Protocol):
     """Seals the fields of one batch; ``seal`` returns the ciphertext string for a value."""
 
+    # Content keys made and wrapped so far (0 for a format without them).
+    ceks_issued: int
+
     def seal(self, plaintext: bytes, message_id: str, path: str) -> str: ...
 
     def sealed_length(self, plaintext_length: int, message_id: str, path: str) -> int:
@@ -285,6 +288,8 @@ class HpkeSealer(JweSealer):
 
 class SegmentSealer:
     """Segment's format: standard base64 of RSA-OAEP-SHA256(value). No kid, no binding."""
+
+    ceks_issued = 0  # every value is its own public-key operation
 
     def __init__(self, public_key: rsa.RSAPublicKey) -> None:
         self._public_key = public_key

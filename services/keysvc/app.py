@@ -16,6 +16,7 @@ from services.common.server.clients import open_peer_channel
 from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.health import database_check
 from services.common.server.lifecycle import Closing, Periodic
+from services.common.server.metrics import Metrics
 from services.keysvc.config import Settings
 from services.keysvc.directory import PolicyDirectory
 from services.keysvc.keys import EXPIRY_SWEEPER, KeyManager
@@ -29,7 +30,11 @@ SERVICE_NAME = keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name
 async def build(settings: Settings) -> GrpcServer:
     """Wires keysvc; the returned server is not started yet."""
     pool = await open_database(settings.server, SCHEMA, MIGRATIONS)
-    relay = OutboxRelay(pool, settings.server, SCHEMA, settings.auditsvc_addr, settings.outbox)
+    metrics = Metrics("keysvc")
+    metrics.watch_pool(pool)
+    relay = OutboxRelay(
+        pool, settings.server, SCHEMA, settings.auditsvc_addr, settings.outbox, metrics
+    )
     policysvc = open_peer_channel(
         settings.policysvc_addr, "keysvc", settings.server.security, peer="policysvc"
     )
@@ -59,6 +64,7 @@ async def build(settings: Settings) -> GrpcServer:
         service_names=[SERVICE_NAME],
         register=register,
         rules=RULES,
+        metrics=metrics,
         denial_auditor=OutboxDenialAuditor(pool, "keysvc"),
         checks=[database_check(pool), relay.health_check],
         alarms=[relay.quarantine_alarm],

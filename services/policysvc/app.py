@@ -13,6 +13,7 @@ from services.common.security.denials import OutboxDenialAuditor
 from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.health import database_check
 from services.common.server.lifecycle import Closing
+from services.common.server.metrics import Metrics
 from services.policysvc.catalog import Catalog
 from services.policysvc.config import Settings
 from services.policysvc.picker import FieldPicker
@@ -35,7 +36,11 @@ SERVICE_NAME = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 async def build(settings: Settings) -> GrpcServer:
     """Wires policysvc; the returned server is not started yet."""
     pool = await open_database(settings.server, SCHEMA, MIGRATIONS)
-    relay = OutboxRelay(pool, settings.server, SCHEMA, settings.auditsvc_addr, settings.outbox)
+    metrics = Metrics("policysvc")
+    metrics.watch_pool(pool)
+    relay = OutboxRelay(
+        pool, settings.server, SCHEMA, settings.auditsvc_addr, settings.outbox, metrics
+    )
     checks = [database_check(pool), relay.health_check]
     feed = ChangeFeed(
         settings.server.require_database(),
@@ -64,6 +69,7 @@ async def build(settings: Settings) -> GrpcServer:
         service_names=[SERVICE_NAME],
         register=register,
         rules=RULES,
+        metrics=metrics,
         denial_auditor=OutboxDenialAuditor(pool, "policysvc"),
         checks=checks,
         alarms=[relay.quarantine_alarm],

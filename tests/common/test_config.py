@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from services.auditsvc.config import Settings as AuditSettings
 from services.common.server.config import ConfigError
 from services.keysvc.config import Settings as KeySettings
 
@@ -63,3 +65,22 @@ def test_missing_database_url_fails_start_up_clearly() -> None:
     )
     assert result.returncode == 1
     assert "DATABASE_URL is not set" in result.stderr
+
+
+def test_metrics_port_sits_beside_the_service_port() -> None:
+    """/metrics defaults to the service port + 300, follows a moved service port, and -1
+    turns it off."""
+    moved = KeySettings.from_env({"KEYSVC_PORT": "41051"}).server.metrics_port
+    off = KeySettings.from_env({"KEYSVC_METRICS_PORT": "-1"}).server.metrics_port
+    assert (KeySettings.from_env({}).server.metrics_port, moved, off) == (50351, 41351, None)
+
+
+def test_every_development_path_follows_the_run_dir() -> None:
+    """PHISEAL_RUN_DIR moves the TLS folder and auditsvc's signing key (which used to stay
+    under ./.run whatever the setting)."""
+    env = {"PHISEAL_RUN_DIR": "/srv/phiseal-run"}
+    audit = AuditSettings.from_env(env)
+    assert (audit.server.security.secrets_dir, audit.signing_key_file) == (
+        Path("/srv/phiseal-run/dev-secrets"),
+        Path("/srv/phiseal-run/auditsvc-signing-key.pem"),
+    )

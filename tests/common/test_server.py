@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from phiseal_dev import dbroles
 from phiseal_dev.localpg import LocalPostgres
 from phiseal_dev.testing import ALL_SERVICES, PgCluster, eventually, start_service
+from services.common.server.grpc_server import LIVENESS
 from services.migrate import migrate_all
 from tests.common import fake_service
 from tests.common.fake_service import Req
@@ -85,7 +86,8 @@ async def wait_for_status(channel: grpc.aio.Channel, wanted: int, within: float 
 
 
 async def test_health_follows_the_database() -> None:
-    """NOT_SERVING while PostgreSQL is down, SERVING again once it is back."""
+    """NOT_SERVING while PostgreSQL is down, SERVING again once it is back; the liveness name
+    stays SERVING throughout (an outage must not make Kubernetes restart the pods)."""
     pg = LocalPostgres(Path(tempfile.mkdtemp(prefix="phiseal-health-")) / "data")
     await asyncio.to_thread(pg.start)
     cluster = PgCluster(admin_url=pg.url(), local=pg)
@@ -98,6 +100,7 @@ async def test_health_follows_the_database() -> None:
             assert await wait_for_status(channel, SERVING) == SERVING
             await asyncio.to_thread(pg.stop, "immediate")
             assert await wait_for_status(channel, NOT_SERVING) == NOT_SERVING
+            assert await health_status(channel, LIVENESS) == SERVING
             await asyncio.to_thread(pg.start)
             assert await wait_for_status(channel, SERVING) == SERVING
         finally:

@@ -13,8 +13,9 @@ while the table holds rows) and keeps delivering. ``append_to_outbox`` NOTIFYs
 ``<schema>_audit_outbox`` at commit, which wakes the relay at once; it also polls, because
 NOTIFY is lost while nobody listens.
 
-The backlog gauges are registered with prometheus-client's default registry; no service
-exposes an HTTP /metrics port yet, so scrape them by adding one (``start_http_server``).
+The backlog gauges (``phiseal_audit_outbox_backlog``, ``..._oldest_age_seconds``, refreshed by
+every health check) and the delivered and quarantined counters live in the service's metrics
+registry (services.common.server.metrics).
 """
 
 from __future__ import annotations
@@ -31,30 +32,15 @@ import orjson
 import structlog
 from google.protobuf import json_format
 from phiseal.audit.v1 import audit_pb2, audit_pb2_grpc
-from prometheus_client import Counter, Gauge
 
 from services.common.data.changefeed import ChangeFeed
 from services.common.server.clients import open_peer_channel
 from services.common.server.config import Env, ServerSettings
 from services.common.server.lifecycle import Background, Closing, Components
+from services.common.server.metrics import Metrics
 from services.common.vocabulary import ChangeKind
 
 log = structlog.get_logger("outbox_relay")
-
-BACKLOG = Gauge(
-    "phiseal_audit_outbox_backlog", "Audit outbox rows not yet delivered to auditsvc", ["service"]
-)
-OLDEST_AGE = Gauge(
-    "phiseal_audit_outbox_oldest_age_seconds",
-    "Age of the oldest audit outbox row not yet delivered to auditsvc",
-    ["service"],
-)
-
-QUARANTINED = Counter(
-    "phiseal_audit_outbox_quarantined_total",
-    "Audit outbox entries auditsvc refused as invalid, moved to audit_outbox_quarantine",
-    ["service"],
-)
 
 _CLAIM_BATCH = """
 SELECT seq, event::text AS event FROM audit_outbox
@@ -135,6 +121,7 @@ class OutboxRelay:
         schema: str,
         auditsvc_addr: str,
         settings: RelaySettings,
+        metrics: Metrics | None = None,
     ) -> None:
         self._pool = pool
         self._service = server.service
@@ -156,6 +143,21 @@ class OutboxRelay:
                 Background("outbox-relay", self._run),
             ],
             name="outbox relay",
+        )
+        metrics = metrics or Metrics(server.service)
+        self._backlog = metrics.gauge(
+            "phiseal_audit_outbox_backlog", "Audit outbox rows not yet delivered to auditsvc"
+        )
+        self._oldest_age = metrics.gauge(
+            "phiseal_audit_outbox_oldest_age_seconds",
+            "Age of the oldest audit outbox row not yet delivered to auditsvc",
+        )
+        self._delivered = metrics.counter(
+            "phiseal_audit_outbox_delivered", "Audit outbox rows acknowledged by auditsvc"
+        )
+        self._quarantined = metrics.counter(
+            "phiseal_audit_outbox_quarantined",
+            "Audit outbox entries auditsvc refused as invalid, moved to audit_outbox_quarantine",
         )
 
     async def start(self) -> None:
@@ -243,8 +245,9 @@ class OutboxRelay:
                 await con.execute(_QUARANTINE, list(refused), list(refused.values()))
             delivered = [r["seq"] for r in rows if r["seq"] not in refused]
             await con.execute(_MARK_DELIVERED, delivered)
+        self._delivered.inc(len(delivered))
         for seq, reason in refused.items():
-            QUARANTINED.labels(self._service).inc()
+            self._quarantined.inc()
             log.error("audit_entry_quarantined", outbox_seq=seq, reason=reason)
         log.info(
             "outbox_delivered",
@@ -279,8 +282,8 @@ class OutboxRelay:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             return None  # the database check reports an unreachable database
         assert row is not None
-        BACKLOG.labels(self._service).set(row["rows"])
-        OLDEST_AGE.labels(self._service).set(row["age"])
+        self._backlog.set(row["rows"])
+        self._oldest_age.set(row["age"])
         if row["age"] > self._settings.max_age:
             return (
                 f"audit outbox: {row['rows']} records undelivered, the oldest for "

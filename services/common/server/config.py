@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Relative to the working directory, like every default path; PHISEAL_RUN_DIR moves them all.
+DEFAULT_RUN_DIR = ".run"
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names the variable and the fix."""
@@ -24,6 +27,10 @@ class Env:
 
     def text(self, name: str, default: str) -> str:
         return self._environ.get(name, default).strip() or default
+
+    def run_dir(self) -> Path:
+        """``PHISEAL_RUN_DIR``: where development state lives (secrets, keys, the database)."""
+        return Path(self.text("PHISEAL_RUN_DIR", DEFAULT_RUN_DIR))
 
     def optional_text(self, name: str) -> str | None:
         value = self._environ.get(name, "").strip()
@@ -96,7 +103,7 @@ class SecuritySettings:
         public_key = env.optional_text("PHISEAL_TOKEN_PUBLIC_KEY")
         return cls(
             insecure=env.flag("PHISEAL_INSECURE", False),
-            secrets_dir=Path(env.text("PHISEAL_TLS_DIR", ".run/dev-secrets")),
+            secrets_dir=Path(env.text("PHISEAL_TLS_DIR", str(env.run_dir() / "dev-secrets"))),
             token_public_key=Path(public_key) if public_key else None,
             token_issuer=env.text("PHISEAL_TOKEN_ISSUER", "phiseal-dev"),
             token_audience=env.text("PHISEAL_TOKEN_AUDIENCE", "phiseal"),
@@ -128,6 +135,8 @@ class ServerSettings:
     peer_port: int = 0
     # Plaintext port serving only grpc.health.v1.Health; None: no such port.
     health_port: int | None = None
+    # Plaintext HTTP port serving Prometheus metrics at /metrics; None: no such port.
+    metrics_port: int | None = None
     security: SecuritySettings = field(default_factory=SecuritySettings)
     # Largest request or response message, in bytes (grpc answers RESOURCE_EXHAUSTED above it).
     max_message_bytes: int = 16 * 1024 * 1024
@@ -136,11 +145,15 @@ class ServerSettings:
     def from_env(cls, service: str, default_port: int, env: Env) -> ServerSettings:
         prefix = service.upper()
         port = env.integer(f"{prefix}_PORT", default_port, minimum=0, maximum=65535)
-        # Beside the service port by default (50052 → 50152, 50252); ephemeral alongside 0.
+        # Beside the service port by default (50052 → 50152, 50252, 50352); ephemeral alongside 0.
         peer_default = port + 100 if 0 < port <= 65335 else 0
         health_default = port + 200 if 0 < port <= 65335 else 0
         health_port = env.integer(
             f"{prefix}_HEALTH_PORT", health_default, minimum=-1, maximum=65535
+        )
+        metrics_default = port + 300 if 0 < port <= 65235 else 0
+        metrics_port = env.integer(
+            f"{prefix}_METRICS_PORT", metrics_default, minimum=-1, maximum=65535
         )
         return cls(
             service=service,
@@ -148,6 +161,7 @@ class ServerSettings:
             port=port,
             peer_port=env.integer(f"{prefix}_PEER_PORT", peer_default, minimum=0, maximum=65535),
             health_port=None if health_port == -1 else health_port,
+            metrics_port=None if metrics_port == -1 else metrics_port,
             security=SecuritySettings.from_env(env),
             max_message_bytes=env.integer(
                 "PHISEAL_MAX_MESSAGE_BYTES", 16 * 1024 * 1024, minimum=1024, maximum=256 * 1024**2

@@ -23,8 +23,12 @@ from services.common.server.config import ConfigError, ServerSettings
 from services.common.server.health import HealthCheck, HealthMonitor
 from services.common.server.interceptor import ServerInterceptor
 from services.common.server.lifecycle import Component, Components
+from services.common.server.metrics import Metrics, MetricsEndpoint
 
 log = structlog.get_logger("server")
+
+# The health service name that reports only that the process answers (its event loop runs).
+LIVENESS = "liveness"
 
 # Explicit so that a hostile client meets a clear RESOURCE_EXHAUSTED, not a silent default.
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -51,6 +55,9 @@ class ServerParts:
     # The service's authorization rules (services/<name>/rules.py), one per RPC. None: no
     # per-method gate (tests with the development authenticator); from_settings refuses None.
     rules: Mapping[str, Rule] | None = None
+    # The service's registry (its composition root hands meters from it to what it builds);
+    # None: a fresh one holding only the RPC metrics.
+    metrics: Metrics | None = None
 
 
 class GrpcServer:
@@ -68,6 +75,7 @@ class GrpcServer:
         peer_port: int | None = None,
         peer_credentials: grpc.ServerCredentials | None = None,
         health_port: int | None = None,
+        metrics_port: int | None = None,
         authenticator: Authenticator | None = None,
         access: Access | None = None,
     ) -> None:
@@ -84,12 +92,17 @@ class GrpcServer:
             raise ValueError("no authenticator: use GrpcServer.from_settings or pass one")
         if access is None and parts.rules is not None:
             access = Access(rules=parts.rules, auditor=parts.denial_auditor)
+        self.metrics = parts.metrics or Metrics(parts.name)
+        # Plaintext HTTP /metrics for Prometheus; None: not served (tests building by hand).
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        if metrics_port is not None:
+            self.metrics_endpoint = MetricsEndpoint(self.metrics, host, metrics_port)
         self.health = HealthServicer()
         self.monitor = HealthMonitor(
             self.health, parts.service_names, parts.checks, check_interval, parts.alarms
         )
         self.server = grpc.aio.server(
-            interceptors=[ServerInterceptor(authenticator, access)],
+            interceptors=[ServerInterceptor(authenticator, access, self.metrics.rpc)],
             options=[
                 ("grpc.max_receive_message_length", parts.max_message_bytes),
                 ("grpc.max_send_message_length", parts.max_message_bytes),
@@ -108,9 +121,18 @@ class GrpcServer:
         self.port = 0
         self.peer_port = 0
         self.health_port = 0
-        self.components = Components(parts.components, name=f"{parts.name} components")
+        # The metrics endpoint first: it shows start-up and stays until the pool has closed.
+        endpoint: list[Component] = [self.metrics_endpoint] if self.metrics_endpoint else []
+        self.components = Components(
+            [*endpoint, *parts.components], name=f"{parts.name} components"
+        )
         self._stopped = asyncio.Event()
         self._stop_lock = asyncio.Lock()
+
+    @property
+    def metrics_port(self) -> int:
+        """The bound /metrics port (0 while not serving or without one)."""
+        return self.metrics_endpoint.port if self.metrics_endpoint is not None else 0
 
     @property
     def tls(self) -> bool:
@@ -140,6 +162,7 @@ class GrpcServer:
             "check_interval": interval,
             "peer_port": settings.peer_port,
             "health_port": settings.health_port,
+            "metrics_port": settings.metrics_port,
             "access": access,
         }
         if security.insecure:
@@ -207,6 +230,9 @@ class GrpcServer:
         await self.server.start()
         # Serving only once the first check passed; until then callers see NOT_SERVING.
         await self.monitor.start()
+        # Liveness (Kubernetes livenessProbe service "liveness"): SERVING while the event loop
+        # answers, whatever the dependencies; a database outage must not restart every pod.
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         try:
             await self.components.start()
         except BaseException:
@@ -221,6 +247,7 @@ class GrpcServer:
             tls=self._credentials is not None,
             peer_port=self.peer_port or None,
             health_port=self.health_port or None,
+            metrics_port=self.metrics_port or None,
         )
         return self.port
 

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 from services.common import errors
 from services.common.security.auth import ANONYMOUS, Authenticator, Caller, bind_caller
 from services.common.security.authz import Access
+from services.common.server.metrics import RpcMetrics
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -224,18 +225,27 @@ class _Call:
             f"internal error; quote request id {self.request_id} to the operators",
         )
 
-    def finish(self) -> None:
-        ms = round((time.perf_counter() - self.started) * 1000, 3)
+    def finish(self, metrics: RpcMetrics | None) -> None:
+        seconds = time.perf_counter() - self.started
         code = self.code.name if isinstance(self.code, grpc.StatusCode) else str(self.code)
-        log.info("rpc_finished", code=code, ms=ms)
+        log.info("rpc_finished", code=code, ms=round(seconds * 1000, 3))
+        if metrics is not None:
+            metrics.observe(self.method, code, seconds)
         structlog.contextvars.clear_contextvars()
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps every handler so the cross-cutting behaviour lives in exactly one place."""
 
-    def __init__(self, authenticator: Authenticator, access: Access | None = None) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        access: Access | None = None,
+        metrics: RpcMetrics | None = None,
+    ) -> None:
         self._authenticator = authenticator
+        # Calls and latency per method and code, from the same place as the log line.
+        self._metrics = metrics
         # Per-method authorization (security.authz); None: the authenticator decides.
         self._access = access
 
@@ -276,7 +286,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def _wrap_unary(
         self, method: str, behavior: Callable[[Any, Context], Any]
     ) -> Callable[[Any, Context], Awaitable[Any]]:
-        authenticator, access = self._authenticator, self._access
+        authenticator, access, metrics = self._authenticator, self._access, self._metrics
 
         async def wrapper(request: Any, context: Context) -> Any:
             call = _Call(method, context, request)
@@ -290,14 +300,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             except BaseException as exc:
                 await call.fail(exc, access)
             finally:
-                call.finish()
+                call.finish(metrics)
 
         return wrapper
 
     def _wrap_stream(
         self, method: str, behavior: Callable[[Any, Context], AsyncIterator[Any]]
     ) -> Callable[[Any, Context], AsyncIterator[Any]]:
-        authenticator, access = self._authenticator, self._access
+        authenticator, access, metrics = self._authenticator, self._access, self._metrics
 
         async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
             call = _Call(method, context, request)
@@ -309,6 +319,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             except BaseException as exc:
                 await call.fail(exc, access)
             finally:
-                call.finish()
+                call.finish(metrics)
 
         return wrapper
