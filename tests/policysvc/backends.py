@@ -16,6 +16,7 @@ from phiseal_dev.dbroles import runtime_url
 from phiseal_dev.testing import PgCluster, eventually
 from services.common.audit import AuditEntry
 from services.common.data.db import create_pool, runtime_role
+from services.common.errors import ResourceExhausted
 from services.policysvc import store as pg
 from services.policysvc.catalog import (
     CatalogStore,
@@ -54,6 +55,20 @@ def entry(event_type: str, workspace_id: str = "ws_1") -> AuditEntry:
         actor_user_id="alice",
         request_id="req-1",
     )
+
+
+def allow(count: int) -> None:
+    """A cap check that accepts any count."""
+
+
+def refuse_past(cap: int) -> Callable[[int], None]:
+    """A cap check refusing, as caps.py's do, a count above ``cap``."""
+
+    def check(count: int) -> None:
+        if count > cap:
+            raise ResourceExhausted(f"{count} is past the cap of {cap}")
+
+    return check
 
 
 def workspace(workspace_id: str = "ws_1") -> Workspace:

@@ -3,6 +3,10 @@
 They share one ``FakePolicyDatabase``, as the real stores share one schema (a policy decision
 reads the workspace, the destination and the classifier state). The contract suites in
 tests/policysvc/test_*_store_contract.py keep each equal to its PostgreSQL store.
+
+Each write is one transaction: everything that can refuse it (a cap check, an audit callback,
+the outbox's check of the entry, a version already taken) runs before anything is changed, so
+a refusal leaves nothing behind, as a rolled-back PostgreSQL transaction keeps nothing.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ from dataclasses import dataclass, field, replace
 
 from services.common.audit import AuditEntry
 from services.common.errors import Aborted, AlreadyExists, NotFound
+from services.policysvc.analysis import ClassifierState
 from services.policysvc.catalog import Destination, HipaaEligibility, Workspace
 from services.policysvc.classification import Classification, Matcher, Override, Signals
 from services.policysvc.policy import Decide, Policy, PolicyContext
-from services.policysvc.privacy import ClassifierState
 
 
 @dataclass
@@ -97,9 +101,8 @@ class FakeCatalogStore:
         before = self._db.workspaces.get(workspace_id)
         if before is None:
             return None
-        entry = audit(before)
+        self._db.to_outbox(audit(before))
         self._db.workspaces[workspace_id] = replace(before, hipaa=hipaa)
-        self._db.to_outbox(entry)
         return before
 
     async def insert_destination(self, destination: Destination, audit: AuditEntry) -> None:
@@ -114,8 +117,8 @@ class FakeCatalogStore:
                 f"workspace {destination.workspace_id} already has a destination named "
                 f"{destination.name!r}; choose another name"
             )
-        self._db.destinations[destination.destination_id] = (next(self._db._seq), destination)
         self._db.to_outbox(audit)
+        self._db.destinations[destination.destination_id] = (next(self._db._seq), destination)
 
     async def get_destination(self, destination_id: str) -> Destination | None:
         found = self._db.destinations.get(destination_id)
@@ -156,12 +159,17 @@ class FakePrivacyStore:
         workspace_id: str,
         paths: Iterable[str],
         hits: Mapping[str, frozenset[str]],
+        check: Callable[[int], None],
         signals: Mapping[str, Signals] | None = None,
         audit: AuditEntry | None = None,
     ) -> None:
+        merged = self._db.sample_paths | {(workspace_id, p) for p in paths}
+        # The workspace's distinct paths with these ones, as PostgreSQL counts them after the
+        # insert and before commit; raising keeps nothing (not the audit entry either).
+        check(sum(1 for ws, _ in merged if ws == workspace_id))
         if audit is not None:
             self._db.to_outbox(audit)
-        self._db.sample_paths |= {(workspace_id, p) for p in paths}
+        self._db.sample_paths = merged
         for path, shown in (signals or {}).items():
             self._db.signals |= {(workspace_id, path, signal) for signal in shown.encode()}
         for path, matcher_ids in hits.items():
@@ -177,16 +185,19 @@ class FakePrivacyStore:
         path: str,
         override: Override | None,
         audit: Callable[[Classification | None], AuditEntry],
+        check: Callable[[int], None],
     ) -> bool:
         if workspace_id not in self._db.workspaces:
             return False
         previous = self._db.overrides.get((workspace_id, path))
-        entry = audit(None if previous is None else previous.classification)
+        if previous is None and override is not None:
+            # Only an added override counts, and check sees the count with it.
+            check(sum(1 for ws, _ in self._db.overrides if ws == workspace_id) + 1)
+        self._db.to_outbox(audit(None if previous is None else previous.classification))
         if override is None:
             self._db.overrides.pop((workspace_id, path), None)
         else:
             self._db.overrides[(workspace_id, path)] = override
-        self._db.to_outbox(entry)
         return True
 
     async def add_matcher(
@@ -199,8 +210,8 @@ class FakePrivacyStore:
         if workspace_id not in self._db.workspaces:
             return False
         check(sum(1 for _, ws, _ in self._db.matchers.values() if ws == workspace_id))
-        self._db.matchers[matcher.matcher_id] = (next(self._db._seq), workspace_id, matcher)
         self._db.to_outbox(audit)
+        self._db.matchers[matcher.matcher_id] = (next(self._db._seq), workspace_id, matcher)
         return True
 
     async def remove_matcher(
@@ -209,11 +220,10 @@ class FakePrivacyStore:
         found = self._db.matchers.get(matcher_id)
         if found is None or found[1] != workspace_id:
             return None
-        entry = audit(found[2])
+        self._db.to_outbox(audit(found[2]))
         del self._db.matchers[matcher_id]
         # ON DELETE CASCADE: what the matcher found in samples goes with it.
         self._db.value_matches = {v for v in self._db.value_matches if v[2] != matcher_id}
-        self._db.to_outbox(entry)
         return found[2]
 
 
@@ -230,7 +240,7 @@ class FakePolicyStore:
             self._db.workspaces[destination.workspace_id],
             destination,
             self._db.head(destination),
-            self._db.classifier_state(destination.workspace_id).classifier(),
+            self._db.classifier_state(destination.workspace_id),
         )
 
     async def change_policy(self, destination_id: str, decide: Decide) -> Policy | None:
@@ -238,17 +248,23 @@ class FakePolicyStore:
             ctx = self._context(destination_id)
             if ctx is None:
                 return None
-            change = decide(ctx)  # raises to refuse: nothing is written
-            versions = self._db.policies.setdefault(destination_id, [])
+            # Awaited under the destination's lock, as PostgreSQL awaits it holding the row
+            # lock; raising refuses the change and nothing is written.
+            change = await decide(ctx)
+            versions = self._db.policies.get(destination_id, [])
             if any(p.version == change.policy.version for p in versions):
                 raise Aborted(
                     f"the policy of destination {destination_id} changed concurrently; read it "
                     "again with GetPolicy and retry"
                 )
-            versions.append(change.policy)
             self._db.to_outbox(change.audit)
+            self._db.policies[destination_id] = [*versions, change.policy]
             self._db.announced.append((destination_id, change.policy.version))
             return change.policy
+
+    async def workspace_of(self, destination_id: str) -> str | None:
+        found = self._db.destinations.get(destination_id)
+        return None if found is None else found[1].workspace_id
 
     async def load_context(self, destination_id: str) -> PolicyContext | None:
         return self._context(destination_id)

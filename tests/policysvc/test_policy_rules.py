@@ -3,10 +3,13 @@ expected_version, overlapping paths, eligibility. No gRPC, no PostgreSQL."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from phiseal_dev.testing import ManualClock
-from services.common.errors import Aborted, FailedPrecondition, InvalidArgument
+from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from services.common.offload import Offload
 from services.common.security.auth import Caller, Principal, Role
 from services.common.vocabulary import EncryptionFormat
 from services.policysvc.catalog import DestinationType, HipaaEligibility, Workspace
@@ -45,12 +48,13 @@ def db() -> FakePolicyDatabase:
 
 @pytest.fixture
 def policies(db: FakePolicyDatabase) -> Policies:
-    return Policies(db.policy(), ManualClock(T0))
+    # Every analysis step inline: these rules do not need the worker process.
+    return Policies(db.policy(), Offload("policysvc", inline_below_us=math.inf), ManualClock(T0))
 
 
 def untouched(db: FakePolicyDatabase) -> tuple[dict[str, object], list[object], list[object]]:
     """What a refused change must leave as it was: versions, outbox, announcements."""
-    return (dict(db.policies), list(db.outbox), list(db.announced))
+    return ({d: list(v) for d, v in db.policies.items()}, list(db.outbox), list(db.announced))
 
 
 NOTHING: tuple[dict[str, object], list[object], list[object]] = ({}, [], [])
@@ -159,10 +163,23 @@ async def test_a_workspace_without_hipaa_eligibility_cannot_encrypt(
     assert untouched(db) == NOTHING
 
 
-async def test_only_cloud_mode_destinations_can_encrypt(policies: Policies) -> None:
-    """A warehouse destination is refused, naming its type."""
+async def test_only_cloud_mode_destinations_can_encrypt(
+    policies: Policies, db: FakePolicyDatabase
+) -> None:
+    """A warehouse destination is refused, naming its type; nothing is written."""
     with pytest.raises(FailedPrecondition, match="of type warehouse"):
         await policies.enable(ADMIN, "dst_wh", ["traits.email"], JWE, 0)
+    assert untouched(db) == NOTHING
+
+
+async def test_an_unknown_destination_is_not_found_before_its_fields_are_read(
+    policies: Policies, db: FakePolicyDatabase
+) -> None:
+    """The destination is resolved (and the caller authorized) first: NOT_FOUND, not the
+    invalid path's INVALID_ARGUMENT."""
+    with pytest.raises(NotFound, match="dst_x"):
+        await policies.enable(ADMIN, "dst_x", ["traits..bad"], JWE, 0)
+    assert untouched(db) == NOTHING
 
 
 async def test_an_accepted_change_is_stored_audited_and_announced(

@@ -6,11 +6,20 @@ import asyncio
 
 import pytest
 
-from services.common.errors import FailedPrecondition
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.fieldpath import parse
 from services.policysvc.classification import Classification, Override
-from services.policysvc.policy import Policy, PolicyChange, PolicyContext
-from tests.policysvc.backends import T0, Backend, backend, destination, entry, seed, workspace
+from services.policysvc.policy import Decide, Policy, PolicyChange, PolicyContext
+from tests.policysvc.backends import (
+    T0,
+    Backend,
+    allow,
+    backend,
+    destination,
+    entry,
+    seed,
+    workspace,
+)
 
 __all__ = ["backend"]
 
@@ -30,10 +39,19 @@ def next_version(ctx: PolicyContext, *fields: str) -> PolicyChange:
     return PolicyChange(policy, entry("Destination Encryption Enabled"))
 
 
+def to(*fields: str) -> Decide:
+    """An (async) decision that appends the version after the head with ``fields``."""
+
+    async def decide(ctx: PolicyContext) -> PolicyChange:
+        return next_version(ctx, *fields)
+
+    return decide
+
+
 async def test_a_change_is_stored_audited_and_announced(backend: Backend) -> None:
     """change_policy answers and keeps decide's policy, its audit entry and an announcement."""
     await seed(backend, destination())
-    stored = await backend.policy.change_policy("dst_1", lambda c: next_version(c, "traits.a"))
+    stored = await backend.policy.change_policy("dst_1", to("traits.a"))
     assert (
         stored,
         await backend.policy.get_policy("dst_1", None),
@@ -62,7 +80,7 @@ async def test_a_change_to_an_unknown_destination_is_none_without_deciding(
     """None; decide is never called."""
     called: list[PolicyContext] = []
 
-    def decide(ctx: PolicyContext) -> PolicyChange:
+    async def decide(ctx: PolicyContext) -> PolicyChange:
         called.append(ctx)
         return next_version(ctx)
 
@@ -73,12 +91,12 @@ async def test_a_refusing_decision_writes_nothing(backend: Backend) -> None:
     """decide's error propagates; no version, no audit entry, no announcement."""
     await seed(backend, destination())
 
-    def refuse(ctx: PolicyContext) -> PolicyChange:
+    async def refuse(ctx: PolicyContext) -> PolicyChange:
         raise FailedPrecondition("no")
 
     with pytest.raises(FailedPrecondition):
         await backend.policy.change_policy("dst_1", refuse)
-    await backend.policy.change_policy("dst_1", lambda c: next_version(c, "traits.a"))
+    await backend.policy.change_policy("dst_1", to("traits.a"))
     assert (
         await backend.policy.list_versions("dst_1", 1 << 62, 10, None),
         await backend.announced(1),
@@ -98,6 +116,7 @@ async def test_the_context_holds_workspace_destination_head_and_classifier(
         "traits.plan",
         Override("traits.plan", Classification.YELLOW, "alice", T0),
         lambda _: entry("Privacy Classification Modified"),
+        allow,
     )
     ctx = await backend.policy.load_context("dst_1")
     assert ctx is not None
@@ -105,7 +124,7 @@ async def test_the_context_holds_workspace_destination_head_and_classifier(
         ctx.workspace,
         ctx.destination,
         ctx.head,
-        ctx.classifier.classify(parse("traits.plan")).classification,
+        ctx.classifier_state.classifier().classify(parse("traits.plan")).classification,
         await backend.policy.load_context("dst_x"),
     ) == (workspace(), destination(), Policy("dst_1", "ws_1"), Classification.YELLOW, None)
 
@@ -133,7 +152,7 @@ async def test_versions_list_newest_first_below_a_version(backend: Backend) -> N
     """Newest first, strictly below ``before``, at most ``limit``."""
     await seed(backend, destination())
     for n in range(4):
-        await backend.policy.change_policy("dst_1", lambda c, n=n: next_version(c, f"traits.f{n}"))  # type: ignore[misc]
+        await backend.policy.change_policy("dst_1", to(f"traits.f{n}"))
     page = await backend.policy.list_versions("dst_1", 4, 2, None)
     assert [p.version for p in page or []] == [3, 2]
 
@@ -142,10 +161,65 @@ async def test_concurrent_changes_are_decided_one_after_the_other(backend: Backe
     """Both decisions run under the destination's lock: the second sees the first's version."""
     await seed(backend, destination())
     results = await asyncio.gather(
-        backend.policy.change_policy("dst_1", lambda c: next_version(c, "traits.a")),
-        backend.policy.change_policy("dst_1", lambda c: next_version(c, "traits.b")),
+        backend.policy.change_policy("dst_1", to("traits.a")),
+        backend.policy.change_policy("dst_1", to("traits.b")),
     )
     assert sorted(p.version for p in results if p) == [1, 2]
+
+
+async def test_a_decision_awaiting_keeps_the_lock(backend: Backend) -> None:
+    """While one decision awaits (the domain offloads its analysis), a second change waits:
+    it decides on the first one's version, never on the same head."""
+    await seed(backend, destination())
+    deciding, release = asyncio.Event(), asyncio.Event()
+    heads: list[int] = []
+
+    async def slow(ctx: PolicyContext) -> PolicyChange:
+        heads.append(ctx.head.version)
+        deciding.set()
+        await release.wait()
+        return next_version(ctx, "traits.a")
+
+    async def quick(ctx: PolicyContext) -> PolicyChange:
+        heads.append(ctx.head.version)
+        return next_version(ctx, "traits.b")
+
+    first = asyncio.create_task(backend.policy.change_policy("dst_1", slow))
+    await deciding.wait()
+    second = asyncio.create_task(backend.policy.change_policy("dst_1", quick))
+    release.set()
+    done = await asyncio.gather(first, second)
+    assert ([p.fields if p else None for p in done], heads) == (
+        [("traits.a",), ("traits.b",)],
+        [0, 1],
+    )
+
+
+async def test_an_audit_entry_the_outbox_refuses_keeps_no_version(backend: Backend) -> None:
+    """The entry is checked as auditsvc would: refused, the version and announcement go too."""
+    await seed(backend, destination())
+
+    async def unauditable(ctx: PolicyContext) -> PolicyChange:
+        return PolicyChange(next_version(ctx, "traits.a").policy, entry("Enable Encryption"))
+
+    with pytest.raises(InvalidArgument, match="past-tense verb"):
+        await backend.policy.change_policy("dst_1", unauditable)
+    await backend.policy.change_policy("dst_1", to("traits.b"))
+    versions = await backend.policy.list_versions("dst_1", 1 << 62, 10, None)
+    assert ([(p.version, p.fields) for p in versions or []], await backend.announced(1)) == (
+        [(1, ("traits.b",))],
+        [("dst_1", 1)],
+    )
+
+
+async def test_workspace_of_names_the_destinations_workspace(backend: Backend) -> None:
+    """Enough to authorize before anything is parsed; an unknown destination is None."""
+    await seed(backend, destination("dst_1"), destination("dst_2", "ws_2"))
+    assert (
+        await backend.policy.workspace_of("dst_1"),
+        await backend.policy.workspace_of("dst_2"),
+        await backend.policy.workspace_of("dst_x"),
+    ) == ("ws_1", "ws_2", None)
 
 
 async def test_record_audit_writes_the_entry(backend: Backend) -> None:

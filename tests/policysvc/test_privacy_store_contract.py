@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from services.common.audit import AuditEntry
 from services.common.errors import ResourceExhausted
 from services.policysvc.classification import (
     Classification,
@@ -13,8 +16,17 @@ from services.policysvc.classification import (
     Override,
     Signals,
 )
-from services.policysvc.policy import Policy, PolicyChange
-from tests.policysvc.backends import T0, Backend, backend, destination, entry, seed
+from services.policysvc.policy import Decide, Policy, PolicyChange, PolicyContext
+from tests.policysvc.backends import (
+    T0,
+    Backend,
+    allow,
+    backend,
+    destination,
+    entry,
+    refuse_past,
+    seed,
+)
 
 __all__ = ["backend"]
 
@@ -34,6 +46,13 @@ def matcher(matcher_id: str, pattern: str = "email") -> Matcher:
 
 def override(path: str, classification: Classification) -> Override:
     return Override(path, classification, "alice", T0)
+
+
+def stores(policy: Policy) -> Decide:
+    async def decide(ctx: PolicyContext) -> PolicyChange:
+        return PolicyChange(policy, entry("Policy Enabled"))
+
+    return decide
 
 
 async def test_workspace_exists_only_once_inserted(backend: Backend) -> None:
@@ -57,7 +76,7 @@ async def test_an_override_is_set_replaced_and_removed(backend: Backend) -> None
         override("traits.x", Classification.YELLOW),
         None,
     ):
-        assert await backend.privacy.set_override("ws_1", "traits.x", value, audit)  # type: ignore[arg-type]
+        assert await backend.privacy.set_override("ws_1", "traits.x", value, audit, allow)  # type: ignore[arg-type]
         state = await backend.privacy.classifier_state("ws_1")
         previous.append(state.overrides[0].classification if state.overrides else None)
     assert previous == [
@@ -73,8 +92,11 @@ async def test_an_override_is_set_replaced_and_removed(backend: Backend) -> None
 async def test_an_override_in_an_unknown_workspace_is_refused_unaudited(backend: Backend) -> None:
     """False, and nothing in the outbox."""
     value = override("traits.x", Classification.RED)
-    done = await backend.privacy.set_override("ws_x", "traits.x", value, lambda _: entry("Never"))
-    assert (done, await backend.outbox()) == (False, [])
+    counts: list[int] = []
+    done = await backend.privacy.set_override(
+        "ws_x", "traits.x", value, lambda _: entry("Never"), counts.append
+    )
+    assert (done, counts, await backend.outbox()) == (False, [], [])
 
 
 async def test_add_matcher_checks_the_count_and_keeps_order(backend: Backend) -> None:
@@ -113,7 +135,9 @@ async def test_remove_matcher_answers_it_and_forgets_its_value_matches(backend: 
     await backend.privacy.add_matcher(
         "ws_1", matcher("mt_1"), lambda _: None, entry("Matcher Added")
     )
-    await backend.privacy.record_samples("ws_1", ["traits.a"], {"traits.a": frozenset({"mt_1"})})
+    await backend.privacy.record_samples(
+        "ws_1", ["traits.a"], {"traits.a": frozenset({"mt_1"})}, allow
+    )
     hits_before = (await backend.privacy.classifier_state("ws_1")).value_hits
     removed = await backend.privacy.remove_matcher(
         "ws_1", "mt_1", lambda m: entry("Matcher Removed")
@@ -148,6 +172,7 @@ async def test_value_hits_are_kept_only_for_the_workspaces_own_matchers(backend:
         "ws_1",
         ["traits.a", "traits.b"],
         {"traits.a": frozenset({"mt_1", "mt_gone"}), "traits.b": frozenset({"mt_gone"})},
+        allow,
     )
     state = await backend.privacy.classifier_state("ws_1")
     assert state.value_hits == {"traits.a": frozenset({"mt_1"})}
@@ -159,20 +184,18 @@ async def test_known_paths_are_samples_overrides_and_current_policy_fields(
     """Sampled paths, overridden paths and the fields of each destination's newest policy
     version are known; an older version's fields and another workspace's paths are not."""
     await seed(backend, destination("dst_1"), destination("dst_2", "ws_2"))
-    await backend.privacy.record_samples("ws_1", ["traits.sampled"], {})
-    await backend.privacy.record_samples("ws_2", ["traits.elsewhere"], {})
+    await backend.privacy.record_samples("ws_1", ["traits.sampled"], {}, allow)
+    await backend.privacy.record_samples("ws_2", ["traits.elsewhere"], {}, allow)
     await backend.privacy.set_override(
         "ws_1",
         "traits.overridden",
         override("traits.overridden", Classification.YELLOW),
         lambda _: entry("Privacy Classification Modified"),
+        allow,
     )
     for version, fields in ((1, ("traits.old",)), (2, ("traits.current",))):
         policy = Policy("dst_1", "ws_1", version, True, fields=fields, created_at=T0)
-        await backend.policy.change_policy(
-            "dst_1",
-            lambda ctx, p=policy: PolicyChange(p, entry("Policy Enabled")),  # type: ignore[misc]
-        )
+        await backend.policy.change_policy("dst_1", stores(policy))
     assert await backend.privacy.known_paths("ws_1") == {
         "traits.sampled",
         "traits.overridden",
@@ -188,14 +211,127 @@ async def test_sample_signals_and_the_samples_audit_are_kept(backend: Backend) -
         "ws_1",
         ["traits.a"],
         {},
+        allow,
         {"traits.a": Signals(frozenset(), frozenset({"string"}))},
         entry("Privacy Samples Classified"),
     )
     await backend.privacy.record_samples(
-        "ws_1", ["traits.a"], {}, {"traits.a": Signals(frozenset(), frozenset({"number"}))}
+        "ws_1", ["traits.a"], {}, allow, {"traits.a": Signals(frozenset(), frozenset({"number"}))}
     )
     state = await backend.privacy.classifier_state("ws_1")
     assert (state.signals, (await backend.outbox())[-1]) == (
         {"traits.a": Signals(frozenset(), frozenset({"number", "string"}))},
         "Privacy Samples Classified",
+    )
+
+
+async def test_record_samples_checks_the_workspaces_path_count_with_the_new_paths(
+    backend: Backend,
+) -> None:
+    """check() sees the workspace's distinct sampled paths after these are added (a path seen
+    before counts once; another workspace's do not count)."""
+    await seed(backend, destination("dst_2", "ws_2"))
+    counts: list[int] = []
+    for workspace_id, paths in (
+        ("ws_1", ["traits.a", "traits.b"]),
+        ("ws_1", ["traits.b", "traits.c"]),
+        ("ws_2", ["traits.a"]),
+        ("ws_1", []),
+    ):
+        await backend.privacy.record_samples(workspace_id, paths, {}, counts.append)
+    assert counts == [2, 3, 1, 3]
+
+
+async def test_a_refused_path_count_keeps_nothing_of_the_samples(backend: Backend) -> None:
+    """Raising in check() rolls back the paths, value hits, signals and the audit entry."""
+    await seed(backend)
+    await backend.privacy.add_matcher(
+        "ws_1", matcher("mt_1"), allow, entry("Privacy Matcher Added")
+    )
+    await backend.privacy.record_samples("ws_1", ["traits.a"], {}, allow)
+    before = (
+        await backend.privacy.known_paths("ws_1"),
+        await backend.privacy.classifier_state("ws_1"),
+        await backend.outbox(),
+    )
+    with pytest.raises(ResourceExhausted):
+        await backend.privacy.record_samples(
+            "ws_1",
+            ["traits.b", "traits.c"],
+            {"traits.b": frozenset({"mt_1"})},
+            refuse_past(2),
+            {"traits.c": Signals(frozenset(), frozenset({"string"}))},
+            entry("Privacy Sample Events Classified"),
+        )
+    assert (
+        await backend.privacy.known_paths("ws_1"),
+        await backend.privacy.classifier_state("ws_1"),
+        await backend.outbox(),
+    ) == before
+
+
+async def test_the_path_cap_holds_for_concurrent_recorders(backend: Backend) -> None:
+    """Two recorders of two new paths each under a cap of three: one is refused, and the
+    workspace keeps the other's two paths (recorders of one workspace take turns)."""
+    await seed(backend)
+    outcomes = await asyncio.gather(
+        backend.privacy.record_samples("ws_1", ["traits.a", "traits.b"], {}, refuse_past(3)),
+        backend.privacy.record_samples("ws_1", ["traits.c", "traits.d"], {}, refuse_past(3)),
+        return_exceptions=True,
+    )
+    known = await backend.privacy.known_paths("ws_1")
+    assert (
+        sorted(type(o).__name__ for o in outcomes),
+        known in ({"traits.a", "traits.b"}, {"traits.c", "traits.d"}),
+    ) == (["NoneType", "ResourceExhausted"], True)
+
+
+async def test_set_override_checks_the_count_only_when_one_is_added(backend: Backend) -> None:
+    """check() sees the workspace's override count with the new one; replacing or removing an
+    override is not checked."""
+    await seed(backend)
+    counts: list[int] = []
+    for path, value in (
+        ("traits.x", Classification.RED),
+        ("traits.y", Classification.RED),
+        ("traits.x", Classification.YELLOW),
+        ("traits.y", None),
+        ("traits.z", Classification.GREEN),
+    ):
+        await backend.privacy.set_override(
+            "ws_1",
+            path,
+            None if value is None else override(path, value),
+            lambda _: entry("Privacy Classification Modified"),
+            counts.append,
+        )
+    assert counts == [1, 2, 2]
+
+
+def audited(previous: Classification | None) -> AuditEntry:
+    return entry("Privacy Classification Modified")
+
+
+async def test_a_refused_override_count_keeps_nothing(backend: Backend) -> None:
+    """At the cap a new path is refused with neither override nor audit entry; the paths
+    already overridden can still be changed."""
+    await seed(backend)
+    at_cap = refuse_past(1)
+    await backend.privacy.set_override(
+        "ws_1", "traits.x", override("traits.x", Classification.RED), audited, at_cap
+    )
+    with pytest.raises(ResourceExhausted):
+        await backend.privacy.set_override(
+            "ws_1", "traits.y", override("traits.y", Classification.RED), audited, at_cap
+        )
+    await backend.privacy.set_override(
+        "ws_1", "traits.x", override("traits.x", Classification.YELLOW), audited, at_cap
+    )
+    state = await backend.privacy.classifier_state("ws_1")
+    assert (
+        [(o.path, o.classification) for o in state.overrides],
+        await backend.outbox(),
+    ) == (
+        [("traits.x", Classification.YELLOW)],
+        ["Workspace Created", "Privacy Classification Modified", "Privacy Classification Modified"],
     )
