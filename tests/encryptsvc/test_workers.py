@@ -22,7 +22,7 @@ from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
 from phiseal_dev.localpg import free_port
 from phiseal_dev.testing import eventually, peer_channel, service_env
 from services.common.server.config import ConfigError
-from services.common.server.workers import reserve_port
+from services.common.server.workers import WORKER_METRICS_STEP, reserve_port
 from tests.encryptsvc.conftest import STALENESS, Stack
 from tests.encryptsvc.stack import EXTRA_FIELDS, SAMPLES, health
 
@@ -72,13 +72,18 @@ class Workers:
 
 
 def free_port_pair() -> int:
-    """A port p with p + 1 free as well (for two workers' /metrics endpoints)."""
+    """A port p with p + WORKER_METRICS_STEP free as well (two workers' /metrics endpoints)."""
     for _ in range(50):
         port = free_port()
-        with contextlib.suppress(OSError), reserve_port("127.0.0.1", port + 1) as probe:
+        if port + WORKER_METRICS_STEP > 65535:
+            continue
+        with (
+            contextlib.suppress(OSError),
+            reserve_port("127.0.0.1", port + WORKER_METRICS_STEP) as probe,
+        ):
             probe.close()
             return port
-    raise AssertionError("no two consecutive free ports")
+    raise AssertionError("no free pair of ports")
 
 
 async def start_workers(stack: Stack, count: int, **env: str) -> Workers:
@@ -178,8 +183,8 @@ async def test_workers_share_one_port_and_every_one_follows_policy_changes(
 
 
 async def test_every_worker_serves_its_own_metrics_endpoint(two_workers: Workers) -> None:
-    """Each worker keeps its own counters, so worker k serves /metrics on METRICS_PORT + k: both
-    endpoints answer (a shared fixed port made the second worker fail to start)."""
+    """Each worker keeps its own counters, so worker k serves /metrics on METRICS_PORT + 100 k:
+    both endpoints answer (a shared fixed port made the second worker fail to start)."""
 
     await wait_joint_serving(two_workers)
 
@@ -187,7 +192,7 @@ async def test_every_worker_serves_its_own_metrics_endpoint(two_workers: Workers
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
             return bytes(reply.read())
 
-    for offset in (0, 1):
+    for offset in (0, WORKER_METRICS_STEP):
         body = await asyncio.to_thread(scrape, two_workers.metrics_port + offset)
         assert b"phiseal_encrypt_" in body
 

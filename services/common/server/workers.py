@@ -39,6 +39,9 @@ NOT_SERVING_BYTE = b"0"
 _EXIT_MARGIN_SECONDS = 5.0
 
 
+WORKER_METRICS_STEP = 100
+
+
 def default_workers() -> int:
     """The CPUs this process may run on (cgroup/affinity aware where the OS says so)."""
     try:
@@ -119,12 +122,14 @@ class _Worker:
 
 
 def worker_metrics_port(base: int | None, index: int) -> int | None:
-    """Worker ``index``'s /metrics port: ``base + index``. Each worker keeps its own registry
-    (counters live in its process), so each serves its own endpoint and Prometheus scrapes every
-    one; a shared fixed port would make the second worker fail to start. 0 stays ephemeral."""
+    """Worker ``index``'s /metrics port: ``base + 100 * index``. Each worker keeps its own
+    registry (counters live in its process), so each serves its own endpoint and Prometheus
+    scrapes every one; a shared fixed port would make the second worker fail to start. Steps of
+    100 follow the ports' own layout (5005x service, +100 peer, +200 health, +300 metrics), so
+    worker 1 of encryptsvc (50453) meets no other service's default port. 0 stays ephemeral."""
     if not base:
         return base
-    return base + index
+    return base + WORKER_METRICS_STEP * index
 
 
 def run_workers(
