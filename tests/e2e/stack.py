@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -13,8 +14,27 @@ from pathlib import Path
 
 from phiseal_dev.devstack import SERVICES, Service
 from phiseal_dev.localpg import free_port
+from services.common.server.workers import WORKER_METRICS_STEP, worker_metrics_port
 
 ROOT = Path(__file__).resolve().parents[2]
+ENCRYPTSVC_WORKERS = 2
+
+
+def free_metrics_base(workers: int) -> int:
+    """A free port whose worker offsets (+100 k) are free too."""
+    for _ in range(100):
+        base = free_port()
+        ports = [base + WORKER_METRICS_STEP * k for k in range(1, workers)]
+        if any(port > 65535 for port in ports):
+            continue
+        try:
+            for port in ports:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no free metrics ports for the encryptsvc workers")
 
 
 class RunningStack:
@@ -25,7 +45,13 @@ class RunningStack:
         # PostgreSQL user, and concurrent pytest sessions reset their modes.
         self.run_dir = Path(tempfile.mkdtemp(prefix="phiseal-stack-"))
         self.services = {
-            s.name: Service(s.name, free_port(), free_port(), free_port(), free_port())
+            s.name: Service(
+                s.name,
+                free_port(),
+                free_port(),
+                free_port(),
+                free_metrics_base(ENCRYPTSVC_WORKERS) if s.name == "encryptsvc" else free_port(),
+            )
             for s in SERVICES
         }
         env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "PGHOST"}}
@@ -35,6 +61,9 @@ class RunningStack:
             env[f"{prefix}_PEER_PORT"] = str(s.peer_port)
             env[f"{prefix}_HEALTH_PORT"] = str(s.health_port)
             env[f"{prefix}_METRICS_PORT"] = str(s.metrics_port)
+        # Two encryptsvc workers, as on this 2-CPU machine's default: worker k serves /metrics
+        # on the metrics port + 100 k, and scrape() sums them as Prometheus sums instances.
+        env["ENCRYPTSVC_WORKERS"] = str(ENCRYPTSVC_WORKERS)
         env.update(
             {
                 "PHISEAL_RUN_DIR": str(self.run_dir),
@@ -78,15 +107,19 @@ class RunningStack:
         return self.log_path.read_text(errors="replace")[-chars:]
 
     def scrape(self, service: str) -> dict[str, float]:
-        """One scrape of ``service``'s /metrics: sample name with labels → value."""
-        url = f"http://127.0.0.1:{self.services[service].metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            text = reply.read().decode()
+        """One scrape of ``service``'s /metrics (every encryptsvc worker's, summed): sample name
+        with labels → value."""
+        base = self.services[service].metrics_port
+        workers = ENCRYPTSVC_WORKERS if service == "encryptsvc" else 1
         samples: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                samples[name] = float(value)
+        for index in range(workers):
+            url = f"http://127.0.0.1:{worker_metrics_port(base, index)}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                text = reply.read().decode()
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    name, _, value = line.rpartition(" ")
+                    samples[name] = samples.get(name, 0.0) + float(value)
         return samples
 
     def stop(self) -> None:
