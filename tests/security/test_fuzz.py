@@ -449,6 +449,15 @@ async def test_wrong_service_peers_are_refused(target: Target, meant: str, ident
         await impostor.stop(None)
 
 
+async def _restore_eligibility(target: Target) -> None:
+    """Marks the world's workspace HIPAA eligible again: the fuzzers send SetHipaaEligibility
+    with hostile fields (eligible=false among them), and keysvc checks eligibility before it
+    reads a key, so an example test would otherwise see FAILED_PRECONDITION by luck of order."""
+    rpc = next(r for r in RPCS if r.name == "SetHipaaEligibility")
+    code, details = await call(target.channels[rpc.method], rpc, target.world.request(rpc))
+    assert code == grpc.StatusCode.OK, details
+
+
 def _import_jwk(world: World, text: str) -> keys_pb2.ImportPublicKeyRequest:
     return keys_pb2.ImportPublicKeyRequest(
         destination_id=world.fresh_for_import, public_key_jwk=text
@@ -458,6 +467,7 @@ def _import_jwk(world: World, text: str) -> keys_pb2.ImportPublicKeyRequest:
 async def test_low_order_and_unusable_keys_are_invalid_arguments(target: Target) -> None:
     """Every small-order X25519 point (JWK and PEM, top bit set or not) and every unusable
     RSA modulus: INVALID_ARGUMENT from ImportPublicKey."""
+    await _restore_eligibility(target)
     rpc = next(r for r in RPCS if r.name == "ImportPublicKey")
     channel = target.channels[rpc.method]
     requests = {
@@ -596,6 +606,7 @@ def _regressions(world: World) -> dict[str, tuple[str, Message]]:
 
 async def test_fuzzing_regressions_are_invalid_arguments(target: Target) -> None:
     """What the fuzzer once crashed on now answers INVALID_ARGUMENT."""
+    await _restore_eligibility(target)
     by_name = {rpc.name: rpc for rpc in RPCS}
     cases = _regressions(target.world)
     codes = {}
