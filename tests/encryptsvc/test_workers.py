@@ -214,16 +214,19 @@ async def test_a_dying_worker_takes_joint_health_down_and_stops_the_rest(
 
 
 async def test_sigterm_drains_every_worker_and_exits_cleanly(two_workers: Workers) -> None:
-    """SIGTERM to the supervisor: joint health leaves SERVING, every worker stops in order
-    (its own server_stopped line) and the supervisor exits 0."""
+    """SIGTERM to the supervisor: every worker drains and exits 0 (the supervisor records each
+    exit code) and the supervisor exits 0."""
 
     await wait_joint_serving(two_workers)
     two_workers.process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(two_workers.process.wait(), 30) == 0
     if two_workers.pump is not None:
         await two_workers.pump
-    stopped = {line.get("worker") for line in two_workers.logs if line["event"] == "server_stopped"}
-    assert stopped == {0, 1}
+    # The supervisor's own record of each worker's exit: 0 means the worker drained and stopped
+    # its server (a worker that died or was killed exits otherwise). The workers' own log lines
+    # share the pipe and are not relied on.
+    codes = [line["codes"] for line in two_workers.logs if line["event"] == "workers_stopped"]
+    assert codes == [[0, 0]]
 
 
 def test_a_fixed_port_already_in_use_is_refused_not_shared() -> None:
