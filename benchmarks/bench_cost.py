@@ -1,15 +1,21 @@
 """The worst request at the caps, per policysvc RPC that takes variable input, against a
 concurrent GetPolicy: does the event loop stay free?
 
-policysvc runs as in production (TLS on the service port, mutual TLS for encryptsvc's
-GetPolicy). A prober calls GetPolicy as encryptsvc back to back, first idle, then while each
-worst request runs (three times in a row). Printed: each worst request's own time, and the
-prober's p50/p99 next to the idle p99 as a ratio (target: within 3x).
+policysvc runs as in production: its own process (``python -m services.policysvc``), TLS on the
+service port, mutual TLS for encryptsvc's GetPolicy. A prober in another process calls
+GetPolicy as encryptsvc back to back, first idle, then while each worst request runs (three
+times in a row) from this process. Printed: each worst request's own time, and the prober's
+p50/p99 next to the idle p99 as a ratio (target: within 3x).
+
+The three are separate processes as in production: a client building or reading a 4 MB request
+in the server's or the prober's process would measure its own pauses, not the server's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,14 +24,19 @@ import orjson
 from phiseal.policy.v1 import policy_pb2
 from phiseal.policy.v1.policy_pb2_grpc import PolicyServiceStub
 
-from phiseal_dev.testing import PgCluster, start_service
+from benchmarks.processes import start_server
+from phiseal_dev.testing import PgCluster, person_channel, session_secrets
 from services.common.server.logging import configure_logging
 from services.policysvc import caps
 from services.policysvc.classification import MAX_CUSTOM_MATCHERS
 from services.policysvc.detectors import DETECTORS
 
-IDLE_CALLS = 300
-RUNS = 3
+# Each worst request is sent back to back for at least this long (and at least RUNS times), so
+# the prober's p99 is a percentile of a thousand-odd calls, not the slowest of a few dozen.
+SECONDS = float(os.environ.get("BENCH_COST_SECONDS", "5"))
+RUNS = int(os.environ.get("BENCH_COST_RUNS", "3"))
+IDLE_CALLS = int(os.environ.get("BENCH_COST_IDLE_CALLS", "1500"))
+ONLY = os.environ.get("BENCH_COST_ONLY", "")  # run only the worst requests whose name has this
 KEY_MATCHERS = MAX_CUSTOM_MATCHERS // 2
 VALUE_MATCHERS = MAX_CUSTOM_MATCHERS - KEY_MATCHERS
 
@@ -59,15 +70,61 @@ async def main() -> None:
     try:
         await cluster.build_template()
         url = await cluster.create_database()
-        service = await start_service("policysvc", url, {})
+        server = await start_server(
+            "policysvc",
+            "services.policysvc",
+            [],
+            {"LOG_LEVEL": "error"},
+            service="policysvc",
+            database_url=url,
+        )
         try:
-            admin = PolicyServiceStub(service.channel())
-            encryptsvc = PolicyServiceStub(service.peer_channel("encryptsvc"))
-            await measure(admin, encryptsvc)
+            async with person_channel(f"127.0.0.1:{server.port}") as channel:
+                await measure(PolicyServiceStub(channel), f"127.0.0.1:{server.peer_port}")
         finally:
-            await service.stop()
+            await server.stop()
     finally:
         cluster.stop()
+
+
+class Prober:
+    """benchmarks.cost_prober in its own process: GetPolicy as encryptsvc."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, address: str, destination_id: str) -> Prober:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks.cost_prober",
+            address,
+            str(session_secrets().folder),
+            destination_id,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=64 * 1024 * 1024,  # one JSON line of every latency
+        )
+        return cls(process)
+
+    async def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def answer(self) -> list[float]:
+        assert self.process.stdout is not None
+        line = await self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the prober stopped (a GetPolicy failed: see its stderr)")
+        times: list[float] = orjson.loads(line)
+        return times
+
+    async def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        await self.process.wait()
 
 
 async def setup(admin: PolicyServiceStub) -> tuple[str, str]:
@@ -111,18 +168,18 @@ async def setup(admin: PolicyServiceStub) -> tuple[str, str]:
     return workspace_id, destination_id
 
 
-async def probe(stub: PolicyServiceStub, destination_id: str, stop: asyncio.Event) -> list[float]:
-    request = policy_pb2.GetPolicyRequest(destination_id=destination_id)
-    times = []
-    while not stop.is_set():
-        sent = time.perf_counter()
-        await stub.GetPolicy(request, timeout=2.0)
-        times.append((time.perf_counter() - sent) * 1000)
-    return times
-
-
-async def measure(admin: PolicyServiceStub, encryptsvc: PolicyServiceStub) -> None:
+async def measure(admin: PolicyServiceStub, peer_address: str) -> None:
     workspace_id, destination_id = await setup(admin)
+    prober = await Prober.start(peer_address, destination_id)
+    try:
+        await measure_with(admin, prober, workspace_id, destination_id)
+    finally:
+        await prober.close()
+
+
+async def measure_with(
+    admin: PolicyServiceStub, prober: Prober, workspace_id: str, destination_id: str
+) -> None:
     samples = wide_samples()
     version = [1]
 
@@ -187,7 +244,8 @@ async def measure(admin: PolicyServiceStub, encryptsvc: PolicyServiceStub) -> No
         ),
     }
     await worst["ListClassifications (paths)"]()  # starts the analysis worker
-    idle = await probe_n(encryptsvc, destination_id, IDLE_CALLS)
+    await prober.send(f"idle {IDLE_CALLS}")
+    idle = await prober.answer()
     idle99 = percentile(idle, 0.99)
     print(f"samples: {len(samples)} events, {sum(map(len, samples))} characters; ", end="")
     print(f"{KEY_MATCHERS} key and {VALUE_MATCHERS} value regex matchers; TLS on")
@@ -196,27 +254,19 @@ async def measure(admin: PolicyServiceStub, encryptsvc: PolicyServiceStub) -> No
         f"p99 {idle99:7.2f} ms"
     )
     for name, call in worst.items():
-        stop = asyncio.Event()
-        prober = asyncio.create_task(probe(encryptsvc, destination_id, stop))
-        took = []
-        for _ in range(RUNS):
+        if ONLY.lower() not in name.lower():
+            continue
+        await prober.send("start")
+        took: list[float] = []
+        until = time.perf_counter() + SECONDS
+        while len(took) < RUNS or time.perf_counter() < until:
             sent = time.perf_counter()
             await call()
             took.append((time.perf_counter() - sent) * 1000)
-        stop.set()
-        during = await prober
+        await prober.send("stop")
+        during = await prober.answer()
         p99 = percentile(during, 0.99)
         print(
-            f"{name:31s} worst {max(took):8.0f} ms | GetPolicy x{len(during):4d} "
+            f"{name:31s} {len(took):3d}x worst {max(took):6.0f} ms | GetPolicy x{len(during):4d} "
             f"p50 {percentile(during, 0.5):6.2f} ms p99 {p99:6.2f} ms = {p99 / idle99:4.2f}x idle"
         )
-
-
-async def probe_n(stub: PolicyServiceStub, destination_id: str, n: int) -> list[float]:
-    request = policy_pb2.GetPolicyRequest(destination_id=destination_id)
-    times = []
-    for _ in range(n):
-        sent = time.perf_counter()
-        await stub.GetPolicy(request, timeout=2.0)
-        times.append((time.perf_counter() - sent) * 1000)
-    return times

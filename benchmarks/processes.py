@@ -64,6 +64,7 @@ class ServerProcess:
 
     name: str
     process: asyncio.subprocess.Process
+    port: int
     peer_port: int
     health_port: int
     log_path: Path
@@ -111,18 +112,25 @@ async def wait_serving(port: int, within: float = 90) -> None:
 
 
 async def start_server(
-    name: str, module: str, args: list[str], env: Mapping[str, str]
+    name: str,
+    module: str,
+    args: list[str],
+    env: Mapping[str, str],
+    *,
+    service: str = "encryptsvc",
+    database_url: str | None = None,
 ) -> ServerProcess:
-    """``python -m module args`` with encryptsvc's settings on fresh ports and the session's
+    """``python -m module args`` with ``service``'s settings on fresh ports and the session's
     development secrets (TLS on, mutual TLS on the peer port); waits for SERVING."""
-    peer_port, health_port = free_port(), free_port()
+    port, peer_port, health_port = free_port(), free_port(), free_port()
     log_path = Path(tempfile.mkdtemp(prefix="phiseal-bench-")) / f"{name}.log"
+    prefix = service.upper()
     environ = {
         **os.environ,
-        **service_env("encryptsvc", None, {}),
-        "ENCRYPTSVC_PORT": str(free_port()),
-        "ENCRYPTSVC_PEER_PORT": str(peer_port),
-        "ENCRYPTSVC_HEALTH_PORT": str(health_port),
+        **service_env(service, database_url, {}),
+        f"{prefix}_PORT": str(port),
+        f"{prefix}_PEER_PORT": str(peer_port),
+        f"{prefix}_HEALTH_PORT": str(health_port),
         "LOG_FORMAT": "json",
         **env,
     }
@@ -130,7 +138,7 @@ async def start_server(
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", module, *args, env=environ, stdout=log, stderr=log
         )
-    server = ServerProcess(name, process, peer_port, health_port, log_path)
+    server = ServerProcess(name, process, port, peer_port, health_port, log_path)
     try:
         await wait_serving(health_port)
     except BaseException:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,6 +28,10 @@ INLINE_BELOW_US = 2_000
 # Large requests waiting for (or in) the worker; more are refused rather than queued without
 # bound, each holding its input in memory.
 MAX_QUEUED = 8
+# How much lower the worker's CPU priority is than the server's (nice increment): when the
+# machine is busy, a large analysis waits for the CPU rather than the loop answering GetPolicy,
+# health checks and watch streams (measured: `python -m benchmarks cost`).
+WORKER_NICENESS = 10
 
 log = structlog.get_logger("offload")
 
@@ -78,7 +83,9 @@ class Offload:
         if self._pool is None:
             # spawn, not fork: a forked copy of a process running gRPC threads can deadlock.
             self._pool = ProcessPoolExecutor(
-                self._workers, mp_context=multiprocessing.get_context("spawn")
+                self._workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_lower_priority,
             )
         return self._pool
 
@@ -86,3 +93,8 @@ class Offload:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+
+def _lower_priority() -> None:
+    """Runs first in each worker process."""
+    os.nice(WORKER_NICENESS)

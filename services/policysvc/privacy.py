@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -46,9 +46,20 @@ class ClassificationPage:
 class PrivacyStore(Protocol):
     async def workspace_exists(self, workspace_id: str) -> bool: ...
 
-    async def classifier_state(self, workspace_id: str) -> ClassifierState: ...
+    async def classifier_state(
+        self, workspace_id: str, paths: Collection[str] = ()
+    ) -> ClassifierState:
+        """The workspace's matchers, with its overrides and sampled evidence at ``paths``."""
+        ...
 
     async def known_paths(self, workspace_id: str) -> set[str]: ...
+
+    async def known_page(
+        self, workspace_id: str, extra: Collection[str], after: int, size: int
+    ) -> tuple[list[str], bool]:
+        """``size`` paths after the first ``after`` of the known paths and ``extra`` in code
+        point order, and whether more follow."""
+        ...
 
     async def record_samples(
         self,
@@ -157,9 +168,9 @@ class Privacy:
         caps.check_samples(samples)
         run = self._offload.run
         extra = set(await run(analysis.parse_cost(paths), analysis.canonical_paths, paths, "paths"))
-        state = await self._store.classifier_state(workspace_id)
         sampled = analysis.SampleAnalysis([], {})
         if samples:
+            state = await self._store.classifier_state(workspace_id)  # the matchers are enough
             cost = analysis.sample_cost(samples, state)
             sampled = await run(cost, analysis.analyse_samples, samples, state)
             # Sample events are PHI: accepting them is audited, with what was learnt from them,
@@ -181,9 +192,11 @@ class Privacy:
                 sampled.signals,
                 audit,
             )
-        known = sorted(await self._store.known_paths(workspace_id) | extra | set(sampled.paths))
-        window = known[page.after : page.after + page.size]
+        window, more = await self._store.known_page(
+            workspace_id, extra | set(sampled.paths), page.after, page.size
+        )
         end = page.after + len(window)
+        state = await self._store.classifier_state(workspace_id, window)
         fields = await run(
             analysis.classify_cost(len(window), state),
             analysis.classify_paths,
@@ -194,9 +207,7 @@ class Privacy:
         return ClassificationPage(
             fields=fields,
             matchers=[*DEFAULT_MATCHERS, *state.matchers],
-            next_page_token=(
-                encode_token(f"classifications:{workspace_id}", end) if end < len(known) else ""
-            ),
+            next_page_token=(encode_token(f"classifications:{workspace_id}", end) if more else ""),
         )
 
     async def set_override(
@@ -234,7 +245,7 @@ class Privacy:
 
         if not await self._store.set_override(workspace_id, text, override, audit, check):
             raise NotFound(f"workspace {workspace_id} does not exist; create it first")
-        state = await self._store.classifier_state(workspace_id)
+        state = await self._store.classifier_state(workspace_id, [text])
         return state.classifier().classify(path)
 
     async def add_matcher(

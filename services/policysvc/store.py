@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,7 +24,7 @@ from services.policysvc.classification import (
     Override,
     Signals,
 )
-from services.policysvc.policy import Decide, Policy, PolicyContext
+from services.policysvc.policy import Concerning, Decide, Policy, PolicyContext, no_paths
 
 SCHEMA = "policysvc"
 SERVICE = "policysvc"
@@ -211,8 +211,10 @@ DELETE FROM matchers WHERE workspace_id = $1 AND matcher_id = $2
 RETURNING matcher_id, name, target, kind, pattern, classification, created_at, created_by
 """
 
+# Evidence is read at the paths a request classifies only ($2), never a workspace's whole store.
 _SELECT_OVERRIDES = """
-SELECT path, classification, set_by, set_at FROM classification_overrides WHERE workspace_id = $1
+SELECT path, classification, set_by, set_at FROM classification_overrides
+WHERE workspace_id = $1 AND path = ANY($2::text[])
 """
 
 _SELECT_OVERRIDE_FOR_UPDATE = """
@@ -230,8 +232,12 @@ SET classification = EXCLUDED.classification, set_by = EXCLUDED.set_by, set_at =
 
 _DELETE_OVERRIDE = "DELETE FROM classification_overrides WHERE workspace_id = $1 AND path = $2"
 
-_SELECT_VALUE_MATCHES = "SELECT path, matcher_id FROM value_matches WHERE workspace_id = $1"
-_SELECT_SIGNALS = "SELECT path, signal FROM sample_signals WHERE workspace_id = $1"
+_SELECT_VALUE_MATCHES = """
+SELECT path, matcher_id FROM value_matches WHERE workspace_id = $1 AND path = ANY($2::text[])
+"""
+_SELECT_SIGNALS = """
+SELECT path, signal FROM sample_signals WHERE workspace_id = $1 AND path = ANY($2::text[])
+"""
 
 _INSERT_SIGNALS = """
 INSERT INTO sample_signals (workspace_id, path, signal)
@@ -270,6 +276,26 @@ SELECT unnest(head.fields) FROM (
 ) AS head
 """
 
+# One page of the known paths with the request's own ($2), in code point order (COLLATE "C"
+# compares UTF-8 bytes: the order Python sorts str in). Sorting a workspace's 20,000 paths is
+# the database's work, not the event loop's.
+_KNOWN_PAGE = """
+SELECT path FROM (
+    SELECT path FROM sample_paths WHERE workspace_id = $1
+    UNION
+    SELECT path FROM classification_overrides WHERE workspace_id = $1
+    UNION
+    SELECT unnest(head.fields) FROM (
+        SELECT DISTINCT ON (destination_id) fields
+        FROM policy_versions WHERE workspace_id = $1
+        ORDER BY destination_id, version DESC
+    ) AS head
+    UNION
+    SELECT unnest($2::text[])
+) AS known (path)
+ORDER BY path COLLATE "C" OFFSET $3 LIMIT $4
+"""
+
 
 def matcher_from(row: asyncpg.Record) -> Matcher:
     return Matcher(
@@ -284,18 +310,22 @@ def matcher_from(row: asyncpg.Record) -> Matcher:
     )
 
 
-async def classifier_state(con: Any, workspace_id: str) -> ClassifierState:
-    """A workspace's matchers, overrides and value matches, read on ``con``."""
+async def classifier_state(con: Any, workspace_id: str, paths: Collection[str]) -> ClassifierState:
+    """A workspace's matchers, with its overrides and sampled evidence at ``paths`` only (what
+    classifying those paths needs: the cost follows the request, not the workspace's store)."""
     matchers = [matcher_from(r) for r in await con.fetch(_SELECT_MATCHERS, workspace_id)]
+    wanted = sorted(set(paths))
+    if not wanted:
+        return ClassifierState(matchers, [], {}, {})
     overrides = [
         Override(r["path"], Classification(r["classification"]), r["set_by"], r["set_at"])
-        for r in await con.fetch(_SELECT_OVERRIDES, workspace_id)
+        for r in await con.fetch(_SELECT_OVERRIDES, workspace_id, wanted)
     ]
     hits: dict[str, set[str]] = {}
-    for row in await con.fetch(_SELECT_VALUE_MATCHES, workspace_id):
+    for row in await con.fetch(_SELECT_VALUE_MATCHES, workspace_id, wanted):
         hits.setdefault(row["path"], set()).add(row["matcher_id"])
     stored: dict[str, list[str]] = {}
-    for row in await con.fetch(_SELECT_SIGNALS, workspace_id):
+    for row in await con.fetch(_SELECT_SIGNALS, workspace_id, wanted):
         stored.setdefault(row["path"], []).append(row["signal"])
     return ClassifierState(
         matchers,
@@ -315,13 +345,22 @@ class PrivacyStore:
         async with self._pool.acquire() as con:
             return bool(await con.fetchval(_WORKSPACE_EXISTS, workspace_id))
 
-    async def classifier_state(self, workspace_id: str) -> ClassifierState:
+    async def classifier_state(
+        self, workspace_id: str, paths: Collection[str] = ()
+    ) -> ClassifierState:
         async with self._pool.acquire() as con, con.transaction(isolation="repeatable_read"):
-            return await classifier_state(con, workspace_id)
+            return await classifier_state(con, workspace_id, paths)
 
     async def known_paths(self, workspace_id: str) -> set[str]:
         async with self._pool.acquire() as con:
             return {row["path"] for row in await con.fetch(_KNOWN_PATHS, workspace_id)}
+
+    async def known_page(
+        self, workspace_id: str, extra: Collection[str], after: int, size: int
+    ) -> tuple[list[str], bool]:
+        async with self._pool.acquire() as con:
+            rows = await con.fetch(_KNOWN_PAGE, workspace_id, sorted(extra), after, size + 1)
+        return [row["path"] for row in rows[:size]], len(rows) > size
 
     async def record_samples(
         self,
@@ -481,7 +520,9 @@ class PolicyStore:
         self._pool = pool
         self._channel = channel
 
-    async def _context(self, con: Any, destination_id: str, *, lock: bool) -> PolicyContext | None:
+    async def _context(
+        self, con: Any, destination_id: str, concerning: Concerning, *, lock: bool
+    ) -> PolicyContext | None:
         sql = _LOCK_DESTINATION if lock else _SELECT_DESTINATION
         row = await con.fetchrow(sql, destination_id)
         if row is None:
@@ -494,13 +535,15 @@ class PolicyStore:
             if head_row is None
             else policy_from(head_row)
         )
-        state = await classifier_state(con, destination.workspace_id)
+        state = await classifier_state(con, destination.workspace_id, concerning(head))
         return PolicyContext(workspace, destination, head, state)
 
-    async def change_policy(self, destination_id: str, decide: Decide) -> Policy | None:
+    async def change_policy(
+        self, destination_id: str, decide: Decide, concerning: Concerning = no_paths
+    ) -> Policy | None:
         try:
             async with self._pool.acquire() as con, con.transaction():
-                ctx = await self._context(con, destination_id, lock=True)
+                ctx = await self._context(con, destination_id, concerning, lock=True)
                 if ctx is None:
                     return None
                 change = await decide(ctx)
@@ -531,9 +574,11 @@ class PolicyStore:
             row = await con.fetchrow(_SELECT_DESTINATION, destination_id)
         return None if row is None else str(row["workspace_id"])
 
-    async def load_context(self, destination_id: str) -> PolicyContext | None:
+    async def load_context(
+        self, destination_id: str, concerning: Concerning = no_paths
+    ) -> PolicyContext | None:
         async with self._pool.acquire() as con, con.transaction(isolation="repeatable_read"):
-            return await self._context(con, destination_id, lock=False)
+            return await self._context(con, destination_id, concerning, lock=False)
 
     async def record_audit(self, entry: AuditEntry) -> None:
         async with self._pool.acquire() as con, con.transaction():

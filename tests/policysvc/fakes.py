@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from services.common.audit import AuditEntry
@@ -21,7 +21,7 @@ from services.common.errors import Aborted, AlreadyExists, NotFound
 from services.policysvc.analysis import ClassifierState
 from services.policysvc.catalog import Destination, HipaaEligibility, Workspace
 from services.policysvc.classification import Classification, Matcher, Override, Signals
-from services.policysvc.policy import Decide, Policy, PolicyContext
+from services.policysvc.policy import Concerning, Decide, Policy, PolicyContext, no_paths
 
 
 @dataclass
@@ -55,19 +55,20 @@ class FakePolicyDatabase:
     def policy(self) -> FakePolicyStore:
         return FakePolicyStore(self)
 
-    def classifier_state(self, workspace_id: str) -> ClassifierState:
+    def classifier_state(self, workspace_id: str, paths: Collection[str]) -> ClassifierState:
         rows = sorted(self.matchers.values(), key=lambda row: row[0])
+        wanted = set(paths)
         hits: dict[str, set[str]] = {}
         for ws, path, matcher_id in self.value_matches:
-            if ws == workspace_id:
+            if ws == workspace_id and path in wanted:
                 hits.setdefault(path, set()).add(matcher_id)
         stored: dict[str, list[str]] = {}
         for ws, path, signal in self.signals:
-            if ws == workspace_id:
+            if ws == workspace_id and path in wanted:
                 stored.setdefault(path, []).append(signal)
         return ClassifierState(
             [m for _, ws, m in rows if ws == workspace_id],
-            [o for (ws, _), o in self.overrides.items() if ws == workspace_id],
+            [o for (ws, p), o in self.overrides.items() if ws == workspace_id and p in wanted],
             {p: frozenset(h) for p, h in hits.items()},
             {p: Signals.decode(found) for p, found in stored.items()},
         )
@@ -142,8 +143,10 @@ class FakePrivacyStore:
     async def workspace_exists(self, workspace_id: str) -> bool:
         return workspace_id in self._db.workspaces
 
-    async def classifier_state(self, workspace_id: str) -> ClassifierState:
-        return self._db.classifier_state(workspace_id)
+    async def classifier_state(
+        self, workspace_id: str, paths: Collection[str] = ()
+    ) -> ClassifierState:
+        return self._db.classifier_state(workspace_id, paths)
 
     async def known_paths(self, workspace_id: str) -> set[str]:
         db = self._db
@@ -153,6 +156,12 @@ class FakePrivacyStore:
             if destination.workspace_id == workspace_id:
                 paths |= set(db.head(destination).fields)
         return paths
+
+    async def known_page(
+        self, workspace_id: str, extra: Collection[str], after: int, size: int
+    ) -> tuple[list[str], bool]:
+        known = sorted(await self.known_paths(workspace_id) | set(extra))
+        return known[after : after + size], len(known) > after + size
 
     async def record_samples(
         self,
@@ -231,21 +240,24 @@ class FakePolicyStore:
     def __init__(self, db: FakePolicyDatabase) -> None:
         self._db = db
 
-    def _context(self, destination_id: str) -> PolicyContext | None:
+    def _context(self, destination_id: str, concerning: Concerning) -> PolicyContext | None:
         found = self._db.destinations.get(destination_id)
         if found is None:
             return None
         destination = found[1]
+        head = self._db.head(destination)
         return PolicyContext(
             self._db.workspaces[destination.workspace_id],
             destination,
-            self._db.head(destination),
-            self._db.classifier_state(destination.workspace_id),
+            head,
+            self._db.classifier_state(destination.workspace_id, concerning(head)),
         )
 
-    async def change_policy(self, destination_id: str, decide: Decide) -> Policy | None:
+    async def change_policy(
+        self, destination_id: str, decide: Decide, concerning: Concerning = no_paths
+    ) -> Policy | None:
         async with self._db._locks.setdefault(destination_id, asyncio.Lock()):
-            ctx = self._context(destination_id)
+            ctx = self._context(destination_id, concerning)
             if ctx is None:
                 return None
             # Awaited under the destination's lock, as PostgreSQL awaits it holding the row
@@ -266,8 +278,10 @@ class FakePolicyStore:
         found = self._db.destinations.get(destination_id)
         return None if found is None else found[1].workspace_id
 
-    async def load_context(self, destination_id: str) -> PolicyContext | None:
-        return self._context(destination_id)
+    async def load_context(
+        self, destination_id: str, concerning: Concerning = no_paths
+    ) -> PolicyContext | None:
+        return self._context(destination_id, concerning)
 
     async def record_audit(self, entry: AuditEntry) -> None:
         self._db.to_outbox(entry)

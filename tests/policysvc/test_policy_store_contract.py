@@ -118,7 +118,7 @@ async def test_the_context_holds_workspace_destination_head_and_classifier(
         lambda _: entry("Privacy Classification Modified"),
         allow,
     )
-    ctx = await backend.policy.load_context("dst_1")
+    ctx = await backend.policy.load_context("dst_1", lambda head: ["traits.plan"])
     assert ctx is not None
     assert (
         ctx.workspace,
@@ -226,3 +226,33 @@ async def test_record_audit_writes_the_entry(backend: Backend) -> None:
     """An audit entry recorded on its own reaches the outbox."""
     await backend.policy.record_audit(entry("Destination Encryption Previewed"))
     assert await backend.outbox() == ["Destination Encryption Previewed"]
+
+
+async def test_a_change_reads_the_evidence_at_the_paths_it_concerns_only(
+    backend: Backend,
+) -> None:
+    """decide sees the overrides at concerning(head) and no others; concerning is given the
+    head read under the lock."""
+    await seed(backend, destination())
+    for path in ("traits.a", "traits.b"):
+        await backend.privacy.set_override(
+            "ws_1",
+            path,
+            Override(path, Classification.YELLOW, "alice", T0),
+            lambda _: entry("Privacy Classification Modified"),
+            allow,
+        )
+    await backend.policy.change_policy("dst_1", to("traits.b"))
+    seen: list[tuple[int, list[str]]] = []
+
+    async def decide(ctx: PolicyContext) -> PolicyChange:
+        seen.append((ctx.head.version, [o.path for o in ctx.classifier_state.overrides]))
+        return next_version(ctx, "traits.a")
+
+    await backend.policy.change_policy("dst_1", decide, lambda head: head.fields)
+    preview = await backend.policy.load_context("dst_1", lambda head: ["traits.b"])
+    assert preview is not None
+    assert (seen, [o.path for o in preview.classifier_state.overrides]) == (
+        [(1, ["traits.b"])],
+        ["traits.b"],
+    )

@@ -77,7 +77,7 @@ async def test_an_override_is_set_replaced_and_removed(backend: Backend) -> None
         None,
     ):
         assert await backend.privacy.set_override("ws_1", "traits.x", value, audit, allow)  # type: ignore[arg-type]
-        state = await backend.privacy.classifier_state("ws_1")
+        state = await backend.privacy.classifier_state("ws_1", ["traits.x"])
         previous.append(state.overrides[0].classification if state.overrides else None)
     assert previous == [
         None,
@@ -138,11 +138,11 @@ async def test_remove_matcher_answers_it_and_forgets_its_value_matches(backend: 
     await backend.privacy.record_samples(
         "ws_1", ["traits.a"], {"traits.a": frozenset({"mt_1"})}, allow
     )
-    hits_before = (await backend.privacy.classifier_state("ws_1")).value_hits
+    hits_before = (await backend.privacy.classifier_state("ws_1", ["traits.a"])).value_hits
     removed = await backend.privacy.remove_matcher(
         "ws_1", "mt_1", lambda m: entry("Matcher Removed")
     )
-    state = await backend.privacy.classifier_state("ws_1")
+    state = await backend.privacy.classifier_state("ws_1", ["traits.a"])
     assert (hits_before, removed, state.matchers, state.value_hits) == (
         {"traits.a": frozenset({"mt_1"})},
         matcher("mt_1"),
@@ -174,7 +174,7 @@ async def test_value_hits_are_kept_only_for_the_workspaces_own_matchers(backend:
         {"traits.a": frozenset({"mt_1", "mt_gone"}), "traits.b": frozenset({"mt_gone"})},
         allow,
     )
-    state = await backend.privacy.classifier_state("ws_1")
+    state = await backend.privacy.classifier_state("ws_1", ["traits.a", "traits.b"])
     assert state.value_hits == {"traits.a": frozenset({"mt_1"})}
 
 
@@ -218,7 +218,7 @@ async def test_sample_signals_and_the_samples_audit_are_kept(backend: Backend) -
     await backend.privacy.record_samples(
         "ws_1", ["traits.a"], {}, allow, {"traits.a": Signals(frozenset(), frozenset({"number"}))}
     )
-    state = await backend.privacy.classifier_state("ws_1")
+    state = await backend.privacy.classifier_state("ws_1", ["traits.a"])
     assert (state.signals, (await backend.outbox())[-1]) == (
         {"traits.a": Signals(frozenset(), frozenset({"number", "string"}))},
         "Privacy Samples Classified",
@@ -251,7 +251,7 @@ async def test_a_refused_path_count_keeps_nothing_of_the_samples(backend: Backen
     await backend.privacy.record_samples("ws_1", ["traits.a"], {}, allow)
     before = (
         await backend.privacy.known_paths("ws_1"),
-        await backend.privacy.classifier_state("ws_1"),
+        await backend.privacy.classifier_state("ws_1", ["traits.a", "traits.b", "traits.c"]),
         await backend.outbox(),
     )
     with pytest.raises(ResourceExhausted):
@@ -265,7 +265,7 @@ async def test_a_refused_path_count_keeps_nothing_of_the_samples(backend: Backen
         )
     assert (
         await backend.privacy.known_paths("ws_1"),
-        await backend.privacy.classifier_state("ws_1"),
+        await backend.privacy.classifier_state("ws_1", ["traits.a", "traits.b", "traits.c"]),
         await backend.outbox(),
     ) == before
 
@@ -327,11 +327,68 @@ async def test_a_refused_override_count_keeps_nothing(backend: Backend) -> None:
     await backend.privacy.set_override(
         "ws_1", "traits.x", override("traits.x", Classification.YELLOW), audited, at_cap
     )
-    state = await backend.privacy.classifier_state("ws_1")
+    state = await backend.privacy.classifier_state("ws_1", ["traits.x"])
     assert (
         [(o.path, o.classification) for o in state.overrides],
         await backend.outbox(),
     ) == (
         [("traits.x", Classification.YELLOW)],
         ["Workspace Created", "Privacy Classification Modified", "Privacy Classification Modified"],
+    )
+
+
+async def test_the_classifier_state_holds_evidence_at_the_asked_paths_only(
+    backend: Backend,
+) -> None:
+    """Matchers always; overrides, value hits and signals at the paths asked for and no others
+    (a workspace may store 20,000 paths: a request reads what it classifies, not the store)."""
+    await seed(backend)
+    await backend.privacy.add_matcher(
+        "ws_1", matcher("mt_1"), lambda _: None, entry("Matcher Added")
+    )
+    for path in ("traits.a", "traits.b"):
+        await backend.privacy.set_override(
+            "ws_1",
+            path,
+            override(path, Classification.YELLOW),
+            lambda _: entry("Privacy Classification Modified"),
+            allow,
+        )
+        await backend.privacy.record_samples(
+            "ws_1",
+            [path],
+            {path: frozenset({"mt_1"})},
+            allow,
+            {path: Signals(frozenset(), frozenset({"string"}))},
+        )
+    asked = await backend.privacy.classifier_state("ws_1", ["traits.b", "traits.none"])
+    nothing = await backend.privacy.classifier_state("ws_1")
+    assert (
+        [m.matcher_id for m in asked.matchers],
+        [o.path for o in asked.overrides],
+        set(asked.value_hits),
+        set(asked.signals),
+    ) == (["mt_1"], ["traits.b"], {"traits.b"}, {"traits.b"})
+    assert (
+        [m.matcher_id for m in nothing.matchers],
+        nothing.overrides,
+        nothing.value_hits,
+        nothing.signals,
+    ) == (["mt_1"], [], {}, {})
+
+
+async def test_known_pages_are_in_code_point_order_with_the_requests_own_paths(
+    backend: Backend,
+) -> None:
+    """Pages of the known paths and the extra ones, sorted as Python sorts str (code points,
+    not a locale's collation), each path once, with whether more follow."""
+    await seed(backend)
+    stored = ["traits.b", "traits.Z", "traits.é", "traits.a_1"]
+    await backend.privacy.record_samples("ws_1", stored, {}, allow)
+    extra = {"traits.b", "properties.x", "traits.\U0001f600"}
+    everything = sorted(set(stored) | extra)
+    pages = [await backend.privacy.known_page("ws_1", extra, after, 4) for after in (0, 4, 8)]
+    assert (len(everything), pages) == (
+        6,
+        [(everything[0:4], True), (everything[4:], False), ([], False)],
     )
