@@ -3,9 +3,10 @@ concurrent GetPolicy: does the event loop stay free?
 
 policysvc runs as in production: its own process (``python -m services.policysvc``), TLS on the
 service port, mutual TLS for encryptsvc's GetPolicy. A prober in another process calls
-GetPolicy as encryptsvc back to back, first idle, then while each worst request runs (three
-times in a row) from this process. Printed: each worst request's own time, and the prober's
-p50/p99 next to the idle p99 as a ratio (target: within 3x).
+GetPolicy as encryptsvc back to back, first idle, then while each worst request is sent from
+this process back to back for BENCH_COST_SECONDS (5 s; at least BENCH_COST_RUNS, 3, times).
+Printed: how many were sent and the slowest, and the prober's p50/p99 next to the idle p99 as a
+ratio (target: within 3x). BENCH_COST_ONLY=<part of a name> runs only those.
 
 The three are separate processes as in production: a client building or reading a 4 MB request
 in the server's or the prober's process would measure its own pauses, not the server's.
