@@ -22,7 +22,9 @@ put 3.9 encrypted fields on the average sample event. Ratios printed at the end:
 Environment: BENCH_SECONDS (per cell, default 3), BENCH_CLIENTS (client processes, 2),
 BENCH_IN_FLIGHT (calls in flight per client process at batch 1 and 100, 16), BENCH_ROUNDS
 (interleaved rounds at batch 100, 3), BENCH_QUICK=1 (batch 100 only). Each ratio is printed on
-events/s and on events per server CPU-second: on a shared machine the second is the steadier.
+events/s and on events per server CPU-second: on a shared machine the second is the steadier;
+"paired rounds" is the median of each round's own per-CPU-second ratio (its two cells measured
+seconds apart), the steadiest of the three when the machine's load drifts.
 """
 
 from __future__ import annotations
@@ -149,8 +151,9 @@ def print_cell(cell: Cell, floor: float | None) -> None:
     )
 
 
-def per_field_cost(public: rsa.RSAPublicKey, kid: str) -> tuple[float, float]:
-    """Median CPU seconds per field: encryptsvc's sealer, and bare AES-256-GCM + base64."""
+def per_field_cost(public: rsa.RSAPublicKey, kid: str) -> tuple[float, float, float]:
+    """Median CPU seconds per field (encryptsvc's sealer, bare AES-256-GCM + base64) and the
+    median of the rounds' ratios."""
     events = [orjson.loads(e) for e in batch(len(SAMPLES))]
     work = [
         (orjson.dumps(loc.container[loc.key]), str(e["messageId"]), loc.concrete)  # type: ignore[index]
@@ -171,15 +174,19 @@ def per_field_cost(public: rsa.RSAPublicKey, kid: str) -> tuple[float, float]:
             iv = os.urandom(12)
             b64url(aead.encrypt(iv, plaintext, None))
 
-    def median(fn: Callable[[], None]) -> float:
-        samples = []
-        for _ in range(15):
-            started = time.process_time()
-            fn()
-            samples.append((time.process_time() - started) / len(work))
-        return statistics.median(samples)
+    def timed(fn: Callable[[], None]) -> float:
+        started = time.process_time()
+        fn()
+        return (time.process_time() - started) / len(work)
 
-    return median(sealed), median(bare)
+    # Interleaved, each round's pair timed back to back: on this shared machine a bare-AES
+    # median taken minutes after the sealed one moved the ratio from 1.8 to 3.1.
+    pairs = [(timed(sealed), timed(bare)) for _ in range(15)]
+    return (
+        statistics.median(s for s, _ in pairs),
+        statistics.median(b for _, b in pairs),
+        statistics.median(s / b for s, b in pairs),
+    )
 
 
 async def control_plane(
@@ -312,6 +319,7 @@ async def run(url: str) -> None:
             f"{'CPU s':>6} {'ev/CPU-s':>10} {'vs echo':>7}"
         )
         cells: dict[tuple[str, int], Cell] = {}
+        rounds_100: dict[str, list[Cell]] = {}
         for size in (100,) if QUICK else BATCH_SIZES:
             rsa_request = request_bytes(destinations["rsa"], size)
             contenders = [
@@ -338,6 +346,8 @@ async def run(url: str) -> None:
                     rounds[name].append(cell)
             for name in rounds:
                 cells[(name, size)] = median_cell(rounds[name])
+            if size == 100:
+                rounds_100 = rounds
             floor = cells[(ECHO, size)].events_per_second
             for name in rounds:
                 print_cell(cells[(name, size)], floor)
@@ -367,7 +377,7 @@ async def run(url: str) -> None:
             print(f"  ({rate:.0f} calls/s; {fixed[name].outcome.late} calls started late)")
         two_cell = cells[(TWO_WORKERS, 100)]
 
-        sealed_cost, bare_cost = per_field_cost(public, key.kid)
+        sealed_cost, bare_cost, field_ratio = per_field_cost(public, key.kid)
         echo_100, jose_100 = cells[(ECHO, 100)], cells[(JOSE, 100)]
         rsa_field_100 = cells[(RSA_FIELD, 100)]
 
@@ -375,14 +385,26 @@ async def run(url: str) -> None:
             return (
                 f"{a.events_per_second / b.events_per_second:8.3f} events/s   "
                 f"{a.events_per_cpu_second / b.events_per_cpu_second:8.3f} per server CPU-s"
+                f"{paired(a.name, b.name)}"
             )
+
+        def paired(a: str, b: str) -> str:
+            """The median of the rounds' own ratios: each pair measured seconds apart, so a
+            shift in the machine's load between rounds cancels out."""
+            pairs = list(zip(rounds_100.get(a, []), rounds_100.get(b, []), strict=False))
+            if len(pairs) < 2:
+                return ""
+            ratio = statistics.median(
+                x.events_per_cpu_second / y.events_per_cpu_second for x, y in pairs
+            )
+            return f"   (paired rounds: {ratio:.3f})"
 
         def spread(cell: Cell) -> float:
             return cell.outcome.percentile(99) / cell.outcome.percentile(50)
 
         print(
             f"per field: sealed {sealed_cost * 1e6:.2f} us, bare AES-256-GCM + base64 "
-            f"{bare_cost * 1e6:.2f} us (CPU time, median of 15 rounds)"
+            f"{bare_cost * 1e6:.2f} us (CPU time, median of 15 interleaved rounds)"
         )
         print(
             f"2 workers: {two_cell.events_per_second:.0f} events/s against 1 worker's "
@@ -400,6 +422,7 @@ async def run(url: str) -> None:
         print(f"R3 encryptsvc / rsa-per-field, batch 100 (>= 5)        {both(best, rsa_field_100)}")
         print(
             f"R4 sealed field / bare AES-GCM + base64 (<= 3)         {sealed_cost / bare_cost:8.3f}"
+            f"   (paired rounds: {field_ratio:.3f})"
         )
         print(
             "R5 p99 / p50 at 50% of max rate (<= 3)                 "
@@ -409,6 +432,7 @@ async def run(url: str) -> None:
         print(
             f"R6 2 workers / 1 worker, events per CPU-s (>= 0.90)    "
             f"{two_cell.events_per_cpu_second / best.events_per_cpu_second:8.3f}"
+            f"{paired(TWO_WORKERS, ENCRYPTSVC)}"
         )
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
         await asyncio.to_thread(kit, destinations, pairs, two)

@@ -131,6 +131,8 @@ async def start_server(
         f"{prefix}_PORT": str(port),
         f"{prefix}_PEER_PORT": str(peer_port),
         f"{prefix}_HEALTH_PORT": str(health_port),
+        # Its own too: the default (service port + 300) can be another server's random port.
+        f"{prefix}_METRICS_PORT": str(free_port()),
         "LOG_FORMAT": "json",
         **env,
     }
