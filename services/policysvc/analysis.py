@@ -81,7 +81,9 @@ def value_matchers(state: ClassifierState) -> int:
 
 
 # What the built-in detectors cost per character, in custom value matchers: all of them on one
-# string value take about as long as eight RE2 value matchers (measured with short values).
+# string value took about as long as eight RE2 value matchers (measured with short values)
+# before one RE2 set pass chose which to run (31 -> 5.5 us per sample string); the estimate is
+# kept, as overestimating only sends more work to the worker, never more to the loop.
 DETECTORS_PER_CHAR = 8.0
 
 
