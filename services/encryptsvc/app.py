@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import grpc
-from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
+from phiseal.encrypt.v1 import encrypt_pb2
 from prometheus_client import Counter
 
 from services.common.server.clients import open_peer_channel
@@ -74,9 +73,6 @@ async def build(settings: Settings) -> GrpcServer:
     )
     servicer = EncryptServicer(encryptor)
 
-    def register(server: grpc.aio.Server) -> None:
-        encrypt_pb2_grpc.add_EncryptServiceServicer_to_server(servicer, server)
-
     async def watches_live() -> str | None:
         reasons = [r for r in (policies.health(), keys.health()) if r]
         return "; ".join(reasons) or None
@@ -84,7 +80,7 @@ async def build(settings: Settings) -> GrpcServer:
     parts = ServerParts(
         name="encryptsvc",
         service_names=[SERVICE_NAME],
-        register=register,
+        register=servicer.register,
         rules=RULES,
         metrics=metrics,
         checks=[watches_live],

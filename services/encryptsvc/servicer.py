@@ -1,47 +1,41 @@
-"""encryptsvc transport: proto → domain → proto. No SQL, no domain try/except."""
+"""encryptsvc transport: proto → domain → wire bytes. No SQL, no domain try/except."""
 
 from __future__ import annotations
 
-from phiseal.encrypt.v1 import encrypt_pb2, encrypt_pb2_grpc
-from typing_extensions import override
+import grpc
+from phiseal.encrypt.v1 import encrypt_pb2
 
 from services.common.server.interceptor import Context
-from services.common.server.protoconv import format_to_proto
-from services.encryptsvc.encryption import BatchResult, Encryptor
+from services.encryptsvc.encryption import Encryptor
+from services.encryptsvc.wire import encode_response, passthrough
+
+SERVICE = "phiseal.encrypt.v1.EncryptService"
 
 
-def to_proto(result: BatchResult) -> encrypt_pb2.EncryptEventsResponse:
-    response = encrypt_pb2.EncryptEventsResponse(
-        policy_version=result.policy_version,
-        kid=result.kid,
-        encryption_enabled=result.enabled,
-        format=format_to_proto(result.format),
-    )
-    # Each result made in place: building EventResults first and handing the list over copies
-    # every one again, twice the cost of the whole response.
-    add = response.results.add
-    for outcome in result.outcomes:
-        error = outcome.error
-        if error is None:
-            add(event=outcome.event or b"", encrypted_fields=outcome.encrypted_fields)
-        else:
-            add(
-                error=encrypt_pb2.EventError(
-                    code=error.code, message=error.message, path=error.path
-                )
-            )
-    return response
-
-
-class EncryptServicer(encrypt_pb2_grpc.EncryptServiceServicer):
-    """phiseal.encrypt.v1.EncryptService."""
+class EncryptServicer:
+    """phiseal.encrypt.v1.EncryptService. EncryptEvents answers the response already serialised
+    (services/encryptsvc/wire.py), so it is registered with its own serializer (``register``)
+    rather than the generated one."""
 
     def __init__(self, encryptor: Encryptor) -> None:
         self._encryptor = encryptor
 
-    @override
     async def EncryptEvents(
         self, request: encrypt_pb2.EncryptEventsRequest, context: Context
-    ) -> encrypt_pb2.EncryptEventsResponse:
+    ) -> bytes:
         result = await self._encryptor.encrypt(request.destination_id, request.events)
-        return to_proto(result)
+        return encode_response(result)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        """What encrypt_pb2_grpc.add_EncryptServiceServicer_to_server does, with the
+        serializer that passes encode_response's bytes through."""
+        handlers = {
+            "EncryptEvents": grpc.unary_unary_rpc_method_handler(
+                self.EncryptEvents,
+                request_deserializer=encrypt_pb2.EncryptEventsRequest.FromString,
+                response_serializer=passthrough,
+            )
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        # As generated code does since grpcio 1.62: the method found without a generic lookup.
+        server.add_registered_method_handlers(SERVICE, handlers)  # type: ignore[attr-defined]

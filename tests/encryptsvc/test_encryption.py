@@ -217,7 +217,7 @@ async def test_an_event_past_the_output_limit_fails_alone_before_encrypting() ->
 async def test_the_response_stays_under_its_budget_and_the_rest_fail_alone() -> None:
     """Events whose output would overflow the response fail RESOURCE_EXHAUSTED ("another
     batch"), the response as sent stays within max_response_bytes, and earlier events are kept."""
-    from services.encryptsvc.servicer import to_proto
+    from services.encryptsvc.wire import encode_response
 
     budget = 300_000
     encryptor = _encryptor(key=x25519_key(), max_response_bytes=budget)
@@ -228,6 +228,6 @@ async def test_the_response_stays_under_its_budget_and_the_rest_fail_alone() -> 
     assert "RESOURCE_EXHAUSTED" in codes
     # Once full, it stays full: no later event slips in out of order.
     assert codes == sorted(codes, key=lambda c: c != "OK")
-    assert to_proto(result).ByteSize() <= budget
+    assert len(encode_response(result)) <= budget
     errors = [o.error for o in result.outcomes if o.error]
     assert all("another batch" in e.message for e in errors)
