@@ -52,8 +52,6 @@ class PrivacyStore(Protocol):
         """The workspace's matchers, with its overrides and sampled evidence at ``paths``."""
         ...
 
-    async def known_paths(self, workspace_id: str) -> set[str]: ...
-
     async def known_page(
         self, workspace_id: str, extra: Collection[str], after: int, size: int
     ) -> tuple[list[str], bool]:

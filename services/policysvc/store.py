@@ -264,18 +264,6 @@ _COUNT_SAMPLE_PATHS = "SELECT count(*) FROM sample_paths WHERE workspace_id = $1
 
 _COUNT_OVERRIDES = "SELECT count(*) FROM classification_overrides WHERE workspace_id = $1"
 
-_KNOWN_PATHS = """
-SELECT path FROM sample_paths WHERE workspace_id = $1
-UNION
-SELECT path FROM classification_overrides WHERE workspace_id = $1
-UNION
-SELECT unnest(head.fields) FROM (
-    SELECT DISTINCT ON (destination_id) fields
-    FROM policy_versions WHERE workspace_id = $1
-    ORDER BY destination_id, version DESC
-) AS head
-"""
-
 # One page of the known paths with the request's own ($2), in code point order (COLLATE "C"
 # compares UTF-8 bytes: the order Python sorts str in). Sorting a workspace's 20,000 paths is
 # the database's work, not the event loop's.
@@ -350,10 +338,6 @@ class PrivacyStore:
     ) -> ClassifierState:
         async with self._pool.acquire() as con, con.transaction(isolation="repeatable_read"):
             return await classifier_state(con, workspace_id, paths)
-
-    async def known_paths(self, workspace_id: str) -> set[str]:
-        async with self._pool.acquire() as con:
-            return {row["path"] for row in await con.fetch(_KNOWN_PATHS, workspace_id)}
 
     async def known_page(
         self, workspace_id: str, extra: Collection[str], after: int, size: int

@@ -148,7 +148,7 @@ class FakePrivacyStore:
     ) -> ClassifierState:
         return self._db.classifier_state(workspace_id, paths)
 
-    async def known_paths(self, workspace_id: str) -> set[str]:
+    def _known(self, workspace_id: str) -> set[str]:
         db = self._db
         paths = {p for ws, p in db.sample_paths if ws == workspace_id}
         paths |= {p for ws, p in db.overrides if ws == workspace_id}
@@ -160,7 +160,7 @@ class FakePrivacyStore:
     async def known_page(
         self, workspace_id: str, extra: Collection[str], after: int, size: int
     ) -> tuple[list[str], bool]:
-        known = sorted(await self.known_paths(workspace_id) | set(extra))
+        known = sorted(self._known(workspace_id) | set(extra))
         return known[after : after + size], len(known) > after + size
 
     async def record_samples(
