@@ -18,7 +18,7 @@ help:
 
 # The venv is rebuilt when pyproject.toml changes. Code generation needs grpcio-tools, which the
 # first install brings; the second (no-deps) install then maps the generated `phiseal` package.
-$(STAMP): pyproject.toml $(PROTOS)
+$(STAMP): pyproject.toml $(PROTOS) services/encryptsvc/_fastseal.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

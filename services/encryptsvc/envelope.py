@@ -34,6 +34,15 @@ from phiseal_decrypt.jose import ALG_ECDH, ALG_RSA, BINDING_CLAIM, ENC, OAEP, ec
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.vocabulary import EncryptionFormat
 
+try:  # built from _fastseal.c when the machine can compile it (pyproject.toml, ext-modules)
+    from services.encryptsvc import _fastseal
+except ImportError:  # pragma: no cover - exercised on machines without a C compiler
+    _fastseal = None  # type: ignore[assignment]
+
+# Which per-field sealing runs: "native" (C, _fastseal) or "python" (JweSealer.seal's own code,
+# the same bytes). Logged at startup.
+SEALING = "python" if _fastseal is None else "native"
+
 # NIST SP 800-38D allows 2^32 random-IV invocations per key; we retire a CEK far earlier.
 MAX_CEK_USES = 2**20
 
@@ -137,6 +146,7 @@ def new_sealer(
     *,
     max_uses: int = MAX_CEK_USES,
     rng: Callable[[int], bytes] = os.urandom,
+    native: bool = SEALING == "native",
 ) -> Sealer:
     """A sealer for one batch, or FailedPrecondition if the format cannot use this key."""
     if fmt is EncryptionFormat.SEGMENT_RSA_OAEP:
@@ -150,8 +160,8 @@ def new_sealer(
     if fmt is not EncryptionFormat.JWE:
         raise InvalidArgument(f"unknown encryption format {fmt!r}")
     if isinstance(key.public_key, xwing.XWingPublicKey):
-        return HpkeSealer(key, destination_id, max_uses=max_uses, rng=rng)
-    return JweSealer(key, destination_id, max_uses=max_uses, rng=rng)
+        return HpkeSealer(key, destination_id, max_uses=max_uses, rng=rng, native=native)
+    return JweSealer(key, destination_id, max_uses=max_uses, rng=rng, native=native)
 
 
 class JweSealer:
@@ -164,9 +174,15 @@ class JweSealer:
         *,
         max_uses: int = MAX_CEK_USES,
         rng: Callable[[int], bytes] = os.urandom,
+        native: bool = SEALING == "native",
     ) -> None:
         if max_uses < 1:
             raise ValueError("max_uses must be positive")
+        if native and _fastseal is None:
+            raise ValueError("the native sealer is not built on this machine")
+        self._native_sealing = native
+        # The C sealer of the current content key (None: seal in Python).
+        self._native: Any = None
         self._key = key
         self._destination_id = destination_id
         self._max_uses = max_uses
@@ -225,6 +241,7 @@ class JweSealer:
             )
             epk_x = b64url(epk)
         self._aead = AESGCM(cek)
+        self._native = _fastseal.Sealer(cek) if self._native_sealing else None
         self._encrypted_key = b64url(wrapped)
         self._header_prefix = self._prefix(epk_x)
         self._uses = 0
@@ -273,6 +290,16 @@ class JweSealer:
             if len(self._path_json) >= _PATH_CACHE:
                 self._path_json.clear()
             closing = self._path_json[path] = orjson.dumps(path) + b"}}"
+        if self._native is not None:
+            # The same steps as below, in C: one call instead of some twenty (2.85 -> 1.10 us).
+            seal: Callable[[bytes, bytes, bytes, bytes, bytes], str] = self._native.seal
+            return seal(
+                self._protected_head,
+                self._event_head + closing,
+                self._middle,
+                self._iv(),
+                plaintext,
+            )
         protected = self._protected_head + _b2a(
             self._event_head + closing, newline=False
         ).translate(_URLSAFE).rstrip(b"=")
@@ -304,8 +331,9 @@ class HpkeSealer(JweSealer):
         *,
         max_uses: int = MAX_CEK_USES,
         rng: Callable[[int], bytes] = os.urandom,
+        native: bool = SEALING == "native",
     ) -> None:
-        super().__init__(key, destination_id, max_uses=max_uses, rng=rng)
+        super().__init__(key, destination_id, max_uses=max_uses, rng=rng, native=native)
         # The output budget predicts each field's length before sealing: the header carries the
         # ~1.5 KB "ek" instead of an epk, and the wrapped CEK is an HPKE ciphertext (CEK + tag).
         self._prefix_length = len(self._hpke_prefix("A" * b64url_length(xwing.ENC_BYTES)))
@@ -327,6 +355,7 @@ class HpkeSealer(JweSealer):
         assert isinstance(public, xwing.XWingPublicKey)
         ek, wrapped = xwing.wrap(public, cek, ENC)
         self._aead = AESGCM(cek)
+        self._native = _fastseal.Sealer(cek) if self._native_sealing else None
         self._encrypted_key = b64url(wrapped)
         self._header_prefix = self._hpke_prefix(b64url(ek))
         self._uses = 0

@@ -1,0 +1,109 @@
+"""The C sealer (services/encryptsvc/_fastseal.c) writes what JweSealer.seal's Python code writes.
+
+With the same random source both sealers draw the same content keys and IVs; only RSA-OAEP's own
+padding randomness (inside OpenSSL, not the sealer's) differs, so for RSA every segment but the
+wrapped key must be byte-identical; for X25519 and hybrid keys (a fresh ephemeral key per content
+key) the kit must open every field of both to its value. make install builds the extension
+(pyproject.toml, ext-modules): these tests fail, not skip, where it was not built.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from phiseal_decrypt import Decryptor, Keyring
+from services.common.vocabulary import EncryptionFormat
+from services.encryptsvc import _fastseal
+from services.encryptsvc.envelope import SEALING, JweSealer, new_sealer
+from tests.encryptsvc.keys import KeyPair, hybrid_key, rsa_key, x25519_key
+
+KEYS: dict[str, Callable[[], KeyPair]] = {
+    "rsa": rsa_key,
+    "x25519": x25519_key,
+    "hybrid": hybrid_key,
+}
+
+
+# Plaintexts of every length modulo 3 (base64 tails), empty, one that is not JSON text, large;
+# messageIds and paths with characters JSON escapes, of every length modulo 3.
+def path(n: int) -> str:
+    return "traits." + "é" * (n % 4) + 'a["q\\"' + str(n % 3) + '"]'
+
+
+CASES = [
+    *[(orjson.dumps("v" * n), "m" + "x" * (n % 5), path(n)) for n in range(40)],
+    (b"", "m-empty", "traits.e"),
+    (bytes(range(256)), "m-bytes", "properties.raw"),
+    (orjson.dumps({"a": ["z" * 70_000]}), "m-big", "properties.big"),
+    (orjson.dumps(12345678901234567890), "\u2028", "a[3]"),
+]
+
+
+def is_json(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+JSON_CASES = [case for case in CASES if is_json(case[0])]
+
+
+def same_randomness(seed: int) -> Callable[[int], bytes]:
+    source = random.Random(seed)
+    return source.randbytes
+
+
+def test_the_native_sealer_is_built_and_used_by_default() -> None:
+    assert SEALING == "native"
+    assert new_sealer(EncryptionFormat.JWE, rsa_key().recipient, "dest_1")._native_sealing  # type: ignore[attr-defined]
+
+
+def test_rsa_tokens_are_byte_identical_but_the_wrapped_key() -> None:
+    key = rsa_key().recipient
+
+    def tokens(native: bool) -> list[list[str]]:
+        sealer = JweSealer(key, "dest_1", max_uses=7, rng=same_randomness(3), native=native)
+        return [sealer.seal(p, mid, at).split(".") for p, mid, at in CASES]
+
+    c, python = tokens(True), tokens(False)
+    assert [t[:1] + t[2:] for t in c] == [t[:1] + t[2:] for t in python]
+    assert all(len(t[1]) == len(u[1]) for t, u in zip(c, python, strict=True))
+
+
+@pytest.mark.parametrize("kind", list(KEYS))
+@pytest.mark.parametrize("native", [True, False])
+def test_the_kit_opens_every_field_of_both(kind: str, native: bool) -> None:
+    key = KEYS[kind]()
+    sealer = new_sealer(EncryptionFormat.JWE, key.recipient, "dest_1", max_uses=5, native=native)
+    sealed = [sealer.seal(p, mid, at) for p, mid, at in JSON_CASES]
+    ring = Keyring()
+    ring.add(key.private)
+    decryptor = Decryptor(ring)
+    opened = [
+        orjson.dumps(decryptor.decrypt_value(token, message_id=mid, path=at))
+        for token, (_, mid, at) in zip(sealed, JSON_CASES, strict=True)
+    ]
+    assert opened == [p for p, _, _ in JSON_CASES]
+
+
+def test_the_c_sealer_refuses_what_it_cannot_do_safely() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        _fastseal.Sealer(b"short")
+    sealer = _fastseal.Sealer(bytes(32))
+    with pytest.raises(ValueError, match="12 bytes"):
+        sealer.seal(b"h", b"r", b".k.", bytes(11), b"x")
+    with pytest.raises(RuntimeError, match="set once"):
+        sealer.__init__(bytes(32))  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        sealer.seal(b"h", b"r", b".k.", bytes(12))  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        sealer.seal("h", b"r", b".k.", bytes(12), b"x")  # type: ignore[arg-type]
+    unkeyed = _fastseal.Sealer.__new__(_fastseal.Sealer)
+    with pytest.raises(RuntimeError, match="not given a key"):
+        unkeyed.seal(b"h", b"r", b".k.", bytes(12), b"x")
