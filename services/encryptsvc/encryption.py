@@ -228,18 +228,25 @@ class Encryptor:
                 )
         else:
             message_id = ""
-        plaintexts = [orjson.dumps(c[k]) for c, k, _ in located]  # type: ignore[index]
         # Budgeted before any encryption: the sealed length is known from the plaintext's.
         # Per field: the sealer's fixed part (exact, once per event) plus, for JWE, 4/3 of the
         # value and of the path (base64url) rounded up; a path's JSON escapes are left to the
         # exact check after sealing. An exact length per field cost a fifth of a batch.
-        fixed = sealer.sealed_length(0, message_id, "") + 4 if located else 0
-        estimate = len(raw) + len(located) * fixed
-        grows = sealer.binds  # a SEGMENT value is one RSA block whatever its length
-        for plaintext, (_, _, concrete) in zip(plaintexts, located, strict=True):
-            if grows:
-                estimate += (4 * (len(plaintext) + len(concrete))) // 3
-            estimate -= len(plaintext)
+        estimate = len(raw)
+        plaintexts: list[bytes] = []
+        if located:
+            estimate += len(located) * (sealer.sealed_length(0, message_id, "") + 4)
+            keep = plaintexts.append
+            if sealer.binds:
+                for container, key, concrete in located:
+                    plaintext = orjson.dumps(container[key])  # type: ignore[index]
+                    keep(plaintext)
+                    estimate += (4 * (len(plaintext) + len(concrete))) // 3 - len(plaintext)
+            else:  # a SEGMENT value is one RSA block whatever its length
+                for container, key, _ in located:
+                    plaintext = orjson.dumps(container[key])  # type: ignore[index]
+                    keep(plaintext)
+                    estimate -= len(plaintext)
         self._check_size(estimate, room, len(located))
         for plaintext, (container, key, concrete) in zip(plaintexts, located, strict=True):
             try:
