@@ -18,7 +18,15 @@ help:
 
 # The venv is rebuilt when pyproject.toml changes. Code generation needs grpcio-tools, which the
 # first install brings; the second (no-deps) install then maps the generated `phiseal` package.
+# encryptsvc's C sealer (services/encryptsvc/_fastseal.c) needs gcc and OpenSSL's headers: as
+# root with apt-get they are installed when missing; without them the build skips the extension
+# and encryptsvc seals in Python (tests/encryptsvc/test_native_sealing.py then fails, on purpose).
 $(STAMP): pyproject.toml $(PROTOS) services/encryptsvc/_fastseal.c
+	@{ test -f /usr/include/openssl/evp.h && command -v gcc >/dev/null; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libssl-dev >/dev/null; } \
+	      || echo "apt-get could not install gcc/libssl-dev: encryptsvc will seal in Python"; \
+	  else echo "no gcc or OpenSSL headers (not root, or no apt-get): encryptsvc will seal in Python"; fi; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

@@ -125,8 +125,11 @@ async def test_shutdown_finishes_in_flight_call_and_refuses_new_ones() -> None:
                 await fake_service.call(channel, "Echo")(Req(), timeout=2)
             except grpc.aio.AioRpcError as exc:
                 # CANCELLED: the call got in just before the port closed and was cut off with
-                # the server; only a call that starts after it closed is a refusal.
-                return None if exc.code() == grpc.StatusCode.CANCELLED else exc.code()
+                # the server; DEADLINE_EXCEEDED: it got in and, on a loaded machine, waited out
+                # its 2 s while the server drained (seen once in a full make check). Only a call
+                # that starts after the port closed is a refusal.
+                waited = (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED)
+                return None if exc.code() in waited else exc.code()
             return None  # stop() has not closed the port yet
 
         refused = await eventually(refusal, timeout=10, what="a new call is refused")
