@@ -14,6 +14,14 @@ static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 static Py_ssize_t b64url_len(Py_ssize_t n) { return (4 * n + 2) / 3; }
 
+/* The result is an ASCII str (PyUnicode_New(..., 127)): bytes copied into it as they are must
+   be ASCII too, or the str object would be malformed. */
+static int is_ascii(const unsigned char *p, Py_ssize_t n) {
+    unsigned char any = 0;
+    for (Py_ssize_t i = 0; i < n; i++) any |= p[i];
+    return any < 128;
+}
+
 static char *b64url(char *out, const unsigned char *in, Py_ssize_t n) {
     Py_ssize_t i = 0;
     for (; i + 3 <= n; i += 3) {
@@ -35,10 +43,16 @@ static char *b64url(char *out, const unsigned char *in, Py_ssize_t n) {
 typedef struct {
     PyObject_HEAD
     EVP_CIPHER_CTX *ctx;
+    /* The header head and middle last checked to be ASCII (held, so that their identity means
+       their content): the same two objects come with every field of a content key. */
+    PyObject *ascii_head;
+    PyObject *ascii_middle;
 } Sealer;
 
 static void Sealer_dealloc(Sealer *self) {
     if (self->ctx) EVP_CIPHER_CTX_free(self->ctx);
+    Py_XDECREF(self->ascii_head);
+    Py_XDECREF(self->ascii_middle);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -71,6 +85,17 @@ static PyObject *Sealer_seal(Sealer *self, PyObject *const *args, Py_ssize_t nar
     PyObject *result = NULL;
     unsigned char *ct = NULL;
     if (iv.len != 12) { PyErr_SetString(PyExc_ValueError, "the IV must be 12 bytes"); goto done; }
+    if (args[0] != self->ascii_head || args[2] != self->ascii_middle) {
+        /* Only immutable bytes may be remembered: a bytearray could change after the check. */
+        if (!is_ascii(head.buf, head.len) || !is_ascii(middle.buf, middle.len)) {
+            PyErr_SetString(PyExc_ValueError, "the header's encoded part and the middle must be ASCII");
+            goto done;
+        }
+        if (PyBytes_CheckExact(args[0]) && PyBytes_CheckExact(args[2])) {
+            Py_XSETREF(self->ascii_head, Py_NewRef(args[0]));
+            Py_XSETREF(self->ascii_middle, Py_NewRef(args[2]));
+        }
+    }
     Py_ssize_t prot_len = head.len + b64url_len(rest.len);
     /* EVP takes int lengths; encryptsvc's events are at most a few MB. */
     if (pt.len > INT_MAX / 2 || prot_len > INT_MAX / 2 || middle.len > INT_MAX / 2) {

@@ -98,6 +98,17 @@ def test_the_c_sealer_refuses_what_it_cannot_do_safely() -> None:
     sealer = _fastseal.Sealer(bytes(32))
     with pytest.raises(ValueError, match="12 bytes"):
         sealer.seal(b"h", b"r", b".k.", bytes(11), b"x")
+    with pytest.raises(ValueError, match="ASCII"):
+        sealer.seal("é".encode(), b"r", b".k.", bytes(12), b"x")
+    with pytest.raises(ValueError, match="ASCII"):
+        sealer.seal(b"h", b"r", b".\xff.", bytes(12), b"x")
+    # The ASCII check is remembered only for immutable bytes: a bytearray changed after a
+    # successful call is checked again.
+    head = bytearray(b"h")
+    assert sealer.seal(head, b"r", b".k.", bytes(12), b"x").startswith("h")  # type: ignore[arg-type]
+    head[0] = 0xFF
+    with pytest.raises(ValueError, match="ASCII"):
+        sealer.seal(head, b"r", b".k.", bytes(12), b"x")  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="set once"):
         sealer.__init__(bytes(32))  # type: ignore[misc]
     with pytest.raises(TypeError):
