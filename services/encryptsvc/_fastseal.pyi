@@ -1,6 +1,9 @@
 # The C extension services/encryptsvc/_fastseal.c (built when a compiler and OpenSSL's headers
 # are present; envelope.py falls back to its Python sealing otherwise).
 
+from collections.abc import Callable
+from typing import Any
+
 class Sealer:
     def __init__(self, key: bytes, /) -> None: ...
     def seal(
@@ -12,3 +15,15 @@ class Sealer:
         plaintext: bytes,
         /,
     ) -> str: ...
+    def seal_into(
+        self,
+        protected_head: bytes,
+        event_head: bytes,
+        middle: bytes,
+        ivs: bytes,
+        plaintexts: list[bytes],
+        located: list[tuple[Any, str | int, str]],
+        closings: dict[str, bytes],
+        closing: Callable[[str], bytes],
+        /,
+    ) -> None: ...

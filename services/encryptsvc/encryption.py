@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -86,8 +86,10 @@ class EventError:
     path: str = ""
 
 
-@dataclass(frozen=True)
-class EventOutcome:
+class EventOutcome(NamedTuple):
+    """One event's answer: its encrypted bytes, or why not. A tuple, not a frozen dataclass:
+    one is made per event, and a frozen dataclass's __init__ cost 0.5 us of a 20 us event."""
+
     event: bytes | None
     error: EventError | None
     encrypted_fields: int = 0
@@ -248,17 +250,17 @@ class Encryptor:
                     keep(plaintext)
                     estimate -= len(plaintext)
         self._check_size(estimate, room, len(located))
-        for plaintext, (container, key, concrete) in zip(plaintexts, located, strict=True):
+        if located:
             try:
-                container[key] = sealer.seal(plaintext, message_id, concrete)  # type: ignore[index]
+                sealer.seal_into(plaintexts, located, message_id)
             except ValueTooLong as exc:
                 raise _Refused(
                     EventError(
                         "FAILED_PRECONDITION",
-                        f"the value at {concrete} is too long for the SEGMENT_RSA_OAEP "
+                        f"the value at {exc.path} is too long for the SEGMENT_RSA_OAEP "
                         f"format ({exc.length} bytes as JSON, at most {exc.limit} for this key); "
                         "use the JWE format, which has no size limit",
-                        concrete,
+                        exc.path,
                     )
                 ) from None
         # Always re-serialise, even with nothing found: the input could hide a second copy of a

@@ -9,13 +9,16 @@ key) the kit must open every field of both to its value. make install builds the
 
 from __future__ import annotations
 
+import base64
 import random
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
 
 from phiseal_decrypt import Decryptor, Keyring
+from services.common.selection import Located
 from services.common.vocabulary import EncryptionFormat
 from services.encryptsvc import _fastseal
 from services.encryptsvc.envelope import SEALING, JweSealer, new_sealer
@@ -118,3 +121,110 @@ def test_the_c_sealer_refuses_what_it_cannot_do_safely() -> None:
     unkeyed = _fastseal.Sealer.__new__(_fastseal.Sealer)
     with pytest.raises(RuntimeError, match="not given a key"):
         unkeyed.seal(b"h", b"r", b".k.", bytes(12), b"x")
+
+
+def _event_fields(
+    cases: list[tuple[bytes, str, str]],
+) -> tuple[list[bytes], list[Located], list[Any]]:
+    """The cases as one event's fields: plaintexts, their places in a list, and that list."""
+    holder: list[Any] = [None] * len(cases)
+    located: list[Located] = [(holder, i, at) for i, (_, _, at) in enumerate(cases)]
+    return [p for p, _, _ in cases], located, holder
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_seal_into_writes_what_seal_writes(native: bool) -> None:
+    """One event's fields sealed in one call equal the same fields sealed one by one (RSA: all
+    but the wrapped key, whose padding OpenSSL draws), in C and in Python alike."""
+    key = rsa_key().recipient
+    cases = [(p, "m-1", at) for p, _, at in CASES]
+    one_by_one = JweSealer(key, "dest_1", rng=same_randomness(5), native=native)
+    expected = [one_by_one.seal(p, mid, at).split(".") for p, mid, at in cases]
+    together = JweSealer(key, "dest_1", rng=same_randomness(5), native=native)
+    plaintexts, located, holder = _event_fields(cases)
+    together.seal_into(plaintexts, located, "m-1")
+    got = [token.split(".") for token in holder]
+    assert [t[:1] + t[2:] for t in got] == [t[:1] + t[2:] for t in expected]
+
+
+@pytest.mark.parametrize("kind", list(KEYS))
+def test_seal_into_keeps_every_content_key_within_its_uses(kind: str) -> None:
+    """Events of 1-7 fields under max_uses=4: an event that does not fit the current content key
+    gets a fresh one (the old one retires early, never late), one larger than max_uses is
+    sealed field by field across keys; the kit opens every field."""
+    pair = KEYS[kind]()
+    sealer = new_sealer(EncryptionFormat.JWE, pair.recipient, "dest_1", max_uses=4)
+    ring = Keyring()
+    ring.add(pair.private)
+    decryptor = Decryptor(ring)
+    uses: dict[str, int] = {}
+    for size in [1, 3, 2, 4, 7, 1, 5, 4]:
+        cases = [(orjson.dumps(f"v{size}-{i}"), f"m{size}", f"p[{i}]") for i in range(size)]
+        plaintexts, located, holder = _event_fields(cases)
+        sealer.seal_into(plaintexts, located, f"m{size}")
+        for token, (plaintext, mid, at) in zip(holder, cases, strict=True):
+            assert (
+                orjson.dumps(decryptor.decrypt_value(token, message_id=mid, path=at)) == plaintext
+            )
+            segments = token.split(".")
+            # A hybrid key's wrapping rides in the header ("ek"); the others' in segment 2.
+            header = orjson.loads(base64.urlsafe_b64decode(segments[0] + "=="))
+            wrapped = header.get("ek", segments[1])
+            uses[wrapped] = uses.get(wrapped, 0) + 1
+    assert max(uses.values()) <= 4
+    assert sealer.ceks_issued == len(uses)
+
+
+def test_seal_into_refuses_what_it_cannot_do_safely() -> None:
+    """Wrong inputs raise (never crash, never a half-formed token): the C checks each."""
+    sealer = _fastseal.Sealer(bytes(32))
+    holder: list[Any] = [None, None]
+    located: list[Located] = [(holder, 0, "a"), (holder, 1, "b")]
+    closings = {"a": b'"a"}}', "b": b'"b"}}'}
+
+    def closing(path: str) -> bytes:
+        raise AssertionError("every path is in closings")
+
+    def seal_into(*args: Any) -> None:
+        sealer.seal_into(*args)
+
+    good = [b"h", b"e", b".k.", bytes(24), [b"1", b"2"], located, closings, closing]
+    seal_into(*good)
+    assert all(isinstance(token, str) and token.startswith("h") for token in holder)
+    for at, bad, error, message in [
+        (3, bytes(23), ValueError, "12 bytes per field"),
+        (0, "é".encode(), ValueError, "ASCII"),
+        (2, b".\xff.", ValueError, "ASCII"),
+        (4, [b"1"], ValueError, "differ in length"),
+        (4, (b"1", b"2"), TypeError, "must be lists"),
+        (4, [b"1", "2"], TypeError, "plaintexts bytes"),
+        (5, [(holder, 0, "a"), (holder, 1)], TypeError, "tuples"),
+        (6, {"a": b'"a"}}', "b": "text"}, TypeError, "closing must be bytes"),
+    ]:
+        args = list(good)
+        args[at] = bad
+        with pytest.raises(error, match=message):
+            seal_into(*args)
+    with pytest.raises(TypeError):
+        seal_into(*good[:7])
+    # A container that refuses the value: the error comes back as it is.
+    with pytest.raises(TypeError):
+        seal_into(*good[:5], [((), 0, "a"), ((), 1, "b")], closings, closing)
+
+    # A missing path asks Python's function; what it raises comes back.
+    def refusing(path: str) -> bytes:
+        raise KeyError(path)
+
+    with pytest.raises(KeyError):
+        seal_into(*good[:6], {}, refusing)
+
+    # The callback changes the lists under the loop: refused, not read out of bounds.
+    def shrinking(path: str) -> bytes:
+        located.clear()
+        return b'"x"}}'
+
+    with pytest.raises(RuntimeError, match="changed while sealing"):
+        seal_into(*good[:6], {}, shrinking)
+    unkeyed = _fastseal.Sealer.__new__(_fastseal.Sealer)
+    with pytest.raises(RuntimeError, match="not given a key"):
+        unkeyed.seal_into(*good)  # type: ignore[arg-type]
