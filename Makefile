@@ -21,7 +21,7 @@ help:
 # encryptsvc's C sealer (services/encryptsvc/_fastseal.c) needs gcc and OpenSSL's headers: as
 # root with apt-get they are installed when missing; without them the build skips the extension
 # and encryptsvc seals in Python (tests/encryptsvc/test_native_sealing.py then fails, on purpose).
-$(STAMP): pyproject.toml $(PROTOS) services/encryptsvc/_fastseal.c
+$(STAMP): pyproject.toml $(PROTOS) services/encryptsvc/_fastseal.c services/common/_fastwalk.c
 	@{ test -f /usr/include/openssl/evp.h && command -v gcc >/dev/null; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libssl-dev >/dev/null; } \

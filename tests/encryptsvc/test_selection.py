@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.common.errors import FailedPrecondition
-from services.common.fieldpath import sealed_places
+from services.common.fieldpath import parse_selection, sealed_places
+from services.common.selection import build_selection
 from services.encryptsvc.selection import compile_selection
 from tests.encryptsvc.stack import EXTRA_FIELDS, FIELDS, SAMPLES
 
@@ -80,6 +81,42 @@ def test_sample_events_locate_as_find_does(index: int) -> None:
 def test_random_events_locate_as_find_does(event: dict[str, Any]) -> None:
     """Random nested events under quoted keys, indices and [*]: same places, same spelling."""
     assert _by_find(TRICKY, event) == _by_locate(TRICKY, event)
+
+
+def _same_walk(fields: tuple[str, ...], event: dict[str, Any]) -> None:
+    """The C walk (_fastwalk) gives the Python walk's list: same places, same order, the same
+    container objects."""
+    paths = parse_selection(fields)
+    native = build_selection(paths, native=True).locate(event)
+    python = build_selection(paths, native=False).locate(event)
+    assert [(id(c), k, p) for c, k, p in native] == [(id(c), k, p) for c, k, p in python]
+    assert all(type(k) is type(q) for (_, k, _), (_, q, _) in zip(native, python, strict=True))
+
+
+def test_the_native_walk_is_built_and_used_by_default() -> None:
+    assert compile_selection(tuple(FIELDS))._native is not None
+
+
+@pytest.mark.parametrize("index", range(len(SAMPLES)))
+def test_sample_events_walk_alike_in_c_and_python(index: int) -> None:
+    _same_walk((*FIELDS, *EXTRA_FIELDS), SAMPLES[index])
+    _same_walk(TRICKY, SAMPLES[index])
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=EVENTS)
+def test_random_events_walk_alike_in_c_and_python(event: dict[str, Any]) -> None:
+    _same_walk(TRICKY, event)
+
+
+def test_wide_tries_over_small_objects_walk_alike() -> None:
+    """More trie keys than the object has (the lookup by the event's keys, in trie order), and
+    a trie wider than the C walk's stack buffer."""
+    wide = tuple(f"traits.k{i}" for i in range(100))
+    event = {"traits": {f"k{i}": i for i in (97, 3, 50, 0, 64, 65, 99)}}
+    _same_walk(wide, event)
+    _same_walk(wide, {"traits": {f"k{i}": i for i in range(100)}})
+    _same_walk(("traits.a[*].b", "traits.a[0].c", "traits.l[5]"), {"traits": {"a": [], "l": [1]}})
 
 
 def test_unusable_policy_fails_the_batch() -> None:
