@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -31,11 +32,15 @@ def test_walk_refuses_what_is_not_its_input() -> None:
     trie = ((("a", "a", "oops", 1),), (), {"a": 0})
     with pytest.raises(ValueError, match="malformed trie"):
         _fastwalk.locate({"a": {"b": 1}}, trie)
-    for bad in [
-        ((("a",),), (), {"a": 0}),  # a step that is not (key, spelling, child, goes_on)
-        ((("a", 1, 0, 0),), (), {"a": 0}),  # a spelling that is not text
-        ((), ((-1,),), {}),  # an item that is not (index, child, into_dict, into_list)
-        ((), (), []),  # order not a dict
-    ]:
+    cases: list[tuple[Any, Any]] = [
+        ({"a": 1}, (("a",),)),  # a step that is not (key, spelling, child, goes_on)
+        ({"a": 1}, (("a", 1, 0, 0),)),  # a spelling that is not text
+    ]
+    for event, steps in cases:
         with pytest.raises(ValueError, match="malformed trie"):
-            _fastwalk.locate({"a": 1}, bad)
+            _fastwalk.locate(event, (steps, (), {"a": 0}))
+    # An item that is not (index, child, into_dict, into_list), under a list.
+    with pytest.raises(ValueError, match="malformed trie"):
+        _fastwalk.locate({"a": [1]}, (((("a", "a", ((), ((-1,),), {}), 2)),), (), {"a": 0}))
+    with pytest.raises(ValueError, match="malformed trie"):
+        _fastwalk.locate({"a": 1}, ((), (), []))  # order not a dict
