@@ -67,3 +67,32 @@ async def test_safe_db_error_keeps_only_sqlstate_and_constraint(database_url: st
 
 def test_safe_db_error_for_other_exceptions_names_the_type() -> None:
     assert safe_db_error(OSError("host db.internal refused")) == "database error (OSError)"
+
+
+def test_every_value_renders_as_one_json_line() -> None:
+    """orjson renders the lines; what it refuses (an integer past 64 bits) still renders, and
+    so do non-text keys and objects JSON has no type for."""
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    log = structlog.get_logger()
+    log.info("big", count=2**70, by_code={1: "a"}, thing=object(), text="é")
+    log.info("small", count=3, by_code={2: "b"})
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (first["count"], first["by_code"], first["text"]) == (2**70, {"1": "a"}, "é")
+    assert first["thing"].startswith("<object")
+    assert (second["count"], second["by_code"]) == (3, {"2": "b"})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "see eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.abcdefghijkl for details",
+        "Authorization: BeArEr abc.def",
+        f"key: {PEM}",
+    ],
+)
+def test_the_quick_check_lets_no_secret_pattern_through(value: str) -> None:
+    """Values are first screened by one search for what every secret pattern starts with; a
+    value that starts one is still redacted (in any letter case for bearer)."""
+    rendered = redact(None, "info", {"event": "x", "detail": value})["detail"]
+    assert "eyJzdWIi" not in rendered and "abc.def" not in rendered and "PRIVATE" not in rendered

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 # Keys whose values are never logged, whatever they hold. Matched after lower-casing, as a
@@ -36,13 +39,22 @@ _JWT = re.compile(r"\beyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}")
 _BEARER = re.compile(r"(?i)\bbearer\s+\S+")
 
 
+# What every pattern above starts with: one search rules all three out for the usual value.
+_MAYBE_SECRET = re.compile(r"-----BEGIN |eyJ|(?i:bearer)")
+
+
+@functools.lru_cache(maxsize=4096)
 def _is_secret_key(key: str) -> bool:
+    # Cached: the same few dozen keys come with every log line (the scan was a third of a
+    # line's cost); the bound keeps keys taken from a mapping's data from growing it.
     lowered = key.lower()
     return any(part in lowered for part in SECRET_KEY_PARTS)
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
+        if _MAYBE_SECRET.search(value) is None:
+            return value
         if _PEM.search(value):
             return REDACTED
         return _BEARER.sub(REDACTED, _JWT.sub(REDACTED, value))
@@ -84,12 +96,25 @@ def safe_db_error(exc: BaseException) -> str:
     return f"database error SQLSTATE {sqlstate}"
 
 
+def _json_line(value: Any, **kw: Any) -> str:
+    """JSONRenderer's serializer: orjson (a fifth of a log line's cost with the standard json),
+    the standard library for what orjson refuses (an integer past 64 bits)."""
+    try:
+        return orjson.dumps(
+            value, default=kw.get("default"), option=orjson.OPT_NON_STR_KEYS
+        ).decode()
+    except TypeError:
+        return json.dumps(value, **kw)
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Production chain; console rendering only when asked or attached to a terminal."""
     out = sys.stderr if stream is None else stream
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: Any = (
-        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer()
+        if use_console
+        else structlog.processors.JSONRenderer(serializer=_json_line)
     )
     structlog.configure(
         processors=[
