@@ -95,4 +95,5 @@ def test_the_quick_check_lets_no_secret_pattern_through(value: str) -> None:
     """Values are first screened by one search for what every secret pattern starts with; a
     value that starts one is still redacted (in any letter case for bearer)."""
     rendered = redact(None, "info", {"event": "x", "detail": value})["detail"]
-    assert "eyJzdWIi" not in rendered and "abc.def" not in rendered and "PRIVATE" not in rendered
+    for secret in ("eyJzdWIi", "abc.def", "PRIVATE"):
+        assert secret not in rendered
