@@ -97,3 +97,37 @@ def test_the_quick_check_lets_no_secret_pattern_through(value: str) -> None:
     rendered = redact(None, "info", {"event": "x", "detail": value})["detail"]
     for secret in ("eyJzdWIi", "abc.def", "PRIVATE"):
         assert secret not in rendered
+
+
+_WRITER = """
+import sys
+import structlog
+from services.common.server.logging import configure_logging
+configure_logging("info", "json")
+log = structlog.get_logger()
+for i in range(400):
+    log.info("line", writer=sys.argv[1], i=i, pad="x" * 200)
+"""
+
+
+def test_processes_sharing_a_pipe_never_split_a_line() -> None:
+    """Worker processes log to one pipe (the supervisor's stderr). Each line must reach it in
+    one write: with PYTHONUNBUFFERED=1 (usual in containers) print() wrote the text and its
+    newline separately, and two workers' lines ran together ('{...}{...}')."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    read_end, write_end = os.pipe()
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(n)], stderr=write_end, env=env)
+        for n in range(4)
+    ]
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        output = pipe.read()
+    assert all(writer.wait(30) == 0 for writer in writers)
+    lines = output.decode().splitlines()
+    assert len(lines) == 1600
+    assert all(json.loads(line)["event"] == "line" for line in lines)

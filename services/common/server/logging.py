@@ -127,6 +127,9 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # One write per line (message and newline together): worker processes share the
+        # supervisor's stderr, and print()'s two writes let their lines run together when
+        # output is unbuffered (PYTHONUNBUFFERED=1, usual in containers).
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
