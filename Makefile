@@ -18,9 +18,10 @@ help:
 
 # The venv is rebuilt when pyproject.toml changes. Code generation needs grpcio-tools, which the
 # first install brings; the second (no-deps) install then maps the generated `phiseal` package.
-# encryptsvc's C sealer (services/encryptsvc/_fastseal.c) needs gcc and OpenSSL's headers: as
-# root with apt-get they are installed when missing; without them the build skips the extension
-# and encryptsvc seals in Python (tests/encryptsvc/test_native_sealing.py then fails, on purpose).
+# encryptsvc's C sealer (services/encryptsvc/_fastseal.c, gcc and OpenSSL's headers) and the C
+# walk over events (services/common/_fastwalk.c, gcc): as root with apt-get they are installed
+# when missing; without them the build skips the extensions and the Python code they mirror runs
+# (tests/encryptsvc/test_native_sealing.py and test_selection.py then fail, on purpose).
 $(STAMP): pyproject.toml $(PROTOS) services/encryptsvc/_fastseal.c services/common/_fastwalk.c
 	@{ test -f /usr/include/openssl/evp.h && command -v gcc >/dev/null; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -21,6 +21,9 @@ try:  # built from _fastwalk.c when the machine can compile it (pyproject.toml, 
 except ImportError:  # pragma: no cover - exercised on machines without a C compiler
     _fastwalk = None  # type: ignore[assignment]
 
+# How ``locate`` walks by default: "native" (C, _fastwalk) or "python". Logged at startup.
+WALKING = "python" if _fastwalk is None else "native"
+
 _ABSENT = object()  # a key the event does not have (a value may be None)
 
 # container[key] holds a named value; concrete is its path with [*] resolved to indices.

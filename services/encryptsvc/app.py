@@ -6,6 +6,7 @@ import structlog
 from phiseal.encrypt.v1 import encrypt_pb2
 from prometheus_client import Counter
 
+from services.common.selection import WALKING
 from services.common.server.clients import open_peer_channel
 from services.common.server.grpc_server import GrpcServer, ServerParts
 from services.common.server.lifecycle import Closing
@@ -42,7 +43,7 @@ def encrypt_counts(metrics: Metrics) -> EncryptCounts:
 async def build(settings: Settings) -> GrpcServer:
     """Wires encryptsvc; the returned server is not started yet. It owns no database."""
     # "native" unless the C sealer could not be built here (then ~2.6x the CPU per field).
-    structlog.get_logger("encryptsvc").info("sealer", sealing=SEALING)
+    structlog.get_logger("encryptsvc").info("sealer", sealing=SEALING, walking=WALKING)
     security = settings.server.security
     policy_channel = open_peer_channel(
         settings.policysvc_addr, "encryptsvc", security, peer="policysvc"
