@@ -460,7 +460,8 @@ class RunningService:
 def service_env(
     name: str, database_url: str | None, overrides: Mapping[str, str]
 ) -> dict[str, str]:
-    """The environment a service is built from in tests: ports 0, short intervals, the
+    """The environment a service is built from in tests: ports 0 (health and metrics too, even
+    when a test fixes the service port), short intervals, the
     session's development secrets (TLS, mTLS peers, tokens), its own runtime database role
     (``database_url`` names a superuser, as tests tampering with the database need), and for
     auditsvc a fresh folder for its signing key, trusted keys and journal."""
@@ -468,6 +469,9 @@ def service_env(
         f"{name.upper()}_PORT": "0",
         f"{name.upper()}_PEER_PORT": "0",
         f"{name.upper()}_HEALTH_PORT": "0",
+        # Ephemeral too: by default /metrics sits at the service port + 300, which for a test's
+        # free_port() service port is a port nobody checked (another process held it once).
+        f"{name.upper()}_METRICS_PORT": "0",
         "PHISEAL_TLS_DIR": str(session_secrets().folder),
         "SHUTDOWN_GRACE_SECONDS": "2",
         "DB_CHECK_INTERVAL_SECONDS": "0.2",

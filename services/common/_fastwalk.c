@@ -102,9 +102,9 @@ static int walk_list(PyObject *node, PyObject *trie, PyObject *prefix, PyObject 
         PyObject *child = PyTuple_GET_ITEM(item, 1);
         int into_dict = PyObject_IsTrue(PyTuple_GET_ITEM(item, 2));
         int into_list = PyObject_IsTrue(PyTuple_GET_ITEM(item, 3));
+        /* [*]: every element; an index: that one, when the list is long enough. */
         Py_ssize_t first = index < 0 ? 0 : index;
-        Py_ssize_t last = index < 0 ? PyList_GET_SIZE(node) : index + 1;
-        for (Py_ssize_t i = first; i < last && i < PyList_GET_SIZE(node); i++) {
+        for (Py_ssize_t i = first; i < PyList_GET_SIZE(node) && (index < 0 || i == index); i++) {
             PyObject *value = PyList_GET_ITEM(node, i);
             PyObject *path = PyUnicode_FromFormat("%U[%zd]", prefix, i);
             if (path == NULL) return -1;

@@ -208,6 +208,14 @@ static PyObject *Sealer_seal_into(Sealer *self, PyObject *const *args, Py_ssize_
         PyErr_SetString(PyExc_TypeError, "plaintexts and located must be lists, closings a dict");
         return NULL;
     }
+    /* Immutable bytes only: closing() is Python code, and a bytearray changed while the loop
+       runs could put non-ASCII bytes into an ASCII str after the check. */
+    for (int a = 0; a < 4; a++) {
+        if (!PyBytes_CheckExact(args[a])) {
+            PyErr_SetString(PyExc_TypeError, "protected_head, event_head, middle and ivs must be bytes");
+            return NULL;
+        }
+    }
     Py_ssize_t n = PyList_GET_SIZE(plaintexts);
     if (PyList_GET_SIZE(located) != n) {
         PyErr_SetString(PyExc_ValueError, "plaintexts and located differ in length");

@@ -84,3 +84,15 @@ def test_every_development_path_follows_the_run_dir() -> None:
         Path("/srv/phiseal-run/dev-secrets"),
         Path("/srv/phiseal-run/auditsvc-signing-key.pem"),
     )
+
+
+def test_tests_never_put_metrics_beside_a_fixed_service_port() -> None:
+    """A test that fixes a service's port (a free_port() it checked) still gets ephemeral health
+    and metrics ports: port + 300 was never checked, and once another process held it
+    (test_api's stack failed to start with "Address already in use")."""
+    from phiseal_dev.testing import service_env
+    from services.policysvc.config import Settings as PolicySettings
+
+    env = service_env("policysvc", None, {"POLICYSVC_PORT": "41051"})
+    server = PolicySettings.from_env(env).server
+    assert (server.port, server.health_port, server.metrics_port) == (41051, 0, 0)

@@ -194,6 +194,8 @@ def test_seal_into_refuses_what_it_cannot_do_safely() -> None:
     for at, bad, error, message in [
         (3, bytes(23), ValueError, "12 bytes per field"),
         (0, "é".encode(), ValueError, "ASCII"),
+        (0, bytearray(b"h"), TypeError, "must be bytes"),
+        (3, memoryview(bytes(24)), TypeError, "must be bytes"),
         (2, b".\xff.", ValueError, "ASCII"),
         (4, [b"1"], ValueError, "differ in length"),
         (4, (b"1", b"2"), TypeError, "must be lists"),
