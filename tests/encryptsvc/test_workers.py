@@ -210,6 +210,8 @@ async def test_a_dying_worker_takes_joint_health_down_and_stops_the_rest(
     assert await asyncio.wait_for(two_workers.process.wait(), 30) == 1
     with pytest.raises(ProcessLookupError):
         os.kill(pids[0], 0)
+    if two_workers.pump is not None:  # every line read, not just those read before the exit
+        await two_workers.pump
     assert any(line["event"] == "worker_exited" for line in two_workers.logs)
 
 
