@@ -70,14 +70,17 @@ def test_safe_db_error_for_other_exceptions_names_the_type() -> None:
 
 
 def test_every_value_renders_as_one_json_line() -> None:
-    """orjson renders the lines; what it refuses (an integer past 64 bits) still renders, and
-    so do non-text keys and objects JSON has no type for."""
+    """orjson renders the lines; what it refuses (an integer past 64 bits, a lone surrogate)
+    still renders, and so do non-text keys and objects JSON has no type for."""
     stream = io.StringIO()
     configure_logging("info", "json", stream=stream)
     log = structlog.get_logger()
     log.info("big", count=2**70, by_code={1: "a"}, thing=object(), text="é")
     log.info("small", count=3, by_code={2: "b"})
-    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    # A lone surrogate (a JSON path may carry one, escaped): orjson refuses it, json escapes it.
+    log.info("odd", path="traits.\ud800")
+    first, second, third = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert third["path"] == "traits.\ud800"
     assert (first["count"], first["by_code"], first["text"]) == (2**70, {"1": "a"}, "é")
     assert first["thing"].startswith("<object")
     assert (second["count"], second["by_code"]) == (3, {"2": "b"})
