@@ -27,3 +27,7 @@ class Sealer:
         closing: Callable[[str], bytes],
         /,
     ) -> None: ...
+
+def plaintexts(
+    located: list[tuple[Any, str | int, str]], dumps: Callable[[Any], bytes], /
+) -> tuple[list[bytes], int, int]: ...

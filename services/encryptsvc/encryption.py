@@ -20,6 +20,7 @@ from services.encryptsvc.envelope import (
     Sealer,
     ValueTooLong,
     new_sealer,
+    plaintexts_of,
 )
 from services.encryptsvc.selection import Selection, compile_selection
 
@@ -237,18 +238,10 @@ class Encryptor:
         estimate = len(raw)
         plaintexts: list[bytes] = []
         if located:
+            plaintexts, growth, total = plaintexts_of(located)
             estimate += len(located) * (sealer.sealed_length(0, message_id, "") + 4)
-            keep = plaintexts.append
-            if sealer.binds:
-                for container, key, concrete in located:
-                    plaintext = orjson.dumps(container[key])  # type: ignore[index]
-                    keep(plaintext)
-                    estimate += (4 * (len(plaintext) + len(concrete))) // 3 - len(plaintext)
-            else:  # a SEGMENT value is one RSA block whatever its length
-                for container, key, _ in located:
-                    plaintext = orjson.dumps(container[key])  # type: ignore[index]
-                    keep(plaintext)
-                    estimate -= len(plaintext)
+            # A SEGMENT value is one RSA block whatever its length.
+            estimate += growth if sealer.binds else -total
         self._check_size(estimate, room, len(located))
         if located:
             try:

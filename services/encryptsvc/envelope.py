@@ -146,6 +146,27 @@ class Sealer(Protocol):
         ...
 
 
+def plaintexts_of(located: list[Located]) -> tuple[list[bytes], int, int]:
+    """Each located value as the JSON that is sealed, with the sums the output budget needs:
+    over fields, (4 * (len(plaintext) + len(path))) // 3 - len(plaintext) (JWE's base64url of
+    value and path, less the value's bytes) and len(plaintext). In C when built: one call per
+    event instead of a Python loop per field (0.5 us of a 14 us event, A/B)."""
+    if SEALING == "native":
+        return _fastseal.plaintexts(located, orjson.dumps)
+    return _python_plaintexts(located)
+
+
+def _python_plaintexts(located: list[Located]) -> tuple[list[bytes], int, int]:
+    plaintexts: list[bytes] = []
+    growth = total = 0
+    for container, key, path in located:
+        plaintext = orjson.dumps(container[key])  # type: ignore[index]
+        plaintexts.append(plaintext)
+        growth += (4 * (len(plaintext) + len(path))) // 3 - len(plaintext)
+        total += len(plaintext)
+    return plaintexts, growth, total
+
+
 def seal_each(
     sealer: Sealer, plaintexts: list[bytes], located: list[Located], message_id: str
 ) -> None:
@@ -341,12 +362,14 @@ class JweSealer:
 
     def sealed_length(self, plaintext_length: int, message_id: str, path: str) -> int:
         header = self._prefix_length + len(orjson.dumps(message_id)) + 8 + len(orjson.dumps(path))
+        # b64url_length of the header (+ "}}"), the IV (16) and the tag (22), inlined: this runs
+        # once per event and the calls were most of its cost.
         return (
-            b64url_length(header + 2)
+            (4 * (header + 2) + 2) // 3
             + self._wrapped_length
-            + b64url_length(12)
-            + b64url_length(plaintext_length)
-            + b64url_length(16)
+            + 16
+            + (4 * plaintext_length + 2) // 3
+            + 22
             + 4
         )
 

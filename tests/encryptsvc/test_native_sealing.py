@@ -230,3 +230,55 @@ def test_seal_into_refuses_what_it_cannot_do_safely() -> None:
     unkeyed = _fastseal.Sealer.__new__(_fastseal.Sealer)
     with pytest.raises(RuntimeError, match="not given a key"):
         unkeyed.seal_into(*good)  # type: ignore[arg-type]
+
+
+def test_plaintexts_in_c_are_the_python_loops() -> None:
+    """_fastseal.plaintexts gives the JSON, the JWE growth and the total the Python loop gives:
+    paths with non-ASCII characters (counted in characters), every value type, big values."""
+    from services.encryptsvc import envelope
+
+    event: dict[str, Any] = {
+        "a": "x",
+        "é": {"nested": [1, 2.5, None, True, "ü" * 7]},
+        "n": 12345678901234567890,
+        "big": "z" * 70_000,
+        "list": ["p", {"q": []}],
+    }
+    holder = event["list"]
+    located: list[Located] = [
+        (event, "a", "traits.a"),
+        (event, "é", 'traits["é"]'),
+        (event, "n", "traits.n"),
+        (event, "big", "traits.big"),
+        (holder, 0, "traits.list[0]"),
+        (holder, 1, "traits.list[1]"),
+    ]
+    native = _fastseal.plaintexts(located, orjson.dumps)
+    python = envelope._python_plaintexts(located)
+    assert native == python
+    assert native[0][0] == b'"x"'
+    assert _fastseal.plaintexts([], orjson.dumps) == ([], 0, 0)
+
+
+def test_plaintexts_in_c_refuse_what_they_cannot_read() -> None:
+    holder: list[Any] = ["v"]
+    with pytest.raises(TypeError, match="tuples"):
+        _fastseal.plaintexts([(holder, 0)], orjson.dumps)  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="tuples"):
+        _fastseal.plaintexts([(holder, 0, 7)], orjson.dumps)  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="must be a list"):
+        _fastseal.plaintexts(((holder, 0, "p"),), orjson.dumps)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must return bytes"):
+        _fastseal.plaintexts([(holder, 0, "p")], str)  # type: ignore[arg-type]
+    with pytest.raises(IndexError):
+        _fastseal.plaintexts([(holder, 5, "p")], orjson.dumps)
+    with pytest.raises(TypeError):
+        _fastseal.plaintexts([(holder, 0, "p")], orjson.dumps, 1)  # type: ignore[call-arg]
+    located: list[Located] = [(holder, 0, "p"), (holder, 0, "q")]
+
+    def shrinking(value: Any) -> bytes:
+        located.clear()
+        return b'"v"'
+
+    with pytest.raises(RuntimeError, match="changed while reading"):
+        _fastseal.plaintexts(located, shrinking)
