@@ -267,7 +267,8 @@ static PyMethodDef Sealer_methods[] = {
    dumps(container[key]) for every (container, key, path) of located, with what the output
    budget needs: jwe_growth the sum over fields of (4 * (len(plaintext) + len(path))) // 3
    - len(plaintext) (base64url of value and path, less the value's own bytes; len(path) in
-   characters), total the sum of len(plaintext). encryption.py's loop is the specification. */
+   characters), total the sum of len(plaintext). envelope.py's _python_plaintexts is the
+   specification. */
 static PyObject *plaintexts(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "plaintexts takes 2 arguments"); return NULL; }
     PyObject *located = args[0], *dumps = args[1];

@@ -307,15 +307,9 @@ class JweSealer:
         self._middle = b"." + self._encrypted_key.encode("ascii") + b"."
         self._message_id = None
 
-    def _iv(self) -> bytes:
-        at = self._iv_at
-        if at >= len(self._ivs):
-            self._ivs, at = self._rng(12 * _IVS_PER_DRAW), 0
-        self._iv_at = at + 12
-        return self._ivs[at : at + 12]
-
     def _ivs_for(self, n: int) -> bytes:
-        """12 * n bytes: the IVs of n fields, from the same draws _iv takes its IVs from."""
+        """12 * n bytes: the IVs of n fields (one field's for ``seal``), drawn from the OS
+        _IVS_PER_DRAW at a time."""
         at, end = self._iv_at, self._iv_at + 12 * n
         if end > len(self._ivs):
             self._ivs, at, end = self._rng(12 * max(_IVS_PER_DRAW, n)), 0, 12 * n
@@ -385,13 +379,13 @@ class JweSealer:
                 self._protected_head,
                 self._event_head + closing,
                 self._middle,
-                self._iv(),
+                self._ivs_for(1),
                 plaintext,
             )
         protected = self._protected_head + _b2a(
             self._event_head + closing, newline=False
         ).translate(_URLSAFE).rstrip(b"=")
-        iv = self._iv()
+        iv = self._ivs_for(1)
         sealed = self._aead.encrypt(iv, plaintext, protected)
         n = len(sealed) - 16
         # The IV is 12 bytes (16 characters, no padding) and the tag 16 (22 characters and
